@@ -1,0 +1,36 @@
+# Fresh clone -> `make demo` or `make test`. Both create .venv when missing.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench pretrained clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m lungseg.demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+bench: setup
+	$(PY) bench/infer.py
+	$(PY) bench/train.py
+
+pretrained: setup
+	$(PY) -m lungseg.pretrained --out runs/pretrained
+
+clean:
+	rm -rf runs build dist *.egg-info src/*.egg-info .pytest_cache
