@@ -27,3 +27,7 @@ class LabelError(LungsegError):
 
 class OutputError(LungsegError):
     """An output that would overwrite an input or an existing file."""
+
+
+class LungsegWarning(UserWarning):
+    """Something lungseg changed or guessed about the input (resampled, chose a series)."""

@@ -3,19 +3,34 @@
 Convention (nibabel's): `Volume.array` is indexed (i, j, k) in stored order and
 `Volume.affine` maps voxel indices to RAS+ millimetres. Every format is converted to this
 on read and back on write, so a mask written for an input lies on exactly its grid.
+
+RAS+ means world +x points to the patient's RIGHT, +y anterior, +z superior (nibabel's
+`aff2axcodes(np.eye(4)) == ('R', 'A', 'S')`). So the RIGHT lung (label 1) has the LARGER
+world x; DICOM/ITK LPS coordinates are the same points with x and y negated.
+
+Formats (see docs/formats.md): NIfTI (.nii, .nii.gz), a DICOM series (a folder, or any file
+of the series), MetaImage (.mha, .mhd + .raw), NRRD (.nrrd, .seg.nrrd).
+
+>>> import numpy as np, tempfile, pathlib
+>>> vol = Volume(np.zeros((4, 5, 6), np.int16), np.diag([0.8, 0.8, 2.0, 1.0]))
+>>> path = write_volume(vol, pathlib.Path(tempfile.mkdtemp()) / "ct.nrrd")
+>>> back = read_volume(path)
+>>> back.shape, back.meta["format"], np.allclose(back.affine, vol.affine)
+((4, 5, 6), 'nrrd', True)
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from lungseg.errors import InputError
+from lungseg.errors import InputError, OutputError
+from lungseg.io.safety import atomic_folder, atomic_path
 
 
 @dataclass
@@ -42,43 +57,166 @@ class Volume:
         return Volume(array, self.affine.copy(), dict(self.meta))
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.endswith((".nii", ".nii.gz"))
+#: suffix → format name, longest suffixes first.
+_SUFFIX_FORMATS = (
+    (".nii.gz", "nifti"),
+    (".nii", "nifti"),
+    (".seg.nrrd", "nrrd"),
+    (".nrrd", "nrrd"),
+    (".nhdr", "nrrd"),
+    (".mha", "mha"),
+    (".mhd", "mha"),
+)
+_WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+_MAGIC = {
+    b"\x89PNG": "a PNG picture",
+    b"\xff\xd8\xff": "a JPEG picture",
+    b"GIF8": "a GIF picture",
+    b"II*\x00": "a TIFF picture",
+    b"MM\x00*": "a TIFF picture",
+    b"PK\x03\x04": "a ZIP archive (unzip it first)",
+    b"%PDF": "a PDF document",
+}
 
 
-def read_volume(path: str | Path) -> Volume:
-    """Read a 3D image with its geometry."""
+def format_of(path: str | Path) -> str | None:
+    """'nifti', 'nrrd', 'mha' from the file name, 'dicom' for a folder; None if unknown."""
     path = Path(path)
+    if path.is_dir():
+        return "dicom"
+    name = path.name.lower()
+    for suffix, fmt in _SUFFIX_FORMATS:
+        if name.endswith(suffix):
+            return fmt
+    if name.endswith((".dcm", ".ima", ".dicom")):
+        return "dicom"
+    return None
+
+
+def _sniff(path: Path) -> str | None:
+    """What a file's first bytes say it is, when that is not a medical volume."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            return what
+    return None
+
+
+def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
+    """Read a 3D image with its geometry (RAS affine) from any supported format.
+
+    `path` is a NIfTI/NRRD/MetaImage file, a DICOM series folder, or one file of a DICOM
+    series (then its folder is read, keeping that file's series unless `series_uid` is given).
+    `series_uid` picks one series where a folder holds several (default: the CT series with
+    the most slices). Raises `InputError` for anything that is not one readable 3D volume.
+
+    meta: {"path", "format"} plus, for DICOM, "series_uid", "study_uid", "dicom_files".
+    """
+    path = Path(path).expanduser()
     if not path.exists():
         raise InputError("no such file or folder", path)
-    if not _is_nifti(path):
-        raise InputError("unsupported format (expected .nii or .nii.gz)", path)
+    fmt = format_of(path)
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise InputError("empty file (0 bytes)", path)
+        what = _sniff(path)
+        if what is not None:
+            raise InputError(f"is {what}, not a 3D medical image (NIfTI, NRRD, MetaImage or DICOM)", path)
+    if fmt is None and path.is_file():
+        from lungseg.io.dicom import is_dicom_file
+
+        if path.suffix.lower() == ".raw":
+            raise InputError("a .raw file holds voxels only; read its .mhd header instead", path)
+        if is_dicom_file(path):
+            fmt = "dicom"
+        else:
+            raise InputError(
+                "unsupported format (expected .nii, .nii.gz, .nrrd, .mha, .mhd, "
+                "or a DICOM file or folder)",
+                path,
+            )
+    if fmt == "dicom":
+        from lungseg.io.dicom import read_dicom_series
+
+        return read_dicom_series(path, series_uid=series_uid)
+    if fmt == "nifti":
+        array, affine = _read_nifti(path)
+    else:
+        from lungseg.io.itk import read_itk
+
+        array, affine = read_itk(path, {"nrrd": "NRRD", "mha": "MetaImage"}[fmt])
+    _require_3d(array, path)
+    return Volume(array, affine, {"path": str(path), "format": fmt})
+
+
+def _require_3d(array: np.ndarray, path: Path) -> None:
+    if array.ndim != 3:
+        kind = {2: "a 2D picture", 4: "a 4D series (time points or channels)"}.get(
+            array.ndim, f"{array.ndim}D")
+        raise InputError(
+            f"expected one 3D volume, got {kind} with shape {array.shape}"
+            + ("; extract one 3D volume first" if array.ndim > 3 else ""),
+            path,
+        )
+    if min(array.shape) < 2:
+        raise InputError(f"expected a 3D volume, got a single slice (shape {array.shape})", path)
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    is_gz = path.name.lower().endswith(".gz")
     try:
         img = nib.load(str(path))
         array = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        what = "truncated or corrupt gzip file" if is_gz else "truncated file"
+        raise InputError(f"{what} ({type(exc).__name__}: {exc}); was the download or copy complete?",
+                         path) from None
     except Exception as exc:  # nibabel raises many kinds
-        raise InputError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from None
-    if array.ndim == 4 and array.shape[3] == 1:
+        msg = str(exc)
+        if "truncated" in msg.lower() or "buffer" in msg.lower() or "cannot reshape" in msg.lower():
+            raise InputError(f"truncated file ({msg[:200]})", path) from None
+        raise InputError(f"not a readable NIfTI file ({type(exc).__name__}: {msg[:200]})", path) from None
+    while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim != 3:
-        raise InputError(f"expected a 3D image, got {array.ndim}D with shape {array.shape}", path)
-    return Volume(array, np.asarray(img.affine, dtype=np.float64), {"path": str(path), "format": "nifti"})
+    affine = np.asarray(img.affine, dtype=np.float64)
+    return array, affine
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    """Write `volume` with its geometry; the format follows the suffix (default NIfTI).
+
+    Suffixes: .nii.gz, .nii, .nrrd, .mha, .mhd (+ .raw). A path without a known suffix
+    gets `.nii.gz` appended. The write is atomic: nothing half-written is ever left at
+    `path`. Returns the path written. Raises `OutputError` if the file cannot be written.
+    """
+    path = Path(path).expanduser()
+    name = path.name.lower()
+    if not name.endswith(_WRITE_SUFFIXES):
+        path = path.with_name(path.name + ".nii.gz")
+        name = path.name.lower()
+    array = np.asarray(volume.array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    affine = np.asarray(volume.affine, dtype=np.float64)
     try:
-        img = nib.Nifti1Image(np.asarray(volume.array), volume.affine)
-        img.set_qform(volume.affine, code=1)
-        img.set_sform(volume.affine, code=1)
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if name.endswith((".nii", ".nii.gz")):
+            with atomic_path(path) as tmp:
+                img = nib.Nifti1Image(array, affine)
+                img.set_qform(affine, code=1)
+                img.set_sform(affine, code=1)
+                nib.save(img, str(tmp))
+        elif name.endswith(".mhd"):
+            from lungseg.io.itk import write_itk
+
+            with atomic_folder(path) as tmpdir:
+                write_itk(array, affine, tmpdir / path.name)
+        else:
+            from lungseg.io.itk import write_itk
+
+            with atomic_path(path) as tmp:
+                write_itk(array, affine, tmp)
+    except OSError as exc:
+        raise OutputError(f"cannot write ({exc.strerror or exc})", path) from None
     return path

@@ -1,0 +1,272 @@
+"""DICOM series → `Volume`: series choice, slice order, HU rescale, padding, spacing checks.
+
+Geometry (DICOM PS3.3 C.7.6.2): ImageOrientationPatient gives the row direction r (along
+which the column index grows) and the column direction c; PixelSpacing is (between rows,
+between columns). lungseg's i runs along r (columns), j along c (rows), k along the slice
+normal r × c, so the LPS affine is [r·Δcol, c·Δrow, slice step, first position]; the first
+two rows then flip sign for RAS. Slices are sorted by ImagePositionPatient · normal.
+
+>>> # read_dicom_series("CT_folder/")  -> Volume with meta["series_uid"], meta["dicom_files"]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from lungseg.errors import InputError, LungsegWarning
+from lungseg.io.volumes import Volume
+
+#: Suffixes never read as DICOM when scanning a folder.
+_NOT_DICOM = {".nii", ".gz", ".json", ".txt", ".csv", ".png", ".jpg", ".jpeg", ".xml", ".mha",
+              ".mhd", ".raw", ".nrrd", ".zip", ".pdf", ".md", ".html", ".py", ".yaml", ".yml"}
+#: Stored values at or below this HU are scanner padding outside the field of view.
+PADDING_HU = -1500.0
+AIR_HU = -1024
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True for a DICOM file: 'DICM' at byte 128, or (no preamble) a first tag in group 0002/0008."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() in _NOT_DICOM:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":
+        return True
+    return len(head) >= 8 and head[:2] in (b"\x08\x00", b"\x02\x00") and head[3:4] == b"\x00"
+
+
+@dataclass
+class Series:
+    """One series found in a folder: its UID, what it is, and its image files."""
+
+    uid: str
+    modality: str
+    description: str
+    files: list[Path] = field(default_factory=list)
+    headers: list = field(default_factory=list)
+
+    def describe(self) -> str:
+        desc = f" '{self.description}'" if self.description else ""
+        return f"{self.uid} ({self.modality or 'no modality'}{desc}, {len(self.files)} slices)"
+
+
+def _stand_in_uid(folder: Path, ds) -> str:
+    """A stable UID for a series whose SeriesInstanceUID was blanked (e.g. by an anonymiser)."""
+    from pydicom.uid import generate_uid
+
+    key = [str(folder.resolve()), str(ds.get("SeriesNumber", "")), str(ds.get("FrameOfReferenceUID", ""))]
+    return generate_uid(entropy_srcs=key)
+
+
+def list_series(folder: str | Path) -> list[Series]:
+    """All image series (files with position and orientation) under `folder`, largest first."""
+    folder = Path(folder)
+    groups: dict[str, Series] = {}
+    multiframe = 0
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if not is_dicom_file(f):
+            continue
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+        except Exception:
+            continue
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            multiframe += 1
+            continue
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "Rows" not in ds:
+            continue
+        if "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "") or _stand_in_uid(folder, ds)
+        s = groups.setdefault(uid, Series(uid, str(ds.get("Modality", "") or ""),
+                                          str(ds.get("SeriesDescription", "") or "")))
+        s.files.append(f)
+        s.headers.append(ds)
+    if not groups:
+        extra = (f"; {multiframe} enhanced multi-frame file(s) found, which lungseg does not read "
+                 "(convert to NIfTI with dcm2niix)") if multiframe else ""
+        raise InputError(f"no DICOM image slices found in this folder{extra}", folder)
+    return sorted(groups.values(), key=lambda s: -len(s.files))
+
+
+def _choose_series(folder: Path, series: list[Series], series_uid: str | None,
+                   from_file: Path | None) -> Series:
+    by_uid = {s.uid: s for s in series}
+    if series_uid is not None:
+        if series_uid not in by_uid:
+            listing = "; ".join(s.describe() for s in series)
+            raise InputError(f"series UID {series_uid} not found; series here: {listing}", folder)
+        return by_uid[series_uid]
+    if from_file is not None:
+        for s in series:
+            if from_file in s.files:
+                return s
+    ct = [s for s in series if s.modality.upper() in ("CT", "")] or series
+    chosen = max(ct, key=lambda s: len(s.files))
+    if len(series) > 1:
+        others = "; ".join(s.describe() for s in series if s is not chosen)
+        warnings.warn(f"{folder}: {len(series)} series; using {chosen.describe()}; others: {others}"
+                      " (choose one with --series UID)", LungsegWarning, stacklevel=3)
+    return chosen
+
+
+def _keep_main_orientation(series: Series) -> tuple[list[Path], list]:
+    keys = [tuple(np.round(np.asarray(h.ImageOrientationPatient, float), 4)) for h in series.headers]
+    counts = Counter(keys)
+    main, n = counts.most_common(1)[0]
+    if len(counts) > 1:
+        warnings.warn(f"series {series.uid}: {len(keys) - n} slice(s) with another orientation ignored",
+                      LungsegWarning, stacklevel=3)
+    pairs = [(f, h) for f, h, k in zip(series.files, series.headers, keys, strict=True) if k == main]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _pixels(path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "TransferSyntaxUID" not in ds.file_meta:
+            implicit, little = getattr(ds, "original_encoding", (True, True))
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise InputError("colour (RGB) DICOM image; a CT slice has one sample per pixel", path)
+        return ds.pixel_array, ds
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {str(exc)[:200]})",
+                         path) from None
+
+
+def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    hu = stored.astype(np.float64) * slope + intercept
+    pad = ds.get("PixelPaddingValue")
+    if pad is not None:
+        bits = int(ds.get("BitsAllocated", 16))
+        pad = int(pad)
+        if int(ds.get("PixelRepresentation", 0)) == 1 and pad >= 2 ** (bits - 1):
+            pad -= 2**bits
+        limit = ds.get("PixelPaddingRangeLimit")
+        if limit is not None:
+            lo, hi = sorted((pad, int(limit)))
+            hu[(stored >= lo) & (stored <= hi)] = AIR_HU
+        else:
+            hu[stored == pad] = AIR_HU
+    if str(ds.get("Modality", "CT")).upper() in ("CT", ""):
+        hu[hu <= PADDING_HU] = AIR_HU
+    return hu
+
+
+def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume:
+    """Read one DICOM series from a folder (or the folder of one of its files) as a `Volume`.
+
+    Picks `series_uid` if given, else the series of the given file, else the CT series with
+    the most slices. Raises `InputError` for an unknown UID, a missing slice (a gap larger
+    than 1.5 × the median spacing), slices at the same position, or inconsistent slices;
+    resamples slightly non-uniform spacing to uniform with a `LungsegWarning`.
+    """
+    path = Path(path)
+    folder, from_file = (path, None) if path.is_dir() else (path.parent, path)
+    series = _choose_series(folder, list_series(folder), series_uid, from_file)
+    files, headers = _keep_main_orientation(series)
+    if len(files) < 2:
+        raise InputError(f"series {series.uid} has a single slice; lungseg needs a 3D series", folder)
+    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
+    r, c = iop[:3], iop[3:]
+    normal = np.cross(r, c)
+    ipp = np.array([np.asarray(h.ImagePositionPatient, dtype=np.float64) for h in headers])
+    order = np.argsort(ipp @ normal, kind="stable")
+    files = [files[i] for i in order]
+    ipp = ipp[order]
+    pos = ipp @ normal
+    steps = np.diff(pos)
+    med = float(np.median(steps))
+    if med <= 1e-6 or np.any(steps < 1e-3 * max(med, 1e-3)):
+        dup = int(np.sum(steps < 1e-3 * max(med, 1e-3)))
+        raise InputError(f"series {series.uid}: {dup} slice(s) share a position with another "
+                         "(several volumes or acquisitions in one series?)", folder)
+    big = np.nonzero(steps > 1.5 * med)[0]
+    if big.size:
+        b = int(big[0])
+        raise InputError(
+            f"missing slice: series {series.uid} has a gap of {steps[b]:.2f} mm between "
+            f"{files[b].name} and {files[b + 1].name} (slice spacing {med:.2f} mm); "
+            f"{big.size} gap(s) in all", folder)
+    slices, datasets = [], []
+    for f in files:
+        px, ds = _pixels(f)
+        if px.ndim != 2:
+            raise InputError(f"expected one 2D slice per file, got shape {px.shape}", f)
+        if slices and px.shape[::-1] != slices[0].shape:
+            raise InputError(f"slice size {px.shape} differs from the series' {slices[0].shape[::-1]}",
+                             f)
+        slices.append(_to_hu(px, ds).T)  # (rows, cols) -> (i=col, j=row)
+        datasets.append(ds)
+    array = np.stack(slices, axis=-1)
+    spacing = headers[0].get("PixelSpacing") or headers[0].get("ImagerPixelSpacing")
+    if spacing is None:
+        raise InputError(f"series {series.uid} has no PixelSpacing", folder)
+    d_row, d_col = (float(v) for v in spacing)
+    tol = max(0.01, 0.01 * med)
+    resampled = bool(np.any(np.abs(steps - med) > tol))
+    if resampled:
+        array = _resample_uniform(array, pos, med)
+        warnings.warn(f"{folder}: non-uniform slice spacing ({steps.min():.3f}–{steps.max():.3f} mm);"
+                      f" resampled to uniform {(pos[-1] - pos[0]) / (array.shape[2] - 1):.3f} mm",
+                      LungsegWarning, stacklevel=2)
+    n = array.shape[2]
+    lps = np.eye(4)
+    lps[:3, 0] = r * d_col
+    lps[:3, 1] = c * d_row
+    lps[:3, 2] = (ipp[-1] - ipp[0]) / (n - 1)
+    lps[:3, 3] = ipp[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    integral = all(float(ds.get("RescaleSlope", 1) or 1).is_integer()
+                   and float(ds.get("RescaleIntercept", 0) or 0).is_integer() for ds in datasets)
+    if integral and not resampled and array.min() >= -32768 and array.max() <= 32767:
+        array = array.astype(np.int16)
+    else:
+        array = array.astype(np.float32)
+    first = datasets[0]
+    meta = {
+        "path": str(path), "format": "dicom", "series_uid": series.uid,
+        "study_uid": str(first.get("StudyInstanceUID", "") or "")
+        or _stand_in_uid(folder, Dataset()), "modality": series.modality,
+        "dicom_files": [str(f) for f in files], "resampled": resampled,
+    }
+    return Volume(array, affine, meta)
+
+
+def _resample_uniform(array: np.ndarray, pos: np.ndarray, step: float) -> np.ndarray:
+    """Linear interpolation along k from sorted positions `pos` to a uniform grid."""
+    n = int(round((pos[-1] - pos[0]) / step)) + 1
+    targets = np.linspace(pos[0], pos[-1], n)
+    hi = np.clip(np.searchsorted(pos, targets, side="left"), 1, len(pos) - 1)
+    lo = hi - 1
+    w = ((targets - pos[lo]) / (pos[hi] - pos[lo]))[None, None, :]
+    return array[:, :, lo] * (1 - w) + array[:, :, hi] * w
+
+
+def slice_positions(vol: Volume) -> dict[str, int]:
+    """Map each source DICOM file of `vol` to its k index on `vol`'s grid (nearest slice)."""
+    inv = np.linalg.inv(vol.affine)
+    out: dict[str, int] = defaultdict(int)
+    for f in vol.meta.get("dicom_files", []):
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+        lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+        ras = np.array([-lps[0], -lps[1], lps[2], 1.0])
+        out[str(f)] = int(round((inv @ ras)[2]))
+    return dict(out)

@@ -1,0 +1,137 @@
+"""Lung masks as DICOM Segmentation objects (highdicom), referencing the source CT series.
+
+The mask lies on the source `Volume`'s grid (i, j, k); each source DICOM file is matched to
+its k index through the affine, so the SEG frames follow the source slices whatever order
+the files were read in.
+
+>>> # ct = read_volume("CT_folder/"); mask = ct.with_array(labels)
+>>> # write_dicom_seg(mask, ct, "lungs_seg.dcm")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lungseg.errors import GeometryError, InputError, LabelError
+from lungseg.io.safety import atomic_path
+from lungseg.io.volumes import Volume
+
+#: SNOMED CT codes for the two segments (label value → (code, meaning)).
+LUNG_SEGMENTS = {1: ("3341006", "Right lung"), 2: ("44029006", "Left lung")}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lungseg")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _segment_descriptions(version: str):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="lungseg", version=version, family=codes.cid7162.ArtificialIntelligence)
+    out = []
+    for number, (code, meaning) in LUNG_SEGMENTS.items():
+        out.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=meaning,
+            segmented_property_category=codes.SCT.Organ,
+            segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=hd.UID(),
+            tracking_id=meaning,
+        ))
+    return out
+
+
+def _repair(ds, series_uid: str, study_uid: str):
+    """Fill identifiers that anonymisers blank (SOP class/instance from the file meta)."""
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    meta = getattr(ds, "file_meta", None)
+    if not ds.get("SOPClassUID"):
+        ds.SOPClassUID = (meta.get("MediaStorageSOPClassUID") if meta else None) or CTImageStorage
+    if not ds.get("SOPInstanceUID"):
+        ds.SOPInstanceUID = (meta.get("MediaStorageSOPInstanceUID") if meta else None) or generate_uid(
+            entropy_srcs=[series_uid, str(ds.get("ImagePositionPatient", ""))])
+    if not ds.get("SeriesInstanceUID"):
+        ds.SeriesInstanceUID = series_uid
+    if not ds.get("StudyInstanceUID"):
+        ds.StudyInstanceUID = study_uid
+    if not ds.get("FrameOfReferenceUID"):
+        ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
+    if "Modality" not in ds:
+        ds.Modality = "CT"
+    return ds
+
+
+def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
+    """Write `mask` (0 background, 1 right lung, 2 left lung on `source`'s grid) as DICOM SEG.
+
+    `source` must have been read from DICOM (it carries meta["dicom_files"]). The SEG is
+    BINARY with segments 1 "Right lung" and 2 "Left lung" (SNOMED CT 3341006, 44029006),
+    references the source series, and is written atomically. Returns the path written.
+
+    Raises `InputError` if `source` is not a DICOM series, `GeometryError` if the mask is
+    not on its grid, `LabelError` for values other than 0, 1, 2.
+    """
+    import highdicom as hd
+    import pydicom
+
+    __version__ = _version()
+
+    path = Path(path)
+    files = source.meta.get("dicom_files")
+    if not files:
+        raise InputError("DICOM SEG needs a DICOM source series (this image was read from "
+                         f"{source.meta.get('format', 'another format')})", source.meta.get("path"))
+    if mask.shape != source.shape or not np.allclose(mask.affine, source.affine, atol=1e-3):
+        raise GeometryError(f"mask grid {mask.shape} does not match the source series grid "
+                            f"{source.shape}", path)
+    labels = np.asarray(mask.array)
+    values = set(np.unique(labels).tolist())
+    if not values <= {0, 1, 2}:
+        raise LabelError(f"mask values {sorted(values)}; DICOM SEG needs 0, 1 (right), 2 (left)", path)
+    inv = np.linalg.inv(source.affine)
+    series_uid = source.meta.get("series_uid") or hd.UID()
+    study_uid = source.meta.get("study_uid") or hd.UID()
+    datasets, frames = [], []
+    for f in files:
+        ds = _repair(pydicom.dcmread(f, force=True), series_uid, study_uid)
+        lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+        k_float = (inv @ np.array([-lps[0], -lps[1], lps[2], 1.0]))[2]
+        k = int(round(k_float))
+        if not 0 <= k < source.shape[2]:
+            raise GeometryError(f"source slice {Path(f).name} lies outside the mask grid (k={k_float:.2f})",
+                                path)
+        datasets.append(ds)
+        frames.append(labels[:, :, k].T.astype(np.uint8))  # (i, j) -> (rows, cols)
+    pixel_array = np.stack(frames, axis=0)
+    first = datasets[0]
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=_segment_descriptions(__version__),
+        series_instance_uid=hd.UID(),
+        series_number=int(first.get("SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="lungseg",
+        manufacturer_model_name="lungseg",
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description="lungseg lungs",
+        omit_empty_frames=False,
+    )
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path

@@ -1,0 +1,98 @@
+"""Write small synthetic DICOM CT series with pydicom, from an (i, j, k) array and a RAS affine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def write_series(
+    folder: str | Path,
+    hu: np.ndarray,
+    affine: np.ndarray,
+    *,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    modality: str | None = "CT",
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    minimal: bool = False,
+    padding_value: int | None = None,
+    prefix: str = "",
+    positions: list[float] | None = None,
+    skip: tuple[int, ...] = (),
+    shuffle: bool = True,
+) -> list[Path]:
+    """One file per k slice, named without extension and in shuffled order.
+
+    `minimal`: no preamble, no file meta, no Modality (a non-conformant file).
+    `positions`: override the k-th slice's offset along the slice axis (mm, from slice 0).
+    `skip`: slice indices not written (to make a missing slice).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    study_uid = study_uid or generate_uid()
+    lps = _RAS_TO_LPS @ np.asarray(affine, dtype=np.float64)
+    col_vec, row_vec, k_vec = lps[:3, 0], lps[:3, 1], lps[:3, 2]
+    d_col, d_row, d_k = (float(np.linalg.norm(v)) for v in (col_vec, row_vec, k_vec))
+    stored = np.round((np.asarray(hu, dtype=np.float64) - intercept) / slope).astype(np.int16)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(hu.shape[2]) if shuffle else np.arange(hu.shape[2])
+    paths = []
+    for k in order:
+        if k in skip:
+            continue
+        offset = k * d_k if positions is None else positions[k]
+        ipp = lps[:3, 3] + k_vec / d_k * offset
+        ds = Dataset()
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid])
+        if modality is not None and not minimal:
+            ds.Modality = modality
+        ds.PatientID = "PHANTOM"
+        ds.PatientName = "Phantom^Lung"
+        ds.StudyDate = "20240101"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = int(k) + 1
+        ds.ImageOrientationPatient = [float(v) for v in np.r_[col_vec / d_col, row_vec / d_row]]
+        ds.ImagePositionPatient = [float(v) for v in ipp]
+        ds.PixelSpacing = [d_row, d_col]
+        ds.SliceThickness = d_k
+        ds.Rows, ds.Columns = int(hu.shape[1]), int(hu.shape[0])
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleSlope = slope
+        ds.RescaleIntercept = intercept
+        if padding_value is not None:
+            ds.PixelPaddingValue = padding_value
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        path = folder / f"{prefix}{int(k) + 1000:05d}{rng.integers(1e6)}"
+        if minimal:
+            ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+        else:
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.preamble = b"\0" * 128
+            ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def read_back(path: Path) -> Dataset:
+    return pydicom.dcmread(path, force=True)
