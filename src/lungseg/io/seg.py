@@ -52,6 +52,10 @@ def _segment_descriptions(version: str):
     return out
 
 
+_TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                     "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
 def _repair(ds, series_uid: str, study_uid: str):
     """Fill identifiers that anonymisers blank (SOP class/instance from the file meta)."""
     from pydicom.uid import CTImageStorage, generate_uid
@@ -70,6 +74,9 @@ def _repair(ds, series_uid: str, study_uid: str):
         ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
     if "Modality" not in ds:
         ds.Modality = "CT"
+    for keyword in _TYPE2_ATTRIBUTES:  # required to be present, may be empty
+        if keyword not in ds:
+            setattr(ds, keyword, None)
     return ds
 
 
