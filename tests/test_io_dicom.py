@@ -168,3 +168,16 @@ def test_dicom_seg_real_series(tmp_path):
     mask[100:200, 150:350, 4:16] = 2
     out = write_dicom_seg(ct.with_array(mask), ct, tmp_path / "lungs.seg.dcm")
     _check_seg(out, ct, mask)
+
+
+def test_dicom_seg_from_minimal_files_and_empty_mask(tmp_path):
+    write_series(tmp_path / "ct", hu((10, 8, 4)), AFF, minimal=True)
+    ct = read_volume(tmp_path / "ct")
+    out = write_dicom_seg(ct.with_array(np.zeros(ct.shape, np.uint8)), ct, tmp_path / "empty.dcm")
+    _check_seg(out, ct, np.zeros(ct.shape, np.uint8))
+
+
+def test_folder_of_nifti_points_to_the_files(tmp_path):
+    (tmp_path / "ct.nii.gz").write_bytes(b"x")
+    with pytest.raises(InputError, match="pass one of these files instead"):
+        read_volume(tmp_path)

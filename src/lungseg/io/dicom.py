@@ -97,6 +97,10 @@ def list_series(folder: str | Path) -> list[Series]:
     if not groups:
         extra = (f"; {multiframe} enhanced multi-frame file(s) found, which lungseg does not read "
                  "(convert to NIfTI with dcm2niix)") if multiframe else ""
+        volumes = sorted(p.name for p in folder.iterdir()
+                         if p.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")))
+        if volumes and not extra:
+            extra = f"; it holds {', '.join(volumes[:3])}: pass one of these files instead"
         raise InputError(f"no DICOM image slices found in this folder{extra}", folder)
     return sorted(groups.values(), key=lambda s: -len(s.files))
 
