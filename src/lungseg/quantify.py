@@ -1,0 +1,74 @@
+"""Lung volumes and density from a CT image and its lung mask (0 background, 1 right, 2 left).
+
+Example on a phantom::
+
+    >>> import numpy as np
+    >>> from lungseg.io.volumes import Volume
+    >>> from lungseg.quantify import quantify
+    >>> hu = np.full((10, 10, 10), -900, np.int16); hu[:, :, :5] = -960
+    >>> mask = np.zeros((10, 10, 10), np.uint8); mask[:5] = 1; mask[5:] = 2
+    >>> q = quantify(Volume(hu, np.eye(4)), Volume(mask, np.eye(4)))
+    >>> q["right"]["volume_ml"], q["total"]["laa950_percent"]
+    (0.5, 50.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lungseg.errors import GeometryError, LabelError
+from lungseg.io.volumes import Volume
+
+__all__ = ["quantify", "check_same_grid"]
+
+LAA_HU = -950.0
+
+
+def check_same_grid(a: Volume, b: Volume, what: str = "mask and image") -> None:
+    """Raise GeometryError unless `a` and `b` share shape and affine (within 1e-3 mm)."""
+    if tuple(a.array.shape) != tuple(b.array.shape):
+        raise GeometryError(f"{what} differ in shape: {tuple(a.array.shape)} vs {tuple(b.array.shape)}")
+    if not np.allclose(np.asarray(a.affine, float), np.asarray(b.affine, float), atol=1e-3):
+        raise GeometryError(f"{what} differ in affine (voxel grid): resample one onto the other first")
+
+
+def _stats(values: np.ndarray, voxel_ml: float) -> dict:
+    n = int(values.size)
+    out = {"voxels": n, "volume_ml": float(n * voxel_ml)}
+    if n == 0:
+        out.update({k: None for k in ("mean_hu", "sd_hu", "p15_hu", "median_hu", "laa950_percent")})
+        return out
+    v = values.astype(np.float64)
+    out.update(
+        {
+            "mean_hu": float(v.mean()),
+            "sd_hu": float(v.std()),
+            "p15_hu": float(np.percentile(v, 15)),
+            "median_hu": float(np.median(v)),
+            "laa950_percent": float(100.0 * np.count_nonzero(v < LAA_HU) / n),
+        }
+    )
+    return out
+
+
+def quantify(image: Volume, mask: Volume) -> dict:
+    """Per lung (right, left, total): volume (mL), voxel count, HU mean/sd/15th percentile/median
+    and %LAA-950 (percent of voxels below -950 HU).
+
+    `mask` must lie on exactly `image`'s grid (else GeometryError) and hold labels 0/1/2
+    (else LabelError). Statistics of an empty lung are None (JSON null); the result is
+    JSON-serialisable.
+    """
+    check_same_grid(image, mask)
+    labels = np.asarray(mask.array)
+    values = np.unique(labels)
+    if not np.isin(values, (0, 1, 2)).all():
+        raise LabelError(f"mask labels must be 0, 1 (right), 2 (left); found {values.tolist()[:10]}")
+    hu = np.asarray(image.array)
+    voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, float)[:3, :3]))) / 1000.0
+    return {
+        "right": _stats(hu[labels == 1], voxel_ml),
+        "left": _stats(hu[labels == 2], voxel_ml),
+        "total": _stats(hu[labels > 0], voxel_ml),
+        "voxel_ml": voxel_ml,
+    }

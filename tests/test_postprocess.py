@@ -1,0 +1,92 @@
+"""split_left_right and postprocess: sides by the affine, cleaning, hole filling."""
+
+import time
+
+import numpy as np
+
+from lungseg.inference.postprocess import LEFT, RIGHT, fill_holes, postprocess, split_left_right
+
+RAS = np.diag([2.0, 2.0, 2.0, 1.0])
+LPS = np.diag([-2.0, -2.0, 2.0, 1.0])  # stored L-P-S: larger i = patient's left
+
+
+def two_lungs(shape=(60, 40, 40), bridge=False):
+    lung = np.zeros(shape, bool)
+    lung[5:25, 10:30, 5:35] = True   # low i
+    lung[35:55, 10:30, 5:35] = True  # high i
+    if bridge:  # anterior junction: the lungs touch
+        lung[25:35, 26:30, 15:25] = True
+    return lung
+
+
+def test_two_components_ras_and_lps():
+    lung = two_lungs()
+    ras = split_left_right(lung, RAS)
+    assert ras.dtype == np.uint8
+    # RAS+: world x grows towards the patient's right -> high i is the right lung
+    assert ras[45, 20, 20] == RIGHT and ras[15, 20, 20] == LEFT
+    lps = split_left_right(lung, LPS)
+    assert lps[45, 20, 20] == LEFT and lps[15, 20, 20] == RIGHT
+    assert set(np.unique(ras)) == {0, 1, 2}
+    assert np.array_equal(ras > 0, lung)
+
+
+def test_touching_lungs_are_separated():
+    lung = two_lungs(bridge=True)
+    sides = split_left_right(lung, RAS)
+    assert np.array_equal(sides > 0, lung)
+    assert (sides[35:55, 10:30, 5:35] == RIGHT).mean() > 0.95
+    assert (sides[5:25, 10:30, 5:35] == LEFT).mean() > 0.95
+
+
+def test_sides_follow_permuted_axes():
+    lung = two_lungs()
+    # array axes stored as (k, j, i) with the affine permuted accordingly
+    perm = np.transpose(lung, (2, 1, 0))
+    aff = np.zeros((4, 4))
+    aff[0, 2] = aff[1, 1] = aff[2, 0] = 2.0
+    aff[3, 3] = 1.0
+    sides = split_left_right(perm, aff)
+    assert sides[20, 20, 45] == RIGHT and sides[20, 20, 15] == LEFT
+
+
+def test_empty():
+    assert not split_left_right(np.zeros((5, 5, 5), bool), RAS).any()
+    out = postprocess(np.zeros((5, 5, 5), np.uint8), RAS)
+    assert out.dtype == np.uint8 and not out.any()
+
+
+def test_postprocess_cleans_fills_and_relabels():
+    lung = two_lungs()
+    labels = np.where(lung, 1, 0).astype(np.uint8)   # wrong: both lungs called "right"
+    labels[40:45, 15:20, 15:20] = 0                   # hole inside the right lung
+    labels[15, 20, 20] = 0                            # single-voxel hole
+    labels[0:3, 0:3, 0:3] = 2                         # noise: 27 voxels * 8 mm^3 = 0.2 mL
+    labels[27:32, 35:40, 0:5] = 1                     # a third blob of 1 mL
+    out = postprocess(labels, RAS, min_volume_ml=5)
+    assert out.dtype == np.uint8
+    assert np.array_equal(out > 0, lung)              # holes filled, noise and blob gone
+    assert out[45, 20, 20] == RIGHT and out[15, 20, 20] == LEFT
+    # nothing big enough -> empty
+    assert not postprocess(labels, RAS, min_volume_ml=1e6).any()
+
+
+def test_slicewise_fill_keeps_openings_to_border():
+    m = np.zeros((10, 10, 10), bool)
+    m[:, :, 2:8] = True
+    m[3:6, 3:6, 4:6] = False   # closed cavity -> filled
+    m[0:3, 7:9, 4:6] = False   # open to the array border -> kept open
+    f = fill_holes(m, slice_axis=2)
+    assert f[4, 4, 4] and not f[0, 7, 4] and not f[2, 8, 5]
+
+
+def test_postprocess_is_fast():
+    shape = (256, 256, 150)
+    lab = np.zeros(shape, np.uint8)
+    zz, yy, xx = np.ogrid[:256, :256, :150]
+    lab[((zz - 80) / 50.0) ** 2 + ((yy - 128) / 70.0) ** 2 + ((xx - 75) / 60.0) ** 2 < 1] = 1
+    lab[((zz - 176) / 50.0) ** 2 + ((yy - 128) / 70.0) ** 2 + ((xx - 75) / 60.0) ** 2 < 1] = 1
+    t = time.perf_counter()
+    out = postprocess(lab, np.diag([1.0, 1.0, 1.0, 1.0]), min_volume_ml=10)
+    assert time.perf_counter() - t < 10
+    assert out[176, 128, 75] == RIGHT and out[80, 128, 75] == LEFT
