@@ -1,0 +1,5 @@
+import sys
+
+from lungseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""Thin command line over the Python API.
+
+Exit codes: 0 done, 2 bad input or usage (one line on stderr), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lungseg.errors import LungsegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="3D lung segmentation on CT: synth, train, predict, evaluate, quantify.")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (MSD layout)")],
+    n: Annotated[int, typer.Option("--n", min=1, help="number of phantoms")] = 10,
+    seed: Annotated[int, typer.Option(help="first seed; case i uses seed+i")] = 0,
+    size: Annotated[int | None, typer.Option(help="in-plane voxels for small test volumes (default: realistic 512 grid)")] = None,
+    orientation: Annotated[str, typer.Option(help="stored axis codes, e.g. RAS or LPS")] = "RAS",
+    variations: Annotated[bool, typer.Option(help="randomise habitus, contrast, pathology, scanner")] = False,
+) -> None:
+    """Write synthetic chest-CT phantoms with right/left lung labels."""
+    from lungseg.synth import synth as run
+
+    path = run(n, out, seed=seed, size=size, orientation=orientation, variations=variations)
+    typer.echo(f"wrote {n} phantoms to {path}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Option(help="dataset folder, dataset.json or CSV")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder")] = Path("runs/train"),
+    config: Annotated[Path | None, typer.Option(help="YAML config (CLI options override it)")] = None,
+    layout: Annotated[str | None, typer.Option(help="auto, pairs, msd, nnunet, csv, folders")] = None,
+    label_mapping: Annotated[str | None, typer.Option(help="e.g. lobes5")] = None,
+    val_data: Annotated[Path | None, typer.Option(help="separate validation dataset")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="epochs (default 500)")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes")] = None,
+    val_every: Annotated[int | None, typer.Option(help="validate every k epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
+) -> None:
+    """Train the patch-based 3D U-Net (reference recipe by default)."""
+    from lungseg.training.config import TrainConfig
+    from lungseg.training.loop import train as run
+
+    overrides = {"data": str(data) if data else None, "out": str(out), "layout": layout,
+                 "label_mapping": label_mapping, "val_data": str(val_data) if val_data else None,
+                 "max_epochs": max_epochs, "max_minutes": max_minutes, "val_every": val_every,
+                 "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
+                 "resume": resume or None}
+    if config is not None:
+        cfg = TrainConfig.from_yaml(config, **overrides)
+    else:
+        if data is None:
+            raise LungsegError("train needs --data DIR or --config FILE")
+        cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    summary = run(cfg)
+    typer.echo(json.dumps(summary))
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="CT files or DICOM folders")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="mask file (one input) or folder")],
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped model)")] = None,
+    method: Annotated[str, typer.Option(help="unet or classical")] = "unet",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    png: Annotated[bool, typer.Option("--png", help="also write an overlay figure")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace existing outputs")] = False,
+    series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
+    overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.25,
+    roi: Annotated[int, typer.Option(help="sliding-window size (voxels, cubic)")] = 160,
+) -> None:
+    """Segment the lungs: mask on the input's grid, right=1, left=2."""
+    from lungseg.inference.predictor import InferenceSettings
+    from lungseg.inference.segment import predict_files
+
+    settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
+    results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
+                            overwrite=overwrite, series_uid=series, settings=settings)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            typer.echo(f"lungseg: error: {r.error}", err=True)
+        else:
+            typer.echo(f"{r.input}: right {r.right_ml:.0f} mL, left {r.left_ml:.0f} mL -> {r.output}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="predicted mask file or folder")],
+    ref: Annotated[Path, typer.Option(help="reference mask file or folder")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for evaluation.json/.csv")] = None,
+) -> None:
+    """Dice, HD95, surface distance and volume error per case, with mean ± sd."""
+    from lungseg.evaluation import evaluate as run
+    from lungseg.evaluation import format_table
+
+    result = run(pred, ref, out)
+    typer.echo(format_table(result))
+
+
+@app.command()
+def quantify(
+    image: Annotated[Path, typer.Argument(help="CT image")],
+    mask: Annotated[Path, typer.Argument(help="lung mask on the image's grid")],
+) -> None:
+    """Lung volumes, HU statistics and %LAA-950 as JSON."""
+    from lungseg.io.volumes import read_volume
+    from lungseg.quantify import quantify as run
+
+    typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; maps errors to exit codes without tracebacks for user errors."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LungsegError as exc:
+        print(f"lungseg: error: {exc}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("lungseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # click's usage errors (vendored in recent typer) carry exit_code + format_message
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                print(exc.format_message())
+                return 0
+            print(f"lungseg: error: {exc.format_message()}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """setuptools console-script target."""
+    sys.exit(main())

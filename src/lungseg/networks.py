@@ -1,0 +1,97 @@
+"""Model factory and checkpoints that load without executing pickled code.
+
+A checkpoint is a plain dict of tensors and JSON-able values saved with `torch.save`
+and read back with `torch.load(weights_only=True)`, so a downloaded `.pt` cannot run code.
+It carries the model and preprocessing settings the weights were trained with, so
+`predict` needs nothing but the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import UNet
+
+from lungseg.errors import InputError
+
+#: The reference recipe's network: MONAI 3D U-Net 16-32-64-128-256, 2 residual units, batch norm.
+DEFAULT_NETWORK: dict[str, Any] = {
+    "channels": [16, 32, 64, 128, 256],
+    "strides": [2, 2, 2, 2],
+    "num_res_units": 2,
+    "norm": "batch",
+    "out_channels": 3,  # background, right lung, left lung
+}
+
+
+def build_unet(network: dict[str, Any] | None = None) -> UNet:
+    """MONAI UNet from a settings dict (defaults: the reference recipe)."""
+    cfg = {**DEFAULT_NETWORK, **(network or {})}
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=int(cfg["out_channels"]),
+        channels=tuple(cfg["channels"]),
+        strides=tuple(cfg["strides"]),
+        num_res_units=int(cfg["num_res_units"]),
+        norm=cfg["norm"],
+    )
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict[str, Any],
+                    extra: dict[str, Any] | None = None, half: bool = False) -> Path:
+    """Write model weights + settings atomically. `half` stores float16 weights (smaller files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in _unwrap(model).state_dict().items()}
+    payload = {"format": "lungseg-checkpoint-v1", "state_dict": state,
+               "settings_json": json.dumps(settings)}
+    for key, value in (extra or {}).items():
+        payload[key] = value
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (no pickled code). Returns the payload with `settings` decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("model checkpoint not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"not a loadable lungseg checkpoint ({type(exc).__name__})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != "lungseg-checkpoint-v1":
+        raise InputError("not a lungseg checkpoint (missing format tag)", path)
+    payload["settings"] = json.loads(payload["settings_json"])
+    return payload
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
+    """Model in eval mode on `device`, plus the settings it was trained with."""
+    payload = load_checkpoint(path)
+    settings = payload["settings"]
+    model = build_unet(settings.get("network"))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the network described in the checkpoint: {exc}".splitlines()[0], path) from None
+    return model.to(device).eval(), settings
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model

@@ -1,0 +1,220 @@
+"""The patch-based training loop of the reference recipe, made resumable and bounded in time.
+
+Writes into the run folder: config.yaml (resolved), metrics.csv, curves.png, best.pt
+(highest validation Dice), last.pt (for --resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader, list_data_collate
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss, DiceLoss
+from monai.metrics import DiceMetric
+from monai.transforms import Compose
+from monai.utils import set_determinism
+from tqdm.auto import tqdm
+
+from lungseg.errors import InputError, LungsegError
+from lungseg.inference.predictor import resolve_device
+from lungseg.io.datasets import find_cases
+from lungseg.networks import build_unet, load_checkpoint, save_checkpoint
+from lungseg.training.config import TrainConfig
+from lungseg.training.distributed import broadcast_flag, cleanup, init_distributed, shard
+from lungseg.transforms import train_transforms, val_transforms
+
+METRIC_FIELDS = ["epoch", "step", "train_loss", "val_dice", "val_dice_right", "val_dice_left",
+                 "lr", "elapsed_s"]
+
+
+def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic train/validation split; at least one case on each side when possible."""
+    order = list(range(len(cases)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(cases) * val_fraction)) if len(cases) > 1 else 0
+    val = [cases[i] for i in sorted(order[:n_val])]
+    train = [cases[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def _as_dicts(cases: list) -> list[dict]:
+    out = []
+    for c in cases:
+        if c.label is None:
+            raise InputError("training case has no label", c.image)
+        out.append({"image": str(c.image), "label": str(c.label), "name": c.name})
+    return out
+
+
+def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> dict:
+    """Mean Dice per lung by sliding window on whole resampled volumes."""
+    metric = DiceMetric(include_background=False, reduction="mean_batch")
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device)
+            with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+                logits = sliding_window_inference(x, cfg.val_roi_size, 1, model,
+                                                  overlap=cfg.val_overlap, mode="gaussian")
+            pred = torch.argmax(logits, dim=1, keepdim=True).cpu()
+            onehot_pred = torch.nn.functional.one_hot(pred[:, 0].long(), 3).permute(0, 4, 1, 2, 3)
+            lab = batch["label"].long()
+            onehot_ref = torch.nn.functional.one_hot(lab[:, 0], 3).permute(0, 4, 1, 2, 3)
+            metric(onehot_pred, onehot_ref)
+    right, left = (float(v) for v in metric.aggregate())
+    model.train()
+    return {"val_dice": (right + left) / 2, "val_dice_right": right, "val_dice_left": left}
+
+
+@contextmanager
+def user_errors_unwrapped():
+    """MONAI wraps transform errors in RuntimeError; surface our LungsegError (-> exit 2)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, LungsegError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+
+def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
+    """Train a U-Net with the patch-based recipe; returns a summary dict.
+
+    Example (on phantoms, a few seconds of training)::
+
+        import lungseg
+        lungseg.synth(4, "data/ph", size=64)
+        lungseg.train(data="data/ph", out="runs/tiny", max_epochs=1, roi_size=[32, 32, 32],
+                      val_roi_size=[64, 64, 64], network={"channels": [8, 16, 32, 64, 128]})
+    """
+    cfg = config or TrainConfig(**kwargs)
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    out = Path(cfg.out)
+    set_determinism(cfg.seed + info.rank)
+
+    cases = find_cases(cfg.data, cfg.layout)
+    if cfg.val_data:
+        train_cases, val_cases = cases, find_cases(cfg.val_data, cfg.layout)
+    else:
+        train_cases, val_cases = split_cases(cases, cfg.val_fraction, cfg.seed)
+    if not train_cases:
+        raise InputError("no training cases found", cfg.data)
+
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(cfg.to_yaml())
+        (out / "split.json").write_text(json.dumps(
+            {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]}, indent=1))
+
+    cached, rand = train_transforms(cfg.preprocessing, cfg.roi_size, cfg.num_samples, cfg.label_mapping)
+    with user_errors_unwrapped():
+        train_ds = CacheDataset(_as_dicts(shard(train_cases, info)), Compose([*cached.transforms, *rand.transforms]),
+                                progress=cfg.progress and info.is_main, num_workers=None)
+    # one volume per item -> num_samples patches, split below into optimiser steps of batch_size
+    train_loader = DataLoader(train_ds, batch_size=1, shuffle=True, num_workers=cfg.num_workers,
+                              collate_fn=list_data_collate)
+    val_loader = None
+    if val_cases and info.is_main:
+        with user_errors_unwrapped():
+            val_ds = CacheDataset(_as_dicts(val_cases), val_transforms(cfg.preprocessing, cfg.label_mapping),
+                                  progress=False, num_workers=None)
+        val_loader = DataLoader(val_ds, batch_size=1, num_workers=0)
+
+    model = build_unet(cfg.network).to(device)
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = (DiceCELoss if cfg.loss == "dicece" else DiceLoss)(to_onehot_y=True, softmax=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+
+    start_epoch, best, step, elapsed_before = 0, -1.0, 0, 0.0
+    if cfg.resume and (out / "last.pt").exists():
+        state = load_checkpoint(out / "last.pt")
+        (model.module if info.enabled else model).load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best_dice"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+
+    settings = cfg.settings()
+    t0 = time.monotonic() - elapsed_before
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    last_val: dict = {}
+    bar = tqdm(range(start_epoch, cfg.max_epochs), desc="train", disable=not (cfg.progress and info.is_main),
+               initial=start_epoch, total=cfg.max_epochs)
+    epoch = start_epoch - 1
+    stop = False
+    for epoch in bar:
+        model.train()
+        losses = []
+        for batch in train_loader:
+            x, y = batch["image"].to(device), batch["label"].to(device)
+            # patches from several volumes arrive as one batch; keep it at cfg.batch_size
+            for i in range(0, x.shape[0], cfg.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, enabled=scaler.is_enabled()):
+                    loss = loss_fn(model(x[i:i + cfg.batch_size]), y[i:i + cfg.batch_size])
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
+                                dice=f"{last_val.get('val_dice', float('nan')):.3f}")
+            if broadcast_flag(time.monotonic() > deadline, info):
+                stop = True
+                break
+        row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else "",
+               "lr": cfg.lr, "elapsed_s": round(time.monotonic() - t0, 1)}
+        last_epoch = epoch == cfg.max_epochs - 1
+        if info.is_main:
+            if val_loader is not None and ((epoch + 1) % cfg.val_every == 0 or stop or last_epoch):
+                last_val = validate(model, val_loader, cfg, device)
+                row.update(last_val)
+                if last_val["val_dice"] > best:
+                    best = last_val["val_dice"]
+                    save_checkpoint(out / "best.pt", model, settings,
+                                    {"epoch": epoch, "val_dice": best, "step": step})
+            elif val_loader is None:
+                save_checkpoint(out / "best.pt", model, settings, {"epoch": epoch, "step": step})
+            _append_metrics(out / "metrics.csv", row)
+            save_checkpoint(out / "last.pt", model, settings,
+                            {"epoch": epoch, "best_dice": best, "step": step,
+                             "elapsed_s": time.monotonic() - t0, "optimizer": optimizer.state_dict()})
+        if stop:
+            break
+    bar.close()
+    summary = {"out": str(out), "epochs": epoch + 1, "steps": step, "best_val_dice": best,
+               "minutes": round((time.monotonic() - t0) / 60, 2)}
+    if info.is_main:
+        from lungseg.report.figures import plot_curves
+
+        plot_curves(out / "metrics.csv", out / "curves.png")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    cleanup(info)
+    return summary

@@ -1,0 +1,151 @@
+"""MONAI pipelines for training, validation and inference.
+
+The deterministic part (orientation, spacing, HU window) is shared by all three so
+a model sees at prediction exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    MapTransform,
+    Orientationd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandomizableTransform,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+from lungseg.io.volumes import Volume, read_volume
+
+#: Preprocessing of the reference recipe; stored in every checkpoint.
+DEFAULT_PREPROCESSING: dict[str, Any] = {
+    "spacing": [1.5, 1.5, 2.0],
+    "hu_window": [-1000.0, 1000.0],
+    "axcodes": "RAS",
+}
+
+
+def to_metatensor(volume: Volume, dtype: torch.dtype = torch.float32) -> MetaTensor:
+    """Channel-first MetaTensor carrying the volume's affine (RAS, as MONAI expects)."""
+    data = torch.as_tensor(np.ascontiguousarray(volume.array), dtype=dtype)[None]
+    return MetaTensor(data, affine=torch.as_tensor(volume.affine, dtype=torch.float64))
+
+
+class LoadCased(MapTransform):
+    """Read image (and label) files with lungseg's readers, labels normalised to 0/1/2.
+
+    Written here instead of MONAI's LoadImaged so that training reads every format and
+    label convention `lungseg.io` supports (DICOM folders, 255-masks, lobe maps).
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), label_mapping: Any = None):
+        super().__init__(keys, allow_missing_keys=True)
+        self.label_mapping = label_mapping
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from lungseg.io.checks import check_image, check_pair
+        from lungseg.io.labels import normalise_label
+
+        d = dict(data)
+        image = read_volume(d["image"])
+        check_image(image, d["image"])
+        d["image"] = to_metatensor(image)
+        if d.get("label") is not None:
+            label = read_volume(d["label"])
+            check_pair(image, label, d["label"])
+            arr = normalise_label(label.array, label.affine, mapping=self.label_mapping, path=d["label"])
+            d["label"] = to_metatensor(label.with_array(arr))
+        return d
+
+
+class RandFlipLeftRightd(RandomizableTransform, MapTransform):
+    """Mirror along the patient's left-right axis and swap labels 1 and 2.
+
+    MONAI's RandFlipd mirrors voxels only; for side-specific labels a left-right mirror
+    must also swap right (1) and left (2), or the augmentation teaches wrong sides.
+    Expects RAS-oriented data (axis 0 is left-right).
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.5):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = torch.flip(d[key], dims=[1])
+        if "label" in d:
+            lab = d["label"]
+            swapped = lab.clone()
+            swapped[lab == 1] = 2
+            swapped[lab == 2] = 1
+            d["label"] = swapped
+        return d
+
+
+def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
+    """Orientation + spacing + HU window: the deterministic part shared by all pipelines."""
+    modes = ["bilinear" if k == "image" else "nearest" for k in keys]
+    lo, hi = pre["hu_window"]
+    return [
+        Orientationd(keys=list(keys), axcodes=pre["axcodes"], labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        Spacingd(keys=list(keys), pixdim=tuple(pre["spacing"]), mode=modes),
+        ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True),
+    ]
+
+
+def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
+                     label_mapping: Any = None) -> tuple[Compose, Compose]:
+    """(cached deterministic part, random part) for training patches."""
+    keys = ["image", "label"]
+    cached = Compose([
+        LoadCased(keys, label_mapping),
+        *geometry_transforms(pre, keys),
+        CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
+        SpatialPadd(keys=keys, spatial_size=roi_size),
+        EnsureTyped(keys=keys, track_meta=False),
+    ])
+    random = Compose([
+        RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=roi_size, pos=1, neg=1,
+                               num_samples=num_samples, image_key="image", image_threshold=0),
+        RandAffined(keys=keys, prob=0.5, rotate_range=(0.0, 0.0, np.pi / 12), scale_range=(0.1, 0.1, 0.1),
+                    mode=("bilinear", "nearest"), padding_mode="border"),
+        RandFlipLeftRightd(keys, prob=0.5),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+        RandGaussianNoised(keys="image", std=0.02, prob=0.3),
+        RandGaussianSmoothd(keys="image", prob=0.2),
+    ])
+    return cached, random
+
+
+def val_transforms(pre: dict[str, Any], label_mapping: Any = None) -> Compose:
+    keys = ["image", "label"]
+    return Compose([
+        LoadCased(keys, label_mapping),
+        *geometry_transforms(pre, keys),
+        EnsureTyped(keys=keys, track_meta=False),
+    ])
+
+
+def infer_transforms(pre: dict[str, Any]) -> Compose:
+    """Invertible preprocessing of a single image already held as a MetaTensor."""
+    return Compose(geometry_transforms(pre, ["image"]))
