@@ -43,7 +43,8 @@ import cc3d
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import convex_hull_image
+from scipy.spatial import ConvexHull, QhullError
+from skimage.draw import polygon
 
 from lungseg.errors import InputError
 from lungseg.inference.postprocess import LEFT, RIGHT, fill_holes, split_left_right
@@ -80,10 +81,24 @@ def _body(air: np.ndarray) -> np.ndarray:
 
 
 def _hull_per_slice(body: np.ndarray) -> np.ndarray:
+    """Convex hull of the body in every axial slice (vertices from the pixel corners)."""
     hull = np.zeros(body.shape, bool)
+    corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
     for z in range(body.shape[2]):
-        if body[:, :, z].sum() >= 3:
-            hull[:, :, z] = convex_hull_image(body[:, :, z])
+        sl = body[:, :, z]
+        edge = sl & ~ndimage.binary_erosion(sl)
+        pts = np.argwhere(edge)
+        if len(pts) < 3:
+            continue
+        pts = (pts[:, None, :] + corners[None]).reshape(-1, 2)
+        try:
+            v = pts[ConvexHull(pts).vertices]
+        except QhullError:  # degenerate (a line of pixels)
+            hull[:, :, z] = sl
+            continue
+        rr, cc = polygon(v[:, 0], v[:, 1], shape=sl.shape)
+        hull[rr, cc, z] = True
+        hull[:, :, z] |= sl
     return hull
 
 

@@ -176,10 +176,11 @@ def split_left_right(lung: np.ndarray, affine: np.ndarray) -> np.ndarray:
     right_seed = 1 if cx[0] > cx[1] else 2
     named = np.where(seeds == right_seed, RIGHT, np.where(seeds > 0, LEFT, 0)).astype(np.uint8)
     # every low-res voxel takes the nearest seed's side (a Voronoi map), then the full grid
-    _, idx = ndimage.distance_transform_edt(
-        named == 0, sampling=spacing * np.array(factors), return_indices=True
-    )
-    voronoi = named[tuple(idx)]
+    box = _bbox(low, pad=1)
+    sub = named[box]
+    _, idx = ndimage.distance_transform_edt(sub == 0, sampling=spacing * np.array(factors), return_indices=True)
+    voronoi = np.zeros(low.shape, np.uint8)
+    voronoi[box] = sub[tuple(idx)]
     if max(factors) > 1:
         ii = [_upsample_index(n, f, m) for n, f, m in zip(lung.shape, factors, low.shape, strict=True)]
         voronoi = voronoi[np.ix_(*ii)]
