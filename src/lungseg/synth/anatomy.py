@@ -35,7 +35,7 @@ class Anatomy:
         self.dome_top = {RIGHT: self.cp_z + self.dome_depth + 3,
                          LEFT: self.cp_z + self.dome_depth + 3 - p.right_dome_mm}
         self.cav_cy = -5 * ls
-        self.cav_ax, self.cav_ay = 128 * ls * (0.93 + 0.07 * h), 86 * ls * (0.93 + 0.07 * h)
+        self.cav_ax, self.cav_ay = 124 * ls * (0.93 + 0.07 * h), 86 * ls * (0.93 + 0.07 * h)
         self.z_mid = -60.0
         # chest wall (muscle + ribs) and body outline
         self.wall_lat, self.wall_ant, self.wall_post = 20 * h, 18 * h, 44 * h
@@ -45,15 +45,15 @@ class Anatomy:
         self.vb_ax, self.vb_ay = 21 * ls, 16 * ls
         self.canal_y = self.cav_cy - self.cav_ay - 4
         # heart
-        hz = self.dome_top[LEFT] + 48 * ls
-        self.heart = dict(c=(20 * ls, 22 * ls, hz), ax=(66 * ls, 50 * ls, 56 * ls), rot=35.0)
+        hz = self.dome_top[LEFT] + 46 * ls
+        self.heart = dict(c=(26 * ls, 24 * ls, hz), ax=(61 * ls, 47 * ls, 53 * ls), rot=35.0)
         self.trachea_r = 8.5 * ls**0.5
         self.tubes = self._tubes(rng)
 
     # ---------------------------------------------------------------- outline
     def cavity_axes(self, z):
         t = np.clip((self.z_mid - z) / 120.0, -1.0, 1.2)
-        return self.cav_ax * (1 + 0.10 * t), self.cav_ay * (1 + 0.07 * t)
+        return self.cav_ax * (1 + 0.14 * t), self.cav_ay * (1 + 0.08 * t)
 
     def cavity_sdf(self, x, y, z):
         """Inner chest wall (elliptic cylinder widening downwards)."""
@@ -108,7 +108,9 @@ class Anatomy:
         return zs[0] + (zs[1] - zs[0]) * w, gs[0] + (gs[1] - gs[0]) * w
 
     def mediastinum_halfwidth(self, y, z):
-        return 2.5 + 9.0 * _sig((10 - y) / 8.0) + 12.0 * _sig((z - 35) / 10.0)
+        mid = 9.0 * _sig((10 - y) / 8.0) * (1 + 0.8 * _sig((y + 40) / 6.0))
+        superior = 30.0 * _sig((z - 18) / 10.0) * _sig((y + 45) / 8.0)
+        return 2.5 + mid + superior
 
     def heart_sdf(self, x, y, z):
         (cx, cy, cz), (a, b, c) = self.heart["c"], self.heart["ax"]

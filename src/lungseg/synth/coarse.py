@@ -1,7 +1,8 @@
 """Draw one phantom on the coarse grid (~2.5 mm) as six float32 channels, (z, y, x):
 
-- `body`, `bone`, `lung_r`, `lung_l`: signed distances in mm (inside positive); the renderer
-  thresholds them at full resolution, so labels and edges stay sharp;
+- `body`, `bone`, `lung`: signed distances in mm (inside positive); the renderer thresholds
+  them at full resolution, so labels and edges stay sharp. Which lung a voxel belongs to is
+  the sign of its patient-frame x: both lungs keep >= 2.5 mm from the midline plane;
 - `soft`: HU of everything that is neither lung nor bone (fat, muscle, mediastinum, heart,
   great vessels, airways, abdomen, bowel gas, effusion);
 - `lung_hu`: HU of lung tissue (parenchyma texture, vessels, pathology).
@@ -66,13 +67,18 @@ def build_channels(an: Anatomy, grid: Grid, frame: Frame, rng: np.random.Generat
     oeso = _tube_field(grid, frame, t["oesophagus"])
     wall = _tube_field(grid, frame, t["airway_wall"])
     lumen = _tube_field(grid, frame, t["airway"])
-    carve = np.maximum(np.maximum(vessels_big, oeso), wall)
+    # mediastinal fat envelopes the great vessels; lungs abut the airway walls more closely
+    carve = np.maximum(np.maximum(vessels_big + 4.0, oeso + 3.0), wall)
 
     # ---- lungs: analytic shape carved by mediastinal tubes
-    for name, side in (("lung_r", RIGHT), ("lung_l", LEFT)):
+    lungs = []
+    for side in (RIGHT, LEFT):
         f = an.lung_sdf(side, x, y, z).astype(np.float32)
         np.minimum(f, -carve - 1.5, out=f)
-        ch[name] = f
+        _keep_largest(f, cs)
+        lungs.append(f)
+    ch["lung"] = np.maximum(lungs[0], lungs[1])
+    del lungs
 
     # ---- soft tissue
     soft = np.full(grid.shape_zyx, MUSCLE, np.float32)
@@ -111,13 +117,29 @@ def build_channels(an: Anatomy, grid: Grid, frame: Frame, rng: np.random.Generat
     grad = 90.0 if p.breath == "expiration" else 55.0
     lhu += grad * np.clip((an.cav_cy - y) / an.cav_ay, 0, 1)  # dependent density
     lhu += 16 * smooth_noise(tex, grid.shape_zyx, 1.2)
-    vt = _tube_field(grid, frame, grow_trees(an, rng))
-    _paint(lhu, vt, blood, cs)
+    trees, bronchi = grow_trees(an, rng)
+    _paint(lhu, _tube_field(grid, frame, trees), blood, cs)
+    wall = [(a, b, ra + 0.6 + 0.25 * ra, rb + 0.6 + 0.25 * rb) for a, b, ra, rb in bronchi]
+    _paint(lhu, _tube_field(grid, frame, wall), 20.0, cs)
+    _paint(lhu, _tube_field(grid, frame, bronchi), -1000.0, cs)
     paint_pathology(lhu, an, grid, frame, rng, tex, cs)
     ch["lung_hu"] = lhu
 
     landmarks = _landmarks(an, frame, grid, gas_points)
     return ch, landmarks
+
+
+def _keep_largest(f: np.ndarray, cs: float) -> None:
+    """Each lung is one piece: push stray islands (between tubes, behind the heart) below 0."""
+    from scipy.ndimage import binary_dilation, label
+
+    lab, n = label(f > 0)
+    if n <= 1:
+        return
+    sizes = np.bincount(lab.ravel())[1:]
+    stray = (lab > 0) & (lab != int(np.argmax(sizes)) + 1)
+    stray = binary_dilation(stray, iterations=1) & ~(lab == int(np.argmax(sizes)) + 1)
+    f[stray] = np.minimum(f[stray], -cs)
 
 
 def _bowel(soft, an: Anatomy, grid: Grid, frame: Frame, rng, x, y, z, above, cs) -> list:

@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from lungseg.synth.anatomy import Anatomy
 from lungseg.synth.grid import Frame, Grid
 
-CHANNELS = ("body", "bone", "lung_r", "lung_l", "soft", "lung_hu")
+CHANNELS = ("body", "bone", "lung", "soft", "lung_hu")
 AIR = -1000.0
 SLAB = 8
 
@@ -87,6 +87,8 @@ def render(ch: dict[str, np.ndarray], an: Anatomy, coarse: Grid, out: Grid, fram
     streak = torch.from_numpy(_streaks(an, out, frame, rng)) * p.streaks if p.streaks > 0 else None
     zp = out.zs - frame.shift[2]
     streak_w = np.clip((zp - (an.apex_z - 45)) / 40.0, 0, 1)
+    xp, _ = frame.patient_xy(out)  # patient x > 0: patient's left
+    side = torch.from_numpy(np.where(xp > 0, 2, 1).astype(np.uint8))
     bank_idx = rng.integers(0, bank.shape[0], nz)
     offs = rng.integers(0, pad, (nz, 2))
 
@@ -97,11 +99,11 @@ def render(ch: dict[str, np.ndarray], an: Anatomy, coarse: Grid, out: Grid, fram
         k1 = min(nz, k0 + SLAB)
         up = F.interpolate(t[k0:k1], size=(ny, nx), mode="bilinear", align_corners=False,
                            antialias=down)
-        body, bone, lr, ll, soft, lhu = up.unbind(1)
+        body, bone, lung, soft, lhu = up.unbind(1)
         occ = (bone * k_edge + 0.5).clamp_(0, 1)
         bone_hu = (1 - bone / 1.8).clamp_(0, 1).mul_(cort - trab).add_(trab)
         hu = torch.lerp(soft, bone_hu, occ)
-        lung = torch.maximum(lr, ll)
+        lab = (lung > 0).to(torch.uint8).mul_(side)
         occ = lung.mul_(k_edge).add_(0.5).clamp_(0, 1)
         hu = torch.lerp(hu, lhu, occ)
         occ = body.mul(k_edge).add_(0.5).clamp_(0, 1)
@@ -113,7 +115,5 @@ def render(ch: dict[str, np.ndarray], an: Anatomy, coarse: Grid, out: Grid, fram
             w = torch.from_numpy(streak_w[k0:k1].astype(np.float32))[:, None, None]
             hu.add_(streak * w * occ)
         image[k0:k1] = hu.clamp_(-1024, 3071).round_().numpy().astype(np.int16)
-        lab = (lr > 0).to(torch.uint8)
-        lab[ll > 0] = 2
         label[k0:k1] = lab.numpy()
     return image, label

@@ -23,8 +23,10 @@ def _perpendicular(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _unit(r)
 
 
-def grow_trees(an: Anatomy, rng: np.random.Generator) -> list[tuple]:
-    """Capsules (a, b, ra, rb) of arteries and veins of both lungs (patient frame)."""
+def grow_trees(an: Anatomy, rng: np.random.Generator) -> tuple[list[tuple], list[tuple]]:
+    """Capsules (a, b, ra, rb) of arteries and veins of both lungs, and of the bronchial
+    lumens that run beside the first arterial generations (patient frame). Both are
+    inside the lung and stay lung label."""
     ls = an.ls
     roots = []  # (side, start, direction, radius, length)
     for side in (RIGHT, LEFT):
@@ -33,16 +35,17 @@ def grow_trees(an: Anatomy, rng: np.random.Generator) -> list[tuple]:
         vein = np.array([side * 40 * ls, 4 * ls, -56.0])
         for d, r in (((0.25, 0.0, 1.0), 4.5), ((0.6, -0.5, 0.6), 4.0), ((0.6, 0.7, -0.2), 4.0),
                      ((0.35, -0.6, -1.0), 5.0), ((0.8, 0.1, -0.6), 4.5)):
-            roots.append((side, art, np.array([side * d[0], d[1], d[2]]), r * ls**0.5, 34 * ls))
+            roots.append((side, art, np.array([side * d[0], d[1], d[2]]), r * ls**0.5, 34 * ls, 1))
         for d, r in (((0.7, 0.4, 0.5), 4.0), ((0.6, -0.3, -0.8), 4.5), ((0.7, 0.6, -0.6), 4.0)):
-            roots.append((side, vein, np.array([side * d[0], d[1], d[2]]), r * ls**0.5, 30 * ls))
+            roots.append((side, vein, np.array([side * d[0], d[1], d[2]]), r * ls**0.5, 30 * ls, 0))
     side = np.array([r[0] for r in roots], dtype=np.float64)
     pos = np.stack([r[1] for r in roots]).astype(np.float64)
     dirs = _unit(np.stack([r[2] for r in roots]).astype(np.float64))
     rad = np.array([r[3] for r in roots])
     length = np.array([r[4] for r in roots])
+    art = np.array([r[5] for r in roots], dtype=bool)
     hilum = pos.copy()
-    out = []
+    out, bronchi = [], []
     for gen in range(GENERATIONS):
         if len(pos) == 0:
             break
@@ -58,9 +61,17 @@ def grow_trees(an: Anatomy, rng: np.random.Generator) -> list[tuple]:
             keep &= inside
         for i in np.nonzero(keep)[0]:
             out.append((tuple(pos[i]), tuple(end[i]), float(rad[i]), float(rad[i] * 0.9)))
+            if art[i] and gen <= 3 and rad[i] > 1.2:
+                lumen = 0.8 * rad[i]
+                side_dir = np.cross(dirs[i], (0.0, 0.0, 1.0))
+                if np.linalg.norm(side_dir) < 0.2:
+                    side_dir = np.array([0.0, 1.0, 0.0])
+                o = _unit(side_dir) * (rad[i] + lumen + 1.5)
+                bronchi.append((tuple(pos[i] + o), tuple(end[i] + o), float(lumen), float(lumen * 0.9)))
         if gen == GENERATIONS - 1:
             break
-        pos, dirs, rad, length, side, hilum = (a[keep] for a in (end, dirs, rad, length, side, hilum))
+        pos, dirs, rad, length, side, hilum, art = (
+            a[keep] for a in (end, dirs, rad, length, side, hilum, art))
         # two children: rotated about a random perpendicular, biased away from the hilum
         n = len(pos)
         perp = _perpendicular(dirs, rng)
@@ -76,9 +87,11 @@ def grow_trees(an: Anatomy, rng: np.random.Generator) -> list[tuple]:
         length = np.concatenate([length, length]) * rng.uniform(0.7, 0.9, size=2 * n)
         side = np.concatenate([side, side])
         hilum = np.concatenate([hilum, hilum])
-        small = rad < 0.6
-        pos, dirs, rad, length, side, hilum = (a[~small] for a in (pos, dirs, rad, length, side, hilum))
-    return out
+        art = np.concatenate([art, art])
+        big = rad >= 0.6
+        pos, dirs, rad, length, side, hilum, art = (
+            a[big] for a in (pos, dirs, rad, length, side, hilum, art))
+    return out, bronchi
 
 
 def _lung_at(an: Anatomy, side: np.ndarray, pts: np.ndarray) -> np.ndarray:
