@@ -49,7 +49,7 @@ def one(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     m = case_metrics(mask, truth)
     print(json.dumps({"seconds": seconds, "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                      "dice": m["dice"], "shape": list(image.shape), "voxels": int(np.prod(image.shape))}))
+                      "dice": m["dice_lungs"], "shape": list(image.shape), "voxels": int(np.prod(image.shape))}))
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def test_predict_evaluate_quantify_round(tiny_model, phantom_data, tmp_path, cap
     code, out, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", ref, "-o", tmp_path / "ev")
     assert code == 0, err
     result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
-    assert len(result["cases"]) == 2 and result["summary"]["dice"]["mean"] > 0.6
+    assert len(result["cases"]) == 2 and result["summary"]["dice_lungs"]["mean"] > 0.6
     code, out, err = _run(capsys, "quantify", images[0], tmp_path / "pred" / images[0].name)
     assert code == 0, err
     q = json.loads(out)
@@ -83,11 +83,11 @@ def test_label_shape_mismatch_exit_2(tmp_path, capsys):
 
 
 def test_training_pair_mismatch_exit_2(phantom_data, tmp_path, capsys):
-    (tmp_path / "imagesTr").mkdir()
-    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
     img = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[0]
-    (tmp_path / "imagesTr" / "a.nii.gz").write_bytes(img.read_bytes())
-    _nifti(tmp_path / "labelsTr" / "a.nii.gz", np.ones((5, 5, 5), np.uint8))
+    (tmp_path / "images" / "a.nii.gz").write_bytes(img.read_bytes())
+    _nifti(tmp_path / "labels" / "a.nii.gz", np.ones((5, 5, 5), np.uint8))
     code, _, err = _run(capsys, "train", "--data", tmp_path, "--layout", "folders", "--out", tmp_path / "run",
                         "--max-epochs", 1)
     assert code == 2 and "shape" in err, err

@@ -130,7 +130,9 @@ def quantify(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; maps errors to exit codes without tracebacks for user errors."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # typer.Exit(code) is returned, not raised, here
+            return rv
     except LungsegError as exc:
         print(f"lungseg: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lungseg.errors import LungsegError
+from lungseg.errors import InputError, LungsegError
 from lungseg.inference.predictor import InferenceSettings, Predictor
 from lungseg.io.volumes import Volume, read_volume, write_volume
 
@@ -80,6 +80,9 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     targets = [output] if single else [output / output_name(p) for p in inputs]
     if not single and len({t.name for t in targets}) != len(targets):
         raise LungsegError("several inputs map to the same output name; use separate calls", output)
+    for p in inputs:  # before loading a model: a typo should fail in a second
+        if not p.exists():
+            raise InputError("no such file or folder", p)
     for t in targets:
         check_output(t, inputs, overwrite)
     predictor = None

@@ -70,6 +70,9 @@ def plot_overlay(image: Volume, mask: Volume, out_png: str | Path, title: str = 
     lab, _ = _canonical(mask)
     idx = np.argwhere(lab > 0)
     centre = idx.mean(axis=0).astype(int) if len(idx) else np.array(img.shape) // 2
+    right = np.argwhere(lab == 1)
+    if len(right):  # sagittal through the right lung, not the mediastinum
+        centre[0] = int(right[:, 0].mean())
     planes = [
         ("axial", img[:, :, centre[2]], lab[:, :, centre[2]], (sp[0], sp[1])),
         ("coronal", img[:, centre[1], :], lab[:, centre[1], :], (sp[0], sp[2])),
