@@ -96,8 +96,9 @@ def test_other_axcodes_and_bad_orientation():
     assert nib.aff2axcodes(img.affine) == ("P", "I", "R")
     ref, _ = make_phantom(2, size=40)
     np.testing.assert_array_equal(_canonical(img)[0], _canonical(ref)[0])
-    with pytest.raises(LungsegError):
-        make_phantom(2, size=40, orientation="XYZ")
+    for bad in ("XYZ", "RRS", "RA"):
+        with pytest.raises(LungsegError):
+            make_phantom(2, size=40, orientation=bad)
 
 
 def test_trachea_is_air_not_lung(ras96):

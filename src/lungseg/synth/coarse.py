@@ -114,7 +114,7 @@ def build_channels(an: Anatomy, grid: Grid, frame: Frame, rng: np.random.Generat
 
     # ---- lung tissue HU
     lhu = np.full(grid.shape_zyx, p.lung_hu, np.float32)
-    grad = 90.0 if p.breath == "expiration" else 55.0
+    grad = 70.0 if p.breath == "expiration" else 55.0
     lhu += grad * np.clip((an.cav_cy - y) / an.cav_ay, 0, 1)  # dependent density
     lhu += 16 * smooth_noise(tex, grid.shape_zyx, 1.2)
     trees, bronchi = grow_trees(an, rng)

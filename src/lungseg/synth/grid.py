@@ -127,7 +127,7 @@ def to_orientation(array_zyx: np.ndarray, grid: Grid, axcodes: str) -> tuple[np.
         target = axcodes2ornt(codes)
     except Exception:
         target = None
-    if len(codes) != 3 or target is None or np.isnan(target).any():
+    if len(codes) != 3 or target is None or np.isnan(target).any() or len(set(target[:, 0])) != 3:
         raise LungsegError(f"orientation must be a 3-letter axcode such as RAS or LPS, got {axcodes!r}")
     ras = array_zyx.transpose(2, 1, 0)  # (x, y, z) view, RAS
     ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), target)

@@ -102,10 +102,10 @@ def sample_params(seed: int, variations: bool = False, **overrides) -> PhantomPa
         p.right_dome_mm = u(10, 25)
     else:
         p.habitus = u(0.75, 1.35)
-        p.lung_scale = float(np.clip(u(0.78, 1.22) * (0.85 + 0.15 * p.habitus), 0.75, 1.25))
+        p.lung_scale = float(np.clip(u(0.8, 1.16) * (0.85 + 0.15 * p.habitus), 0.8, 1.15))
         p.fat_mm = u(3, 12) + 28 * max(0.0, p.habitus - 0.8)
         p.breath = "expiration" if rng.random() < 0.3 else "inspiration"
-        p.lung_hu = u(-790, -730) if p.breath == "expiration" else u(-910, -840)
+        p.lung_hu = u(-815, -770) if p.breath == "expiration" else u(-910, -845)
         p.right_dome_mm = u(5, 30)
         p.slice_thickness = float(np.round(np.exp(u(np.log(0.6), np.log(5.0))), 2))
         p.kernel = "sharp" if rng.random() < 0.4 else "smooth"
