@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from lungseg.errors import InputError, LungsegError
 from lungseg.inference.predictor import InferenceSettings, Predictor
-from lungseg.io.volumes import Volume, read_volume, write_volume
+from lungseg.io.volumes import Volume, format_of, output_path, read_volume, write_volume
 
 log = logging.getLogger(__name__)
 
@@ -70,40 +70,50 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
 
     A bad input is reported in its CaseResult and the others still run; outputs are
     written atomically, never over an input, and existing ones only with `overwrite`.
+    Every file a case writes (the mask; for DICOM input the `.seg.dcm` beside it; with `png`
+    the overlay) is checked before any work, and a case that fails leaves none of them.
     """
     from lungseg.io.safety import check_output
     from lungseg.quantify import quantify
 
     inputs = [Path(p) for p in inputs]
+    single = len(inputs) == 1 and not (Path(output).is_dir() or str(output).endswith("/"))
     output = Path(output)
-    single = len(inputs) == 1 and not (output.is_dir() or str(output).endswith("/"))
-    targets = [output] if single else [output / output_name(p) for p in inputs]
+    targets = [output_path(output)] if single else [output / output_name(p) for p in inputs]
     if not single and len({t.name for t in targets}) != len(targets):
         raise LungsegError("several inputs map to the same output name; use separate calls", output)
     for p in inputs:  # before loading a model: a typo should fail in a second
         if not p.exists():
             raise InputError("no such file or folder", p)
-    for t in targets:
+    for p, t in zip(inputs, targets, strict=True):  # every file a case writes, companions included
         check_output(t, inputs, overwrite)
+        if _is_dicom_input(p):
+            check_output(_seg_path(t), inputs, overwrite)
+        if png:
+            check_output(_png_path(t), inputs, overwrite)
     predictor = None
     if method == "unet":
         predictor = Predictor(model, device=device, settings=settings)
     results = []
     for path, target in tqdm(list(zip(inputs, targets, strict=True)), desc="predict",
                              disable=not progress or len(inputs) < 2):
+        written: list[Path | None] = []
         try:
             image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
             mask = segment(image, method=method, predictor=predictor)
-            write_volume(mask, target)
+            written.append(write_volume(mask, target))
             q = quantify(image, mask)
             res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
             if png:
                 from lungseg.report.figures import plot_overlay
 
-                plot_overlay(image, mask, _png_path(target), title=path.name)
+                written.append(plot_overlay(image, mask, _png_path(target), title=path.name))
             if image.meta.get("format") == "dicom" and hasattr(mask, "meta"):
-                _maybe_dicom_seg(image, mask, target)
+                written.append(_maybe_dicom_seg(image, mask, target))
         except LungsegError as exc:
+            for f in written:  # a failed case leaves no output, not a mask without its SEG
+                if f is not None:
+                    Path(f).unlink(missing_ok=True)
             res = CaseResult(str(path), None, error=str(exc))
         results.append(res)
     return results
@@ -113,10 +123,22 @@ def _png_path(mask_path: Path) -> Path:
     return mask_path.with_name(output_name(mask_path).removesuffix(".nii.gz") + ".png")
 
 
-def _maybe_dicom_seg(image: Volume, mask: Volume, target: Path) -> None:
+def _seg_path(mask_path: Path) -> Path:
+    return mask_path.with_name(output_name(mask_path).removesuffix(".nii.gz") + ".seg.dcm")
+
+
+def _is_dicom_input(path: Path) -> bool:
+    """True where `read_volume` reads `path` as DICOM (so a DICOM SEG is written too)."""
+    from lungseg.io.dicom import is_dicom_file
+
+    fmt = format_of(path)
+    return fmt == "dicom" or (fmt is None and is_dicom_file(path))
+
+
+def _maybe_dicom_seg(image: Volume, mask: Volume, target: Path) -> Path | None:
     """For DICOM input, also write a DICOM SEG beside the mask (right and left lung segments)."""
     try:
         from lungseg.io.seg import write_dicom_seg
     except ImportError:  # pragma: no cover - optional module
-        return
-    write_dicom_seg(mask, image, target.with_name(output_name(target).removesuffix(".nii.gz") + ".seg.dcm"))
+        return None
+    return write_dicom_seg(mask, image, _seg_path(target))

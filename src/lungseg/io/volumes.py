@@ -184,6 +184,18 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
+def output_path(path: str | Path) -> Path:
+    """The file `write_volume` writes for `path`: itself, or with `.nii.gz` appended.
+
+    >>> output_path("masks/case1").name, output_path("case1.mha").name
+    ('case1.nii.gz', 'case1.mha')
+    """
+    path = Path(path).expanduser()
+    if not path.name.lower().endswith(_WRITE_SUFFIXES):
+        path = path.with_name(path.name + ".nii.gz")
+    return path
+
+
 def write_volume(volume: Volume, path: str | Path) -> Path:
     """Write `volume` with its geometry; the format follows the suffix (default NIfTI).
 
@@ -191,11 +203,8 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
     gets `.nii.gz` appended. The write is atomic: nothing half-written is ever left at
     `path`. Returns the path written. Raises `OutputError` if the file cannot be written.
     """
-    path = Path(path).expanduser()
+    path = output_path(path)
     name = path.name.lower()
-    if not name.endswith(_WRITE_SUFFIXES):
-        path = path.with_name(path.name + ".nii.gz")
-        name = path.name.lower()
     array = np.asarray(volume.array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
