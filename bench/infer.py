@@ -17,7 +17,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 CONFIGS = {
     "reference (roi 96, overlap 0.75)": {"roi": 96, "overlap": 0.75, "mode": "constant"},

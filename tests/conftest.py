@@ -11,7 +11,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Small enough to train in well under a minute on 2 CPU cores, good enough to find lungs.
 TINY = {
     "network": {"channels": [8, 16, 32, 64, 128], "strides": [2, 2, 2, 2], "num_res_units": 1,
-                "norm": "batch", "out_channels": 3},
+                "norm": "batch", "out_channels": 2},
     "preprocessing": {"spacing": [6.0, 6.0, 6.0], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
     "roi_size": [48, 48, 48],
     "val_roi_size": [64, 64, 64],

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY
 
 from lungseg.errors import LungsegError
 from lungseg.networks import load_checkpoint
 from lungseg.training.config import TrainConfig
 from lungseg.training.loop import split_cases, train
-from conftest import TINY
 
 
 def test_few_steps_lower_the_loss(phantom_data, tmp_path):

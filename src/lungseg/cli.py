@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -59,7 +60,7 @@ def train(
                  "label_mapping": label_mapping, "val_data": str(val_data) if val_data else None,
                  "max_epochs": max_epochs, "max_minutes": max_minutes, "val_every": val_every,
                  "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
-                 "resume": resume or None}
+                 "resume": resume or None, "progress": sys.stderr.isatty() or None}
     if config is not None:
         cfg = TrainConfig.from_yaml(config, **overrides)
     else:
@@ -73,7 +74,7 @@ def train(
 @app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="CT files or DICOM folders")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="mask file (one input) or folder")],
+    out: Annotated[str, typer.Option("--out", "-o", help="mask file (one input) or folder (several, or ending in /)")],
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped model)")] = None,
     method: Annotated[str, typer.Option(help="unet or classical")] = "unet",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
@@ -89,7 +90,8 @@ def predict(
 
     settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
-                            overwrite=overwrite, series_uid=series, settings=settings)
+                            overwrite=overwrite, series_uid=series, settings=settings,
+                            progress=sys.stderr.isatty())
     failed = 0
     for r in results:
         if r.error:
@@ -127,11 +129,18 @@ def quantify(
     typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"lungseg: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; maps errors to exit codes without tracebacks for user errors."""
+    previous, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(code) is returned, not raised, here
+            if rv == 130:  # typer turns Ctrl-C into Exit(130)
+                print("lungseg: interrupted", file=sys.stderr)
             return rv
     except LungsegError as exc:
         print(f"lungseg: error: {exc}", file=sys.stderr)
@@ -150,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lungseg: error: {exc.format_message()}", file=sys.stderr)
             return 2
         raise
+    finally:
+        warnings.showwarning = previous
     return 0
 
 

@@ -43,7 +43,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = DEMO["minutes"], se
     print(f"[2/4] training for at most {minutes:g} minutes")
     cfg = TrainConfig(data=str(train_dir), out=str(out), max_minutes=minutes, val_every=2,
                       preprocessing={"spacing": DEMO["spacing"], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
-                      roi_size=DEMO["roi_size"], val_roi_size=[128, 128, 128], seed=seed, lr=1e-3)
+                      roi_size=DEMO["roi_size"], val_roi_size=[128, 128, 128], seed=seed, lr=1e-3,
+                      lr_schedule="cosine")
     summary = train(cfg)
     print(f"      {json.dumps(summary)}")
     print("[3/4] predicting held-out cases")

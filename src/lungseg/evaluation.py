@@ -77,7 +77,8 @@ def _check_labels(vol: Volume, what: str) -> np.ndarray:
     a = np.asarray(vol.array)
     values = np.unique(a)
     if not np.isin(values, (0, 1, 2)).all():
-        raise LabelError(f"{what} labels must be 0, 1 (right), 2 (left); found {values.tolist()[:10]}")
+        raise LabelError(f"{what} labels must be 0, 1 (right), 2 (left); found {values.tolist()[:10]}",
+                         vol.meta.get("path"))
     return a
 
 

@@ -25,7 +25,9 @@ DEFAULT_NETWORK: dict[str, Any] = {
     "strides": [2, 2, 2, 2],
     "num_res_units": 2,
     "norm": "batch",
-    "out_channels": 3,  # background, right lung, left lung
+    # background + lung. Sides come from anatomy and the affine in post-processing, which
+    # is exact; 3 (background, right, left) is also supported.
+    "out_channels": 2,
 }
 
 

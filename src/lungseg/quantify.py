@@ -25,11 +25,12 @@ LAA_HU = -950.0
 
 
 def check_same_grid(a: Volume, b: Volume, what: str = "mask and image") -> None:
-    """Raise GeometryError unless `a` and `b` share shape and affine (within 1e-3 mm)."""
+    """Raise GeometryError (naming `a`'s file) unless `a` and `b` share shape and affine (1e-3 mm)."""
+    path = a.meta.get("path")
     if tuple(a.array.shape) != tuple(b.array.shape):
-        raise GeometryError(f"{what} differ in shape: {tuple(a.array.shape)} vs {tuple(b.array.shape)}")
+        raise GeometryError(f"{what} differ in shape: {tuple(a.array.shape)} vs {tuple(b.array.shape)}", path)
     if not np.allclose(np.asarray(a.affine, float), np.asarray(b.affine, float), atol=1e-3):
-        raise GeometryError(f"{what} differ in affine (voxel grid): resample one onto the other first")
+        raise GeometryError(f"{what} differ in affine (voxel grid): resample one onto the other first", path)
 
 
 def _stats(values: np.ndarray, voxel_ml: float) -> dict:

@@ -53,9 +53,11 @@ class LoadCased(MapTransform):
     label convention `lungseg.io` supports (DICOM folders, 255-masks, lobe maps).
     """
 
-    def __init__(self, keys: Sequence[str] = ("image", "label"), label_mapping: Any = None):
+    def __init__(self, keys: Sequence[str] = ("image", "label"), label_mapping: Any = None,
+                 binary: bool = False):
         super().__init__(keys, allow_missing_keys=True)
         self.label_mapping = label_mapping
+        self.binary = binary
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         from lungseg.io.checks import check_image, check_pair
@@ -69,6 +71,8 @@ class LoadCased(MapTransform):
             label = read_volume(d["label"])
             check_pair(image, label, d["label"])
             arr = normalise_label(label.array, label.affine, mapping=self.label_mapping, path=d["label"])
+            if self.binary:
+                arr = (arr > 0).astype(np.uint8)
             d["label"] = to_metatensor(label.with_array(arr))
         return d
 
@@ -81,9 +85,11 @@ class RandFlipLeftRightd(RandomizableTransform, MapTransform):
     Expects RAS-oriented data (axis 0 is left-right).
     """
 
-    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.5):
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.5,
+                 swap_labels: bool = True):
         MapTransform.__init__(self, keys, allow_missing_keys=True)
         RandomizableTransform.__init__(self, prob)
+        self.swap_labels = swap_labels  # False for lung-vs-background labels
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -92,7 +98,7 @@ class RandFlipLeftRightd(RandomizableTransform, MapTransform):
             return d
         for key in self.key_iterator(d):
             d[key] = torch.flip(d[key], dims=[1])
-        if "label" in d:
+        if "label" in d and self.swap_labels:
             lab = d["label"]
             swapped = lab.clone()
             swapped[lab == 1] = 2
@@ -113,11 +119,14 @@ def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
 
 
 def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
-                     label_mapping: Any = None) -> tuple[Compose, Compose]:
-    """(cached deterministic part, random part) for training patches."""
+                     label_mapping: Any = None, binary: bool = True) -> tuple[Compose, Compose]:
+    """(cached deterministic part, random part) for training patches.
+
+    `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks.
+    """
     keys = ["image", "label"]
     cached = Compose([
-        LoadCased(keys, label_mapping),
+        LoadCased(keys, label_mapping, binary),
         *geometry_transforms(pre, keys),
         CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
         SpatialPadd(keys=keys, spatial_size=roi_size),
@@ -128,7 +137,7 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
                                num_samples=num_samples, image_key="image", image_threshold=0),
         RandAffined(keys=keys, prob=0.5, rotate_range=(0.0, 0.0, np.pi / 12), scale_range=(0.1, 0.1, 0.1),
                     mode=("bilinear", "nearest"), padding_mode="border"),
-        RandFlipLeftRightd(keys, prob=0.5),
+        RandFlipLeftRightd(keys, prob=0.5, swap_labels=not binary),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
         RandGaussianNoised(keys="image", std=0.02, prob=0.3),
@@ -137,10 +146,10 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
     return cached, random
 
 
-def val_transforms(pre: dict[str, Any], label_mapping: Any = None) -> Compose:
+def val_transforms(pre: dict[str, Any], label_mapping: Any = None, binary: bool = True) -> Compose:
     keys = ["image", "label"]
     return Compose([
-        LoadCased(keys, label_mapping),
+        LoadCased(keys, label_mapping, binary),
         *geometry_transforms(pre, keys),
         EnsureTyped(keys=keys, track_meta=False),
     ])

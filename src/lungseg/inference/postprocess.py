@@ -224,3 +224,20 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float = 5
         filled = fill_holes(sides == side, slice_axis=ax)
         out[filled & (out == 0) & ((sides == 0) | (sides == side))] = side
     return out
+
+
+def refine_boundary(lung_prob: np.ndarray, hu: np.ndarray, low: float = 0.1, high: float = 0.9,
+                    threshold_hu: float = -400.0) -> np.ndarray:
+    """Sharpen a coarse network boundary with the CT's own edge at full resolution.
+
+    The network runs at a coarse working spacing, so its lung/non-lung transition is a few
+    mm wide once resampled. Where it is sure (p >= high) its answer stands (vessels,
+    nodules, consolidation inside the lung stay lung); where it is unsure (low < p < high)
+    the voxel is lung when darker than `threshold_hu`, the half-way point between aerated
+    lung (~ -850 HU) and soft tissue (~ 40 HU) at the pleura. Outside (p <= low) nothing is
+    lung, so air elsewhere (trachea, bowel, outside the body) is never let in.
+    """
+    sure = lung_prob >= high
+    band = (lung_prob > low) & ~sure
+    sure[band] = np.asarray(hu)[band] < threshold_hu
+    return sure

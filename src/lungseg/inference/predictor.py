@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from lungseg.errors import InputError
-from lungseg.inference.postprocess import postprocess
+from lungseg.inference.postprocess import postprocess, refine_boundary
 from lungseg.io.volumes import Volume
 from lungseg.networks import load_model
 from lungseg.transforms import DEFAULT_PREPROCESSING, infer_transforms, to_metatensor
@@ -42,6 +42,7 @@ class InferenceSettings:
     overlap: float = 0.25
     sw_batch_size: int = 1
     mode: str = "gaussian"
+    refine: bool = True  # sharpen the boundary with the CT edge at full resolution
 
 
 class Predictor:
@@ -84,7 +85,11 @@ class Predictor:
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
         probs = self.probabilities(image)
-        labels = np.argmax(probs, axis=0).astype(np.uint8)
+        if self.settings.refine:
+            labels = refine_boundary(1.0 - probs[0], image.array).astype(np.uint8)
+        else:
+            labels = np.argmax(probs, axis=0).astype(np.uint8)
+        del probs
         if postprocessing:
             labels = postprocess(labels, image.affine)
         return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})

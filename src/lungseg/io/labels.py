@@ -13,7 +13,8 @@ Named mappings (`mapping=`):
 - a dict ``{value: 0|1|2}`` or the same as text ``"0:0,1:1,7:2"`` (CLI form).
 
 Without a mapping, {0, 1, 2} (with 2 present) is taken as is, and {0, 1} or {0, 255} is
-binary (lung / no lung) and split into right and left by anatomy (`split_sides`).
+binary (lung / no lung) and split into right and left by anatomy (`split_sides`, which is
+`lungseg.inference.postprocess.split_left_right`: one implementation for labels and predictions).
 
 >>> import numpy as np
 >>> lab = np.zeros((20, 4, 4), np.uint8); lab[2:8] = 1; lab[12:18] = 1
@@ -27,9 +28,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from lungseg.errors import LabelError
+from lungseg.inference.postprocess import split_left_right as split_sides
 
 NAMED_MAPPINGS: dict[str, dict[int, int]] = {
     "lobes5": {0: 0, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1},
@@ -104,52 +105,3 @@ def normalise_label(array: np.ndarray, affine: np.ndarray, mapping: str | dict |
 
 def _fmt(values: set[int]) -> str:
     return "{" + ", ".join(str(v) for v in sorted(values)) + "}"
-
-
-def split_sides(lung: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Split a binary lung mask into right (1) and left (2) by anatomy.
-
-    Two large connected components (the second ≥ 10 % of the first): each is one lung, the
-    one with larger RAS x is the patient's right. One component (lungs touching at the
-    anterior junction): cut at the mediastinal gap, the x with fewest lung voxels in the
-    middle half of the mask's x-extent. Small components go to the side of the cut.
-    """
-    lung = np.asarray(lung, dtype=bool)
-    out = np.zeros(lung.shape, dtype=np.uint8)
-    if not lung.any():
-        return out
-    idx = np.nonzero(lung)
-    a = np.asarray(affine, dtype=np.float64)
-    x = (a[0, 0] * idx[0] + a[0, 1] * idx[1] + a[0, 2] * idx[2] + a[0, 3]).astype(np.float32)
-    comp, n = ndimage.label(lung)
-    comp_of = comp[idx]
-    sizes = np.bincount(comp_of, minlength=n + 1)
-    order = np.argsort(sizes)[::-1]
-    big1, big2 = int(order[0]), int(order[1]) if n >= 2 else 0
-    if big2 and sizes[big2] >= 0.1 * sizes[big1]:
-        c1, c2 = float(x[comp_of == big1].mean()), float(x[comp_of == big2].mean())
-        cut = 0.5 * (c1 + c2)
-        right_label = big1 if c1 > c2 else big2
-        side = np.where(x > cut, 1, 2).astype(np.uint8)
-        side[comp_of == big1] = 1 if big1 == right_label else 2
-        side[comp_of == big2] = 1 if big2 == right_label else 2
-    else:
-        side = np.where(x > _mediastinal_gap(x), 1, 2).astype(np.uint8)
-    out[idx] = side
-    return out
-
-
-def _mediastinal_gap(x: np.ndarray) -> float:
-    """RAS x of the fewest lung voxels across the middle half of the mask's x-extent."""
-    lo, hi = float(x.min()), float(x.max())
-    if hi - lo < 1e-6:
-        return lo
-    bins = max(8, min(256, int((hi - lo) / 1.0)))
-    counts, edges = np.histogram(x, bins=bins, range=(lo, hi))
-    centre = (edges[:-1] + edges[1:]) / 2
-    middle = (centre > lo + 0.25 * (hi - lo)) & (centre < hi - 0.25 * (hi - lo))
-    if not middle.any():
-        return 0.5 * (lo + hi)
-    counts = np.where(middle, ndimage.uniform_filter1d(counts.astype(float), 3), np.inf)
-    best = np.flatnonzero(counts == counts.min())
-    return float(centre[best].mean())

@@ -30,6 +30,8 @@ class TrainConfig(BaseModel):
     num_samples: int = Field(4, description="patches drawn per volume per epoch (half lung, half background)")
     batch_size: int = 2
     lr: float = 1e-4
+    lr_schedule: str = Field("constant", description="constant (reference) | cosine: decays to 1% "
+                             "over max_epochs or max_minutes, whichever ends first")
     weight_decay: float = 0.0
     loss: str = Field("dicece", description="dice | dicece")
     max_epochs: int = 500

@@ -28,13 +28,14 @@ from tqdm.auto import tqdm
 from lungseg.errors import InputError, LungsegError
 from lungseg.inference.predictor import resolve_device
 from lungseg.io.datasets import find_cases
+from lungseg.io.safety import atomic_path
 from lungseg.networks import build_unet, load_checkpoint, save_checkpoint
 from lungseg.training.config import TrainConfig
 from lungseg.training.distributed import broadcast_flag, cleanup, init_distributed, shard
 from lungseg.transforms import train_transforms, val_transforms
 
 METRIC_FIELDS = ["epoch", "step", "train_loss", "val_dice", "val_dice_right", "val_dice_left",
-                 "lr", "elapsed_s"]
+                 "lr", "elapsed_s"]  # per-side columns stay empty for 2-class (lung) networks
 
 
 def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -57,8 +58,9 @@ def _as_dicts(cases: list) -> list[dict]:
 
 
 def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> dict:
-    """Mean Dice per lung by sliding window on whole resampled volumes."""
+    """Mean foreground Dice by sliding window on whole resampled volumes (per lung for 3 classes)."""
     metric = DiceMetric(include_background=False, reduction="mean_batch")
+    n_classes = int(cfg.network["out_channels"])
     model.eval()
     with torch.no_grad():
         for batch in loader:
@@ -67,13 +69,16 @@ def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, devic
                 logits = sliding_window_inference(x, cfg.val_roi_size, 1, model,
                                                   overlap=cfg.val_overlap, mode="gaussian")
             pred = torch.argmax(logits, dim=1, keepdim=True).cpu()
-            onehot_pred = torch.nn.functional.one_hot(pred[:, 0].long(), 3).permute(0, 4, 1, 2, 3)
+            onehot_pred = torch.nn.functional.one_hot(pred[:, 0].long(), n_classes).permute(0, 4, 1, 2, 3)
             lab = batch["label"].long()
-            onehot_ref = torch.nn.functional.one_hot(lab[:, 0], 3).permute(0, 4, 1, 2, 3)
+            onehot_ref = torch.nn.functional.one_hot(lab[:, 0], n_classes).permute(0, 4, 1, 2, 3)
             metric(onehot_pred, onehot_ref)
-    right, left = (float(v) for v in metric.aggregate())
+    per_class = [float(v) for v in metric.aggregate()]
     model.train()
-    return {"val_dice": (right + left) / 2, "val_dice_right": right, "val_dice_left": left}
+    out = {"val_dice": float(np.mean(per_class))}
+    if n_classes == 3:
+        out.update(val_dice_right=per_class[0], val_dice_left=per_class[1])
+    return out
 
 
 @contextmanager
@@ -88,6 +93,14 @@ def user_errors_unwrapped():
                 raise cause from None
             cause = cause.__cause__ or cause.__context__
         raise
+
+
+def lr_at(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at a fraction `progress` (0..1) of the run."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    lo = cfg.lr * 0.01
+    return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -125,13 +138,9 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     if not train_cases:
         raise InputError("no training cases found", cfg.data)
 
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
-        (out / "split.json").write_text(json.dumps(
-            {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]}, indent=1))
 
-    cached, rand = train_transforms(cfg.preprocessing, cfg.roi_size, cfg.num_samples, cfg.label_mapping)
+    binary = int(cfg.network["out_channels"]) == 2
+    cached, rand = train_transforms(cfg.preprocessing, cfg.roi_size, cfg.num_samples, cfg.label_mapping, binary)
     with user_errors_unwrapped():
         train_ds = CacheDataset(_as_dicts(shard(train_cases, info)), Compose([*cached.transforms, *rand.transforms]),
                                 progress=cfg.progress and info.is_main, num_workers=None)
@@ -141,9 +150,17 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     val_loader = None
     if val_cases and info.is_main:
         with user_errors_unwrapped():
-            val_ds = CacheDataset(_as_dicts(val_cases), val_transforms(cfg.preprocessing, cfg.label_mapping),
+            val_ds = CacheDataset(_as_dicts(val_cases), val_transforms(cfg.preprocessing, cfg.label_mapping, binary),
                                   progress=False, num_workers=None)
         val_loader = DataLoader(val_ds, batch_size=1, num_workers=0)
+
+    if info.is_main:  # only once the data have loaded: bad input leaves no run folder files
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(cfg.to_yaml())
+        with atomic_path(out / "split.json") as tmp:
+            tmp.write_text(json.dumps({"train": [c.name for c in train_cases],
+                                       "val": [c.name for c in val_cases]}, indent=1))
 
     model = build_unet(cfg.network).to(device)
     if info.enabled:
@@ -172,10 +189,18 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     for epoch in bar:
         model.train()
         losses = []
+        n_items, n_done = len(train_loader), 0
         for batch in train_loader:
+            n_done += 1
             x, y = batch["image"].to(device), batch["label"].to(device)
             # patches from several volumes arrive as one batch; keep it at cfg.batch_size
             for i in range(0, x.shape[0], cfg.batch_size):
+                progress = (epoch + n_done / n_items) / cfg.max_epochs
+                if cfg.max_minutes:
+                    progress = max(progress, (time.monotonic() - t0) / (cfg.max_minutes * 60))
+                lr = lr_at(cfg, progress)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, enabled=scaler.is_enabled()):
                     loss = loss_fn(model(x[i:i + cfg.batch_size]), y[i:i + cfg.batch_size])
@@ -190,7 +215,7 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
                 stop = True
                 break
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else "",
-               "lr": cfg.lr, "elapsed_s": round(time.monotonic() - t0, 1)}
+               "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.monotonic() - t0, 1)}
         last_epoch = epoch == cfg.max_epochs - 1
         if info.is_main:
             if val_loader is not None and ((epoch + 1) % cfg.val_every == 0 or stop or last_epoch):
