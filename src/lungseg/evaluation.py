@@ -29,14 +29,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import InputError, LabelError
+from lungseg.io.safety import atomic_path
 from lungseg.io.volumes import Volume, read_volume
 from lungseg.quantify import check_same_grid
 
@@ -169,14 +168,8 @@ def _json_safe(obj):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, newline="")
 
 
 def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None) -> dict:

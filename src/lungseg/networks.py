@@ -9,8 +9,6 @@ It carries the model and preprocessing settings the weights were trained with, s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 from monai.networks.nets import UNet
 
 from lungseg.errors import InputError
+from lungseg.io.safety import atomic_path
 
 #: The reference recipe's network: MONAI 3D U-Net 16-32-64-128-256, 2 residual units, batch norm.
 DEFAULT_NETWORK: dict[str, Any] = {
@@ -56,14 +55,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict[str
                "settings_json": json.dumps(settings)}
     for key, value in (extra or {}).items():
         payload[key] = value
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

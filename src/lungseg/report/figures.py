@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lungseg.io.safety import atomic_path  # noqa: E402
 from lungseg.io.volumes import Volume  # noqa: E402
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU, the usual lung window (level -600, width 1500)
@@ -21,17 +20,12 @@ COLOURS = {1: "tab:red", 2: "tab:blue"}
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:

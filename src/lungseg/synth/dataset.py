@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
+from lungseg.io.safety import atomic_path
 from lungseg.io.volumes import write_volume
 from lungseg.synth.phantom import make_phantom
 
@@ -55,8 +54,6 @@ def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orien
                       "variations": variations},
         "phantoms": phantoms,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=1)
-    os.replace(tmp, out / "dataset.json")
+    with atomic_path(out / "dataset.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
     return out

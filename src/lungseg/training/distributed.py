@@ -38,11 +38,13 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def shard(items: list, info: DistInfo) -> list:
-    """Each rank takes every world_size-th item (all ranks get at least one)."""
-    if not info.enabled:
+    """Each rank takes every world_size-th item; the list is first padded by repetition so
+    every rank gets the same number, since DDP hangs when ranks take different step counts."""
+    if not info.enabled or not items:
         return items
-    part = items[info.rank::info.world_size]
-    return part or items[:1]
+    n = -(-len(items) // info.world_size) * info.world_size
+    padded = [items[i % len(items)] for i in range(n)]
+    return padded[info.rank::info.world_size]
 
 
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:
