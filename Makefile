@@ -30,7 +30,7 @@ bench: setup
 	$(PY) bench/train.py
 
 pretrained: setup
-	$(PY) -m lungseg.pretrained --out runs/pretrained
+	$(PY) -m lungseg.pretrained --out runs/pretrained $(if $(INSTALL),--install,)
 
 clean:
 	rm -rf runs build dist *.egg-info src/*.egg-info .pytest_cache

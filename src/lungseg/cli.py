@@ -38,7 +38,7 @@ def synth(
 @app.command()
 def train(
     data: Annotated[Path | None, typer.Option(help="dataset folder, dataset.json or CSV")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder")] = Path("runs/train"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/train)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (CLI options override it)")] = None,
     layout: Annotated[str | None, typer.Option(help="auto, pairs, msd, nnunet, csv, folders")] = None,
     label_mapping: Annotated[str | None, typer.Option(help="e.g. lobes5")] = None,
@@ -56,7 +56,7 @@ def train(
     from lungseg.training.config import TrainConfig
     from lungseg.training.loop import train as run
 
-    overrides = {"data": str(data) if data else None, "out": str(out), "layout": layout,
+    overrides = {"data": str(data) if data else None, "out": str(out) if out else None, "layout": layout,
                  "label_mapping": label_mapping, "val_data": str(val_data) if val_data else None,
                  "max_epochs": max_epochs, "max_minutes": max_minutes, "val_every": val_every,
                  "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,

@@ -109,7 +109,30 @@ def format_variation_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build(out: str | Path = "runs/pretrained", install: bool = False, epochs: int | None = None) -> dict:
+def install(out: str | Path) -> Path:
+    """Copy a built model into the package, with its held-out summary beside it (default.json)."""
+    out = Path(out)
+    report = json.loads((out / "heldout.json").read_text())
+    INSTALLED.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "default.pt", INSTALLED)
+    card = {"recipe": RECIPE, "heldout_by_variation": report["by_variation"]}
+    INSTALLED.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    print(f"installed {INSTALLED} ({INSTALLED.stat().st_size / 2**20:.1f} MiB)")
+    return INSTALLED
+
+
+def compare_with_shipped(report: dict) -> float | None:
+    """Held-out Dice of this build minus the shipped model's (same phantoms, same recipe)."""
+    card_path = INSTALLED.with_suffix(".json")
+    if not card_path.exists():
+        return None
+    shipped = json.loads(card_path.read_text())["heldout_by_variation"]["all"]["unet"]
+    rebuilt = report["by_variation"]["all"]["unet"]
+    print(f"held-out Dice: rebuilt {rebuilt:.4f}, shipped {shipped:.4f}, difference {rebuilt - shipped:+.4f}")
+    return rebuilt - shipped
+
+
+def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dict:
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.synth import synth
     from lungseg.training.config import TrainConfig
@@ -127,7 +150,8 @@ def build(out: str | Path = "runs/pretrained", install: bool = False, epochs: in
         data=str(data / "train"), val_data=str(data / "val"), out=str(out),
         preprocessing={"spacing": r["spacing"], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
         roi_size=r["roi_size"], val_roi_size=[160, 160, 160], max_epochs=epochs or r["max_epochs"],
-        val_every=4, lr=r["lr"], lr_schedule="cosine", num_samples=r["num_samples"], batch_size=r["batch_size"], seed=0)
+        val_every=4, lr=r["lr"], lr_schedule="cosine", num_samples=r["num_samples"],
+        batch_size=r["batch_size"], seed=0)
     summary = train(cfg)
     model, settings = load_model(out / "best.pt")
     settings["trained"] = {"recipe": r, "summary": summary}
@@ -135,10 +159,7 @@ def build(out: str | Path = "runs/pretrained", install: bool = False, epochs: in
     print("held-out phantoms (new seeds, all variations):")
     report = heldout_report(out / "default.pt", data / "test", out)
     print(format_variation_table(report))
-    if install:
-        INSTALLED.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "default.pt", INSTALLED)
-        print(f"installed {INSTALLED} ({INSTALLED.stat().st_size / 2**20:.1f} MiB)")
+    compare_with_shipped(report)
     print(f"done in {(time.monotonic() - t0) / 60:.1f} min")
     return report
 
@@ -147,9 +168,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/pretrained")
     p.add_argument("--install", action="store_true", help="copy the weights into the package")
+    p.add_argument("--install-only", action="store_true", help="install an already built --out")
     p.add_argument("--epochs", type=int, default=None)
     args = p.parse_args()
-    build(args.out, args.install, args.epochs)
+    if not args.install_only:
+        build(args.out, args.epochs)
+    if args.install or args.install_only:
+        install(args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceLoss
-from monai.metrics import DiceMetric
+from monai.metrics import compute_dice
 from monai.transforms import Compose
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
@@ -59,7 +59,8 @@ def _as_dicts(cases: list) -> list[dict]:
 
 def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> dict:
     """Mean foreground Dice by sliding window on whole resampled volumes (per lung for 3 classes)."""
-    metric = DiceMetric(include_background=False, reduction="mean_batch")
+    # functional compute_dice: DiceMetric would try to sync with ranks that do not validate
+    scores = []
     n_classes = int(cfg.network["out_channels"])
     model.eval()
     with torch.no_grad():
@@ -72,8 +73,8 @@ def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, devic
             onehot_pred = torch.nn.functional.one_hot(pred[:, 0].long(), n_classes).permute(0, 4, 1, 2, 3)
             lab = batch["label"].long()
             onehot_ref = torch.nn.functional.one_hot(lab[:, 0], n_classes).permute(0, 4, 1, 2, 3)
-            metric(onehot_pred, onehot_ref)
-    per_class = [float(v) for v in metric.aggregate()]
+            scores.append(compute_dice(onehot_pred, onehot_ref, include_background=False))
+    per_class = [float(v) for v in torch.nanmean(torch.cat(scores), dim=0)]
     model.train()
     out = {"val_dice": float(np.mean(per_class))}
     if n_classes == 3:
@@ -144,9 +145,10 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     with user_errors_unwrapped():
         train_ds = CacheDataset(_as_dicts(shard(train_cases, info)), Compose([*cached.transforms, *rand.transforms]),
                                 progress=cfg.progress and info.is_main, num_workers=None)
-    # one volume per item -> num_samples patches, split below into optimiser steps of batch_size
-    train_loader = DataLoader(train_ds, batch_size=1, shuffle=True, num_workers=cfg.num_workers,
-                              collate_fn=list_data_collate)
+    # each volume gives num_samples patches; enough volumes per load to fill batch_size, then
+    # split into optimiser steps of batch_size (the tutorial: 2 volumes x 4 patches = 8)
+    train_loader = DataLoader(train_ds, batch_size=max(1, cfg.batch_size // cfg.num_samples), shuffle=True,
+                              num_workers=cfg.num_workers, collate_fn=list_data_collate)
     val_loader = None
     if val_cases and info.is_main:
         with user_errors_unwrapped():
@@ -219,7 +221,8 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
         last_epoch = epoch == cfg.max_epochs - 1
         if info.is_main:
             if val_loader is not None and ((epoch + 1) % cfg.val_every == 0 or stop or last_epoch):
-                last_val = validate(model, val_loader, cfg, device)
+                # the bare module: a DDP forward would wait for ranks that do not validate
+                last_val = validate(model.module if info.enabled else model, val_loader, cfg, device)
                 row.update(last_val)
                 if last_val["val_dice"] > best:
                     best = last_val["val_dice"]
