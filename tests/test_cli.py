@@ -108,3 +108,14 @@ def test_output_equal_to_input_is_refused(phantom_data, tmp_path, capsys):
     before = img.read_bytes()
     code, _, err = _run(capsys, "predict", img, "-o", img, "--method", "classical")
     assert code == 2 and img.read_bytes() == before
+
+
+def test_parallel_jobs_match_serial(phantom_data, tmp_path, capsys):
+    images = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[:3]
+    assert _run(capsys, "predict", *images, "-o", tmp_path / "a", "--method", "classical")[0] == 0
+    code, out, err = _run(capsys, "predict", *images, "-o", tmp_path / "b", "--method", "classical", "--jobs", 2)
+    assert code == 0, err
+    for img in images:
+        a = nib.load(tmp_path / "a" / img.name).get_fdata()
+        b = nib.load(tmp_path / "b" / img.name).get_fdata()
+        assert np.array_equal(a, b) and a.any()

@@ -59,3 +59,9 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
     path.write_text("data: x\nroi_sise: [1, 2, 3]\n")
     with pytest.raises(LungsegError, match="roi_sise"):
         TrainConfig.from_yaml(path)
+
+
+def test_partial_network_and_preprocessing_keep_reference_defaults():
+    cfg = TrainConfig(data="x", network={"channels": [8, 16, 32, 64, 128]}, preprocessing={"spacing": [3, 3, 3]})
+    assert cfg.network["num_res_units"] == 2 and cfg.network["out_channels"] == 2
+    assert cfg.preprocessing["hu_window"] == [-1000.0, 1000.0]

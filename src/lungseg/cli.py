@@ -83,6 +83,7 @@ def predict(
     series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
     overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.25,
     roi: Annotated[int, typer.Option(help="sliding-window size (voxels, cubic)")] = 160,
+    jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs")] = 1,
 ) -> None:
     """Segment the lungs: mask on the input's grid, right=1, left=2."""
     from lungseg.inference.predictor import InferenceSettings
@@ -91,7 +92,7 @@ def predict(
     settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
-                            progress=sys.stderr.isatty())
+                            progress=sys.stderr.isatty(), jobs=jobs)
     failed = 0
     for r in results:
         if r.error:

@@ -65,8 +65,12 @@ def output_name(path: Path) -> str:
 def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str | Path | None = None,
                   method: str = "unet", device: str = "auto", png: bool = False,
                   overwrite: bool = False, series_uid: str | None = None,
-                  settings: InferenceSettings | None = None, progress: bool = True) -> list[CaseResult]:
+                  settings: InferenceSettings | None = None, progress: bool = True,
+                  jobs: int = 1) -> list[CaseResult]:
     """Segment files; `output` is the mask path for one input, a folder for several.
+
+    `jobs` > 1 runs that many worker processes, each loading the model once and using
+    an equal share of the CPU threads (for large batches of scans on one machine).
 
     A bad input is reported in its CaseResult and the others still run; outputs are
     written atomically, never over an input, and existing ones only with `overwrite`.
@@ -74,7 +78,6 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     the overlay) is checked before any work, and a case that fails leaves none of them.
     """
     from lungseg.io.safety import check_output
-    from lungseg.quantify import quantify
 
     inputs = [Path(p) for p in inputs]
     single = len(inputs) == 1 and not (Path(output).is_dir() or str(output).endswith("/"))
@@ -91,32 +94,66 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
             check_output(_seg_path(t), inputs, overwrite)
         if png:
             check_output(_png_path(t), inputs, overwrite)
-    predictor = None
-    if method == "unet":
-        predictor = Predictor(model, device=device, settings=settings)
-    results = []
-    for path, target in tqdm(list(zip(inputs, targets, strict=True)), desc="predict",
-                             disable=not progress or len(inputs) < 2):
-        written: list[Path | None] = []
-        try:
-            image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
-            mask = segment(image, method=method, predictor=predictor)
-            written.append(write_volume(mask, target))
-            q = quantify(image, mask)
-            res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
-            if png:
-                from lungseg.report.figures import plot_overlay
+    pairs = list(zip(inputs, targets, strict=True))
+    if jobs > 1 and len(pairs) > 1:
+        return _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress)
+    predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
+    return [_run_case(path, target, method, predictor, png, series_uid)
+            for path, target in tqdm(pairs, desc="predict", disable=not progress or len(pairs) < 2)]
 
-                written.append(plot_overlay(image, mask, _png_path(target), title=path.name))
-            if image.meta.get("format") == "dicom" and hasattr(mask, "meta"):
-                written.append(_maybe_dicom_seg(image, mask, target))
-        except LungsegError as exc:
-            for f in written:  # a failed case leaves no output, not a mask without its SEG
-                if f is not None:
-                    Path(f).unlink(missing_ok=True)
-            res = CaseResult(str(path), None, error=str(exc))
-        results.append(res)
-    return results
+
+def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None, png: bool,
+              series_uid: str | None) -> CaseResult:
+    """One input to its mask (+ SEG, + overlay); a failed case removes what it wrote."""
+    from lungseg.quantify import quantify
+
+    written: list[Path | None] = []
+    try:
+        image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
+        mask = segment(image, method=method, predictor=predictor)
+        written.append(write_volume(mask, target))
+        q = quantify(image, mask)
+        res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
+        if png:
+            from lungseg.report.figures import plot_overlay
+
+            written.append(plot_overlay(image, mask, _png_path(target), title=path.name))
+        if image.meta.get("format") == "dicom":
+            written.append(_maybe_dicom_seg(image, mask, target))
+    except LungsegError as exc:
+        for f in written:  # a failed case leaves no output, not a mask without its SEG
+            if f is not None:
+                Path(f).unlink(missing_ok=True)
+        res = CaseResult(str(path), None, error=str(exc))
+    return res
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(model, method, device, settings, threads) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["method"] = method
+    _WORKER["predictor"] = Predictor(model, device=device, settings=settings) if method == "unet" else None
+
+
+def _worker_case(path: Path, target: Path, png: bool, series_uid: str | None) -> CaseResult:
+    return _run_case(path, target, _WORKER["method"], _WORKER["predictor"], png, series_uid)
+
+
+def _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress) -> list[CaseResult]:
+    """Cases spread over `jobs` processes (spawned: safe with torch's thread pools)."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(model, method, device, settings, threads)) as pool:
+        futures = [pool.submit(_worker_case, p, t, png, series_uid) for p, t in pairs]
+        return [f.result() for f in tqdm(futures, desc="predict", disable=not progress)]
 
 
 def _png_path(mask_path: Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from lungseg.errors import InputError
 from lungseg.networks import DEFAULT_NETWORK
@@ -45,6 +45,17 @@ class TrainConfig(BaseModel):
     seed: int = 0
     resume: bool = False
     progress: bool = True
+
+    @field_validator("network")
+    @classmethod
+    def _network_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """A partial network dict (e.g. only channels) keeps the other reference settings."""
+        return {**DEFAULT_NETWORK, **value}
+
+    @field_validator("preprocessing")
+    @classmethod
+    def _preprocessing_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {**DEFAULT_PREPROCESSING, **value}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
