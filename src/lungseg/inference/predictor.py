@@ -43,6 +43,16 @@ class InferenceSettings:
     sw_batch_size: int = 1
     mode: str = "gaussian"
     refine: bool = True  # sharpen the boundary with the CT edge at full resolution
+    #: a resampled volume up to this many voxels runs as ONE window (no overlap to pay for);
+    #: 0 always slides roi_size windows. A chest at 2.5 mm is ~200x200x130.
+    whole_volume_voxels: int = 256**3
+
+    def window_for(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """The window actually used for a volume of `shape` (model-grid voxels)."""
+        whole = tuple(-(-int(n) // 16) * 16 for n in shape)  # divisible by the U-Net's 2^4
+        if self.whole_volume_voxels and int(np.prod(whole)) <= self.whole_volume_voxels:
+            return whole
+        return tuple(self.roi_size)
 
 
 class Predictor:
@@ -61,35 +71,39 @@ class Predictor:
         self.model_path = path
 
     @torch.no_grad()
-    def probabilities(self, image: Volume) -> np.ndarray:
-        """Class probabilities (3, *image.shape) on the input grid."""
+    def lung_probability(self, image: Volume) -> np.ndarray:
+        """P(lung) on the input grid (float32, image.shape).
+
+        Only this one channel is resampled back to the input grid: it is the costly step
+        for a 512x512x300 scan, and sides are decided by anatomy afterwards anyway.
+        """
         pre = infer_transforms(self.preprocessing)
         data = pre({"image": to_metatensor(image)})
         x: MetaTensor = data["image"]
         use_amp = self.device.type == "cuda"
         with torch.autocast(self.device.type, enabled=use_amp):
             logits = sliding_window_inference(
-                x.as_tensor()[None].to(self.device), self.settings.roi_size,
+                x.as_tensor()[None].to(self.device), self.settings.window_for(x.shape[1:]),
                 self.settings.sw_batch_size, self.model, overlap=self.settings.overlap,
                 mode=self.settings.mode,
             )
-        probs = torch.softmax(logits.float(), dim=1)[0].cpu()
-        out = MetaTensor(probs, meta=copy.deepcopy(x.meta))
+        lung = 1.0 - torch.softmax(logits.float(), dim=1)[0, :1].cpu()
+        out = MetaTensor(lung, meta=copy.deepcopy(x.meta))
         out.applied_operations = copy.deepcopy(x.applied_operations)
         back = pre.inverse({"image": out})["image"]
-        back = np.asarray(back.as_tensor().numpy() if hasattr(back, "as_tensor") else back)
-        if back.shape[1:] != image.shape:
-            raise RuntimeError(f"inverse resampling gave {back.shape[1:]}, expected {image.shape}")
+        back = np.asarray(back.as_tensor().numpy() if hasattr(back, "as_tensor") else back)[0]
+        if back.shape != image.shape:
+            raise RuntimeError(f"inverse resampling gave {back.shape}, expected {image.shape}")
         return back
 
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
-        probs = self.probabilities(image)
+        prob = self.lung_probability(image)
         if self.settings.refine:
-            labels = refine_boundary(1.0 - probs[0], image.array).astype(np.uint8)
+            labels = refine_boundary(prob, image.array).astype(np.uint8)
         else:
-            labels = np.argmax(probs, axis=0).astype(np.uint8)
-        del probs
+            labels = (prob > 0.5).astype(np.uint8)
+        del prob
         if postprocessing:
             labels = postprocess(labels, image.affine)
         return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})
