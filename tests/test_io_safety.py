@@ -46,3 +46,15 @@ def test_atomic_path_success_and_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert out.read_text() == "{}"
     assert [p.name for p in out.parent.iterdir()] == ["report.json"]
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from lungseg.io.safety import atomic_path
+
+    with atomic_path(tmp_path / "r.json") as tmp:
+        tmp.write_text("{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
