@@ -107,8 +107,3 @@ class Predictor:
         if postprocessing:
             labels = postprocess(labels, image.affine)
         return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})
-
-
-def describe(predictor: Predictor) -> dict[str, Any]:
-    return {"model": str(predictor.model_path), "device": str(predictor.device),
-            "roi_size": list(predictor.settings.roi_size), "overlap": predictor.settings.overlap}

@@ -119,7 +119,7 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
 
             written.append(plot_overlay(image, mask, _png_path(target), title=path.name))
         if image.meta.get("format") == "dicom":
-            written.append(_maybe_dicom_seg(image, mask, target))
+            written.append(_write_dicom_seg(image, mask, target))
     except LungsegError as exc:
         for f in written:  # a failed case leaves no output, not a mask without its SEG
             if f is not None:
@@ -172,10 +172,8 @@ def _is_dicom_input(path: Path) -> bool:
     return fmt == "dicom" or (fmt is None and is_dicom_file(path))
 
 
-def _maybe_dicom_seg(image: Volume, mask: Volume, target: Path) -> Path | None:
+def _write_dicom_seg(image: Volume, mask: Volume, target: Path) -> Path:
     """For DICOM input, also write a DICOM SEG beside the mask (right and left lung segments)."""
-    try:
-        from lungseg.io.seg import write_dicom_seg
-    except ImportError:  # pragma: no cover - optional module
-        return None
+    from lungseg.io.seg import write_dicom_seg
+
     return write_dicom_seg(mask, image, _seg_path(target))
