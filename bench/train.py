@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=192)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_train")
+    p.add_argument("--reuse", action="store_true", help="evaluate runs already trained in --out")
     args = p.parse_args()
 
     import torch
@@ -57,8 +58,11 @@ def main() -> None:
     rows = {}
     for name, (cfg, infer) in recipes.items():
         run = out / name
-        summary = train(TrainConfig(data=str(train_dir), out=str(run), max_minutes=args.minutes,
-                                    val_every=2, seed=0, **cfg))
+        if args.reuse and (run / "summary.json").exists():
+            summary = json.loads((run / "summary.json").read_text())
+        else:
+            summary = train(TrainConfig(data=str(train_dir), out=str(run), max_minutes=args.minutes,
+                                        val_every=2, seed=0, **cfg))
         t0 = time.perf_counter()
         predict_files(images, run / "pred", model=run / "best.pt", settings=infer, overwrite=True,
                       progress=False)

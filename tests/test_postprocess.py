@@ -90,3 +90,19 @@ def test_postprocess_is_fast():
     out = postprocess(lab, np.diag([1.0, 1.0, 1.0, 1.0]), min_volume_ml=10)
     assert time.perf_counter() - t < 10
     assert out[176, 128, 75] == RIGHT and out[80, 128, 75] == LEFT
+
+
+def test_refine_boundary_follows_ct_edge_and_ignores_distant_air():
+    from lungseg.inference.postprocess import refine_boundary
+
+    hu = np.full((40, 20, 20), 40.0)
+    hu[5:20, 5:15, 5:15] = -850.0  # lung, true edge at i = 5 and 20
+    hu[30:38] = -1000.0  # air elsewhere (outside the body), not connected
+    prob = np.zeros(hu.shape)
+    prob[8:17, 5:15, 5:15] = 0.95  # network sure in the middle
+    prob[3:8, 5:15, 5:15] = prob[17:22, 5:15, 5:15] = 0.5  # unsure rim, 2 voxels too wide
+    prob[30:38] = 0.4  # a vague network is unsure about the far air too
+    out = refine_boundary(prob, hu)
+    assert out[5:20, 5:15, 5:15].all()
+    assert not out[3:5].any() and not out[20:22].any()  # rim beyond the CT edge dropped
+    assert not out[30:38].any()  # unconnected dark air never let in

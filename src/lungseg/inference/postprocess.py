@@ -235,9 +235,18 @@ def refine_boundary(lung_prob: np.ndarray, hu: np.ndarray, low: float = 0.1, hig
     nodules, consolidation inside the lung stay lung); where it is unsure (low < p < high)
     the voxel is lung when darker than `threshold_hu`, the half-way point between aerated
     lung (~ -850 HU) and soft tissue (~ 40 HU) at the pleura. Outside (p <= low) nothing is
-    lung, so air elsewhere (trachea, bowel, outside the body) is never let in.
+    lung. Only pieces connected to the network's main lung regions (p > 0.5) are kept, so a vague
+    network cannot let in air elsewhere (outside the body, bowel) through the rule.
     """
     sure = lung_prob >= high
     band = (lung_prob > low) & ~sure
     sure[band] = np.asarray(hu)[band] < threshold_hu
-    return sure
+    core = cc3d.connected_components(lung_prob > 0.5, connectivity=26)
+    sizes = np.bincount(core.ravel())
+    sizes[0] = 0
+    if sizes.max() == 0:
+        return np.zeros(core.shape, bool)
+    main = np.flatnonzero(sizes >= 0.1 * sizes.max())  # the lungs, not stray specks
+    comp = cc3d.connected_components(sure, connectivity=26)
+    keep = np.unique(comp[np.isin(core, main) & sure])
+    return np.isin(comp, keep[keep > 0])
