@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m lungseg.demo --out runs/demo
+	$(PY) scripts/demo.py --out runs/demo
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -30,7 +30,7 @@ bench: setup
 	$(PY) bench/train.py
 
 pretrained: setup
-	$(PY) -m lungseg.pretrained --out runs/pretrained $(if $(INSTALL),--install,)
+	$(PY) scripts/pretrained.py --out runs/pretrained $(if $(INSTALL),--install,)
 
 clean:
 	rm -rf runs build dist *.egg-info src/*.egg-info .pytest_cache

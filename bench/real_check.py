@@ -33,7 +33,7 @@ def main() -> None:
     from lungseg.inference.predictor import Predictor
     from lungseg.inference.segment import segment
     from lungseg.io.volumes import read_volume
-    from lungseg.quantify import quantify
+    from lungseg.quantification import quantify
     from lungseg.report.figures import plot_overlay
 
     shared, out = Path(args.shared), Path(args.out)

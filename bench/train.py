@@ -1,9 +1,10 @@
-"""Training: the reference recipe against lungseg's recipe, same phantoms, same wall-clock budget.
+"""Training: the `tutorial` recipe against `cpu-fast`, same phantoms, same wall-clock budget.
 
-Reference (the tutorial): 1.5x1.5x2.0 mm, 96^3 patches, 2 volumes x 4 patches = 8 per step,
-Dice loss, Adam 1e-4 constant, inference by 96^3 sliding window with 0.75 overlap.
-lungseg (the default model's recipe): 2.5 mm, 96^3 patches, 2 per step, Dice+CE, Adam 1e-3
-with cosine decay, inference by 160^3 windows with 0.25 overlap plus HU boundary refinement.
+`tutorial` (the reference notebook): 1.5x1.5x2.0 mm, 96^3 patches, 2 volumes x 4 patches = 8
+per step, Dice loss, Adam 1e-4 constant, inference by 96^3 sliding window with 0.75 overlap.
+`cpu-fast` (the default model's recipe family): 2.5 mm, 96^3 patches, 2 per step, Dice+CE,
+Adam 1e-3 with cosine decay, inference by 160^3 windows with 0.25 overlap plus HU refinement.
+Recipes: `lungseg.training.recipes`.
 Both get the same minutes on the same CPU threads; the table reports steps, patches per
 second, best validation Dice, held-out Dice on the original grids and inference seconds.
 
@@ -31,12 +32,13 @@ def main() -> None:
 
     import torch
 
+    from lungseg.batch import predict_files
     from lungseg.evaluation import evaluate
     from lungseg.inference.predictor import InferenceSettings
-    from lungseg.inference.segment import predict_files
-    from lungseg.synth import synth
+    from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
     from lungseg.training.loop import train
+    from lungseg.training.recipes import RECIPES
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -44,15 +46,10 @@ def main() -> None:
     if not (train_dir / "dataset.json").exists():
         synth(args.n_train, train_dir, seed=0, size=args.size, variations=True)
         synth(args.n_test, test_dir, seed=777, size=args.size, variations=True)
-    recipes = {
-        "reference": (dict(preprocessing={"spacing": [1.5, 1.5, 2.0], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
-                           roi_size=[96, 96, 96], num_samples=4, batch_size=8, loss="dice", lr=1e-4,
-                           lr_schedule="constant", val_roi_size=[96, 96, 96], val_overlap=0.75),
-                      InferenceSettings(roi_size=(96, 96, 96), overlap=0.75, mode="constant", refine=False)),
-        "lungseg": (dict(preprocessing={"spacing": [2.5, 2.5, 2.5], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
-                         roi_size=[96, 96, 96], num_samples=4, batch_size=2, loss="dicece", lr=1e-3,
-                         lr_schedule="cosine", val_roi_size=[160, 160, 160], val_overlap=0.25),
-                    InferenceSettings()),
+    recipes = {  # training recipe (lungseg.training.recipes) and the inference it is compared with
+        "tutorial": (RECIPES["tutorial"],
+                     InferenceSettings(roi_size=(96, 96, 96), overlap=0.75, mode="constant", refine=False)),
+        "cpu-fast": (RECIPES["cpu-fast"], InferenceSettings()),
     }
     images = sorted((test_dir / "imagesTr").glob("*.nii.gz"))
     rows = {}
@@ -62,7 +59,7 @@ def main() -> None:
             summary = json.loads((run / "summary.json").read_text())
         else:
             summary = train(TrainConfig(data=str(train_dir), out=str(run), max_minutes=args.minutes,
-                                        val_every=2, seed=0, **cfg))
+                                        **{**cfg, "val_every": 2, "seed": 0}))
         t0 = time.perf_counter()
         predict_files(images, run / "pred", model=run / "best.pt", settings=infer, overwrite=True,
                       progress=False)
@@ -81,7 +78,7 @@ def main() -> None:
     for name, r in rows.items():
         print(f"| {name} | {r['steps']} | {r['patches_per_s']:.2f} | {r['best_val_dice']:.3f} | "
               f"{r['heldout_dice']:.3f} | {r['hd95_mm']:.1f} | {r['infer_s']:.1f} |")
-    ref, ours = rows["reference"], rows["lungseg"]
+    ref, ours = rows["tutorial"], rows["cpu-fast"]
     print(f"\nheld-out Dice {ours['heldout_dice']:.3f} vs {ref['heldout_dice']:.3f}; "
           f"inference {ref['infer_s'] / ours['infer_s']:.1f}x faster")
 

@@ -18,13 +18,15 @@ TINY = {
     "num_samples": 2,
     "batch_size": 2,
     "lr": 3e-3,
+    "loss": "dicece",
+    "val_overlap": 0.5,
     "progress": False,
 }
 
 
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory) -> Path:
-    from lungseg.synth import synth
+    from lungseg.phantoms import synth
 
     return synth(6, tmp_path_factory.mktemp("phantoms"), seed=100, size=64, progress=False)
 

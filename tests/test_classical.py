@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungseg.core.labels import LEFT, RIGHT
+from lungseg.core.volume import Volume
 from lungseg.inference.classical import segment_classical
-from lungseg.inference.postprocess import LEFT, RIGHT
-from lungseg.io.volumes import Volume, read_volume
+from lungseg.io.volumes import read_volume
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SP = (2.0, 2.0, 2.5)

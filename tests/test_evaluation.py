@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from lungseg.errors import GeometryError, InputError
+from lungseg.core.errors import GeometryError, InputError
+from lungseg.core.volume import Volume
 from lungseg.evaluation import case_metrics, evaluate, format_table
-from lungseg.io.volumes import Volume, write_volume
+from lungseg.io.volumes import write_volume
 
 EYE = np.eye(4)
 

@@ -23,7 +23,7 @@ from dicom_factory import write_series
 
 import lungseg
 from lungseg.cli import main
-from lungseg.errors import LabelError
+from lungseg.core.errors import LabelError
 from lungseg.io import Volume, read_volume, write_volume
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

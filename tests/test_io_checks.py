@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungseg.errors import GeometryError, InputError, LabelError
+from lungseg.core.errors import GeometryError, InputError, LabelError
 from lungseg.io import Volume, check_image, check_pair, read_volume
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,7 +70,7 @@ def test_pair_checks():
         check_pair(img, Volume(lab.array[:-1], lab.affine), "lab.nii.gz")
     moved = lab.affine.copy()
     moved[0, 3] += 0.01
-    with pytest.raises(GeometryError, match="mm away"):
+    with pytest.raises(GeometryError, match="mm apart"):
         check_pair(img, Volume(lab.array, moved), "lab.nii.gz")
     with pytest.raises(LabelError, match="empty"):
         check_pair(img, Volume(np.zeros_like(lab.array), lab.affine), "lab.nii.gz")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lungseg.errors import InputError
+from lungseg.core.errors import InputError
 from lungseg.io import Case, detect_layout, find_cases
 
 

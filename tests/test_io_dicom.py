@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from dicom_factory import write_series
 
-from lungseg.errors import InputError, LungsegWarning
+from lungseg.core.errors import InputError, LungsegWarning
 from lungseg.io import Volume, read_volume
 from lungseg.io.seg import write_dicom_seg
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.errors import LabelError
+from lungseg.core.errors import LabelError
 from lungseg.io import normalise_label, split_sides
 
 RAS = np.diag([1.5, 1.5, 2.0, 1.0])          # i grows toward the patient's right (+x in RAS)

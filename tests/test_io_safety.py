@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from dicom_factory import write_series
 
-from lungseg.errors import OutputError
+from lungseg.core.errors import OutputError
 from lungseg.io import atomic_path, check_output
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dicom_factory import write_series
 
-from lungseg.errors import InputError, LungsegError
+from lungseg.core.errors import InputError, LungsegError
 from lungseg.io import Volume, read_volume, write_volume
 from lungseg.io.dicom import read_dicom_series
 

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from lungseg.errors import InputError
+from lungseg.core.errors import InputError
 from lungseg.networks import build_unet, load_checkpoint, load_model, save_checkpoint
 
 SMALL = {"channels": [4, 8, 16, 32, 64]}

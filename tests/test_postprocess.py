@@ -4,7 +4,10 @@ import time
 
 import numpy as np
 
-from lungseg.inference.postprocess import LEFT, RIGHT, fill_holes, postprocess, split_left_right
+from lungseg.core.anatomy import split_left_right
+from lungseg.core.labels import LEFT, RIGHT
+from lungseg.core.morphology import fill_holes
+from lungseg.inference.postprocess import postprocess
 
 RAS = np.diag([2.0, 2.0, 2.0, 1.0])
 LPS = np.diag([-2.0, -2.0, 2.0, 1.0])  # stored L-P-S: larger i = patient's left

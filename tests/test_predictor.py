@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lungseg import make_phantom
+from lungseg.core.volume import Volume
 from lungseg.inference.predictor import InferenceSettings, Predictor
-from lungseg.io.volumes import Volume
 
 SETTINGS = InferenceSettings(roi_size=(64, 64, 64), overlap=0.25)
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from lungseg.errors import GeometryError, LabelError
-from lungseg.io.volumes import Volume
-from lungseg.quantify import quantify
+from lungseg.core.errors import GeometryError, LabelError
+from lungseg.core.volume import Volume
+from lungseg.quantification import quantify
 
 AFF = np.diag([0.5, 0.5, 2.0, 1.0])  # 0.5 mm^3 voxels
 

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lungseg.errors import LungsegError
+from lungseg.core.errors import LungsegError
 from lungseg.io.volumes import read_volume
-from lungseg.synth import PhantomParams, make_phantom, sample_params, synth
+from lungseg.phantoms import PhantomParams, make_phantom, sample_params, synth
 
 
 @pytest.fixture(scope="module")

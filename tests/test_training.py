@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import TINY
 
-from lungseg.errors import LungsegError
+from lungseg.core.errors import LungsegError
 from lungseg.networks import load_checkpoint
 from lungseg.training.config import TrainConfig
 from lungseg.training.loop import split_cases, train
@@ -63,5 +63,36 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
 
 def test_partial_network_and_preprocessing_keep_reference_defaults():
     cfg = TrainConfig(data="x", network={"channels": [8, 16, 32, 64, 128]}, preprocessing={"spacing": [3, 3, 3]})
-    assert cfg.network["num_res_units"] == 2 and cfg.network["out_channels"] == 2
-    assert cfg.preprocessing["hu_window"] == [-1000.0, 1000.0]
+    assert cfg.network.num_res_units == 2 and cfg.network.out_channels == 2
+    assert tuple(cfg.preprocessing.hu_window) == (-1000.0, 1000.0)
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    ("data: d\npreprocessing: {spacnig: [2, 2, 2]}\n", "preprocessing.spacnig"),
+    ("data: d\nnetwork: {chanels: [8, 16]}\n", "network.chanels"),
+    ("data: d\nloss: dcie\n", "loss"),
+    ("data: d\nlr_schedule: cosin\n", "lr_schedule"),
+    ("data: d\ndevice: gpu\n", "device"),
+    ("data: d\nrecipe: fastest\n", "recipe"),
+    ("- data\n- d\n", "mapping"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, monkeypatch, capsys, yaml_text, key):
+    from lungseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    assert main(["train", "--config", str(cfg)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and str(cfg) in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_recipes_fill_only_what_is_not_given():
+    from lungseg.training.recipes import RECIPES
+
+    cfg = TrainConfig(data="d", recipe="cpu-fast", lr=5e-4)
+    assert cfg.lr == 5e-4 and cfg.loss == RECIPES["cpu-fast"]["loss"] == "dicece"
+    assert list(cfg.preprocessing.spacing) == RECIPES["cpu-fast"]["preprocessing"]["spacing"]
+    tutorial = TrainConfig(data="d")  # the defaults are the tutorial recipe
+    assert (tutorial.loss, tutorial.lr, list(tutorial.preprocessing.spacing)) == ("dice", 1e-4, [1.5, 1.5, 2.0])

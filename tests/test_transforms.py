@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from lungseg.io.volumes import Volume
+from lungseg.core.volume import Volume
 from lungseg.transforms import RandFlipLeftRightd, infer_transforms, to_metatensor
 
 

@@ -9,7 +9,8 @@ One function per job, callable from a notebook::
     lungseg.evaluate("pred/", "data/phantoms/labelsTr")      # Dice, HD95, ASSD, volumes
     lungseg.quantify(lungseg.read_volume("scan.nii.gz"), mask)
 
-Heavy modules (torch, MONAI) load on first use, so `import lungseg` stays quick.
+Everything but the core (numpy, nibabel) loads on first use, so `import lungseg` stays
+quick and does not import torch.
 """
 
 from __future__ import annotations
@@ -17,23 +18,26 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lungseg.errors import LungsegError
-from lungseg.io.volumes import Volume, read_volume, write_volume
-from lungseg.synth import make_phantom, synth  # noqa: F401  (rebinds lungseg.synth to the function)
+from lungseg.core.errors import LungsegError
+from lungseg.core.volume import Volume
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "read_volume": ("lungseg.io.volumes", "read_volume"),
+    "write_volume": ("lungseg.io.volumes", "write_volume"),
+    "synth": ("lungseg.phantoms.dataset", "synth"),
+    "make_phantom": ("lungseg.phantoms.phantom", "make_phantom"),
     "train": ("lungseg.training.loop", "train"),
     "TrainConfig": ("lungseg.training.config", "TrainConfig"),
     "segment": ("lungseg.inference.segment", "segment"),
     "Predictor": ("lungseg.inference.predictor", "Predictor"),
+    "predict_files": ("lungseg.batch", "predict_files"),
     "evaluate": ("lungseg.evaluation", "evaluate"),
-    "quantify": ("lungseg.quantify", "quantify"),
+    "quantify": ("lungseg.quantification", "quantify"),
 }
 
-__all__ = ["LungsegError", "Volume", "read_volume", "write_volume", "synth", "make_phantom",
-           *_LAZY, "__version__"]
+__all__ = ["LungsegError", "Volume", *_LAZY, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -41,3 +45,7 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'lungseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lungseg.errors import LungsegError
+from lungseg.core.errors import LungsegError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="3D lung segmentation on CT: synth, train, predict, evaluate, quantify.")
@@ -29,7 +29,7 @@ def synth(
     variations: Annotated[bool, typer.Option(help="randomise habitus, contrast, pathology, scanner")] = False,
 ) -> None:
     """Write synthetic chest-CT phantoms with right/left lung labels."""
-    from lungseg.synth import synth as run
+    from lungseg.phantoms import synth as run
 
     path = run(n, out, seed=seed, size=size, orientation=orientation, variations=variations)
     typer.echo(f"wrote {n} phantoms to {path}")
@@ -40,6 +40,7 @@ def train(
     data: Annotated[Path | None, typer.Option(help="dataset folder, dataset.json or CSV")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/train)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (CLI options override it)")] = None,
+    recipe: Annotated[str | None, typer.Option(help="tutorial (default values), cpu-fast, default-model")] = None,
     layout: Annotated[str | None, typer.Option(help="auto, pairs, msd, nnunet, csv, folders")] = None,
     label_mapping: Annotated[str | None, typer.Option(help="e.g. lobes5")] = None,
     val_data: Annotated[Path | None, typer.Option(help="separate validation dataset")] = None,
@@ -56,7 +57,8 @@ def train(
     from lungseg.training.config import TrainConfig
     from lungseg.training.loop import train as run
 
-    overrides = {"data": str(data) if data else None, "out": str(out) if out else None, "layout": layout,
+    overrides = {"data": str(data) if data else None, "out": str(out) if out else None,
+                 "recipe": recipe, "layout": layout,
                  "label_mapping": label_mapping, "val_data": str(val_data) if val_data else None,
                  "max_epochs": max_epochs, "max_minutes": max_minutes, "val_every": val_every,
                  "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
@@ -66,7 +68,7 @@ def train(
     else:
         if data is None:
             raise LungsegError("train needs --data DIR or --config FILE")
-        cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+        cfg = TrainConfig.validated({k: v for k, v in overrides.items() if v is not None})
     summary = run(cfg)
     typer.echo(json.dumps(summary))
 
@@ -86,8 +88,8 @@ def predict(
     jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs")] = 1,
 ) -> None:
     """Segment the lungs: mask on the input's grid, right=1, left=2."""
+    from lungseg.batch import predict_files
     from lungseg.inference.predictor import InferenceSettings
-    from lungseg.inference.segment import predict_files
 
     settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
@@ -125,7 +127,7 @@ def quantify(
 ) -> None:
     """Lung volumes, HU statistics and %LAA-950 as JSON."""
     from lungseg.io.volumes import read_volume
-    from lungseg.quantify import quantify as run
+    from lungseg.quantification import quantify as run
 
     typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
 

@@ -15,7 +15,7 @@ Empty-structure policy:
 Example on a phantom::
 
     >>> import numpy as np
-    >>> from lungseg.io.volumes import Volume
+    >>> from lungseg.core.volume import Volume
     >>> from lungseg.evaluation import case_metrics
     >>> ref = np.zeros((20, 20, 20), np.uint8); ref[2:8, 5:15, 5:15] = 1; ref[12:18, 5:15, 5:15] = 2
     >>> m = case_metrics(Volume(ref, np.eye(4)), Volume(ref, np.eye(4)))
@@ -34,15 +34,17 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from lungseg.errors import InputError, LabelError
+from lungseg.core.errors import InputError
+from lungseg.core.geometry import check_same_grid
+from lungseg.core.labels import LEFT, RIGHT, check_labels
+from lungseg.core.volume import Volume
+from lungseg.io.formats import VOLUME_SUFFIXES, is_volume_file, strip_suffix
 from lungseg.io.safety import atomic_path
-from lungseg.io.volumes import Volume, read_volume
-from lungseg.quantify import check_same_grid
+from lungseg.io.volumes import read_volume
 
 __all__ = ["case_metrics", "evaluate", "format_table"]
 
-STRUCTURES = {"lungs": None, "right": 1, "left": 2}
-_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+STRUCTURES = {"lungs": None, "right": RIGHT, "left": LEFT}
 
 
 def _dice(p: np.ndarray, r: np.ndarray) -> float:
@@ -72,15 +74,6 @@ def _surface_distances(p: np.ndarray, r: np.ndarray, spacing) -> tuple[np.ndarra
     return d_to_r[sp_], d_to_p[sr_]
 
 
-def _check_labels(vol: Volume, what: str) -> np.ndarray:
-    a = np.asarray(vol.array)
-    values = np.unique(a)
-    if not np.isin(values, (0, 1, 2)).all():
-        raise LabelError(f"{what} labels must be 0, 1 (right), 2 (left); found {values.tolist()[:10]}",
-                         vol.meta.get("path"))
-    return a
-
-
 def case_metrics(pred: Volume, ref: Volume) -> dict:
     """Dice, HD95 (mm), ASSD (mm) and volume error (pred - ref, mL) for lungs/right/left.
 
@@ -88,9 +81,10 @@ def case_metrics(pred: Volume, ref: Volume) -> dict:
     other than 0/1/2. See the module docstring for the empty-structure policy.
     """
     check_same_grid(pred, ref, "prediction and reference")
-    p_all, r_all = _check_labels(pred, "prediction"), _check_labels(ref, "reference")
+    p_all = check_labels(pred.array, "prediction", pred.meta.get("path"))
+    r_all = check_labels(ref.array, "reference", ref.meta.get("path"))
     spacing = pred.spacing
-    voxel_ml = abs(float(np.linalg.det(np.asarray(ref.affine, float)[:3, :3]))) / 1000.0
+    voxel_ml = ref.voxel_ml
     out: dict = {"n_empty_mismatch": 0}
     for name, lab in STRUCTURES.items():
         p = p_all > 0 if lab is None else p_all == lab
@@ -112,14 +106,6 @@ def case_metrics(pred: Volume, ref: Volume) -> dict:
     return out
 
 
-def _case_id(path: Path) -> str:
-    name = path.name
-    for suf in _SUFFIXES:
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return name
-
-
 def _pairs(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
     if not ref.exists():
         raise InputError("no such file or folder", ref)
@@ -128,17 +114,17 @@ def _pairs(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
     if ref.is_file():
         if not pred.is_file():
             raise InputError("reference is a file, so the prediction must be a file too", pred)
-        return [(_case_id(ref), pred, ref)]
+        return [(strip_suffix(ref.name), pred, ref)]
     if not pred.is_dir():
         raise InputError("reference is a folder, so the prediction must be a folder too", pred)
-    refs = sorted(p for p in ref.iterdir() if not p.name.startswith(".") and _case_id(p) != p.name)
+    refs = sorted(p for p in ref.iterdir() if is_volume_file(p))
     if not refs:
-        raise InputError(f"no label files ({', '.join(_SUFFIXES)}) in the reference folder", ref)
-    preds = {_case_id(p): p for p in pred.iterdir() if not p.name.startswith(".")}
-    missing = [_case_id(r) for r in refs if _case_id(r) not in preds]
+        raise InputError(f"no label files ({', '.join(VOLUME_SUFFIXES)}) in the reference folder", ref)
+    preds = {strip_suffix(p.name): p for p in pred.iterdir() if not p.name.startswith(".")}
+    missing = [strip_suffix(r.name) for r in refs if strip_suffix(r.name) not in preds]
     if missing:
         raise InputError(f"no prediction for case(s) {', '.join(missing)}", pred)
-    return [(_case_id(r), preds[_case_id(r)], r) for r in refs]
+    return [(strip_suffix(r.name), preds[strip_suffix(r.name)], r) for r in refs]
 
 
 def _summary(cases: list[dict]) -> dict:

@@ -10,24 +10,40 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.networks.nets import UNet
+from pydantic import BaseModel, ConfigDict, Field
 
-from lungseg.errors import InputError
+from lungseg.core.errors import InputError
 from lungseg.io.safety import atomic_path
 
-#: The reference recipe's network: MONAI 3D U-Net 16-32-64-128-256, 2 residual units, batch norm.
-DEFAULT_NETWORK: dict[str, Any] = {
-    "channels": [16, 32, 64, 128, 256],
-    "strides": [2, 2, 2, 2],
-    "num_res_units": 2,
-    "norm": "batch",
-    # background + lung. Sides come from anatomy and the affine in post-processing, which
-    # is exact; 3 (background, right, left) is also supported.
-    "out_channels": 2,
-}
+
+class NetworkConfig(BaseModel):
+    """The U-Net; defaults are the reference recipe's: MONAI 3D U-Net 16-32-64-128-256,
+    2 residual units, batch norm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 256])
+    strides: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])
+    num_res_units: int = 2
+    norm: Literal["batch", "instance"] = "batch"
+    #: background + lung. Sides come from anatomy and the affine in post-processing, which
+    #: is exact; 3 (background, right, left) is also supported.
+    out_channels: Literal[2, 3] = 2
+
+
+#: The reference network as a plain dict (what checkpoints store).
+DEFAULT_NETWORK: dict[str, Any] = NetworkConfig().model_dump()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' is CUDA where present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def build_unet(network: dict[str, Any] | None = None) -> UNet:

@@ -7,7 +7,7 @@ a model sees at prediction exactly what it saw in training.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,15 +29,24 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
+from pydantic import BaseModel, ConfigDict
 
-from lungseg.io.volumes import Volume, read_volume
+from lungseg.core.volume import Volume
+from lungseg.io.volumes import read_volume
 
-#: Preprocessing of the reference recipe; stored in every checkpoint.
-DEFAULT_PREPROCESSING: dict[str, Any] = {
-    "spacing": [1.5, 1.5, 2.0],
-    "hu_window": [-1000.0, 1000.0],
-    "axcodes": "RAS",
-}
+
+class PreprocessingConfig(BaseModel):
+    """What the network sees; defaults are the reference recipe's. Stored in every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spacing: tuple[float, float, float] = (1.5, 1.5, 2.0)
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    axcodes: Literal["RAS"] = "RAS"
+
+
+#: The reference preprocessing as a plain dict (what checkpoints store).
+DEFAULT_PREPROCESSING: dict[str, Any] = PreprocessingConfig().model_dump(mode="json")
 
 
 def to_metatensor(volume: Volume, dtype: torch.dtype = torch.float32) -> MetaTensor:

@@ -27,7 +27,7 @@ geometrically, not along the true pleura.
 Example on a phantom (a box of soft tissue with two air "lungs")::
 
     >>> import numpy as np
-    >>> from lungseg.io.volumes import Volume
+    >>> from lungseg.core.volume import Volume
     >>> from lungseg.inference.classical import segment_classical
     >>> hu = np.full((120, 100, 80), -1000, np.int16)
     >>> hu[10:110, 10:90, :] = 40
@@ -46,28 +46,18 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.draw import polygon
 
-from lungseg.errors import InputError
-from lungseg.inference.postprocess import LEFT, RIGHT, fill_holes, split_left_right
-from lungseg.io.volumes import Volume
+from lungseg.core.anatomy import split_left_right
+from lungseg.core.errors import InputError
+from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_ml
+from lungseg.core.labels import LEFT, RIGHT
+from lungseg.core.morphology import ball, fill_holes, pool_mean, upsample_nearest
+from lungseg.core.volume import Volume
 
 __all__ = ["segment_classical"]
 
-AIR_HU = -320.0
+AIR_THRESHOLD_HU = -320.0  # air (lung parenchyma included) vs soft tissue, at ~2 mm
 GAS_MEDIAN_HU = -960.0
 LUMEN_HU = -900.0  # airway lumen at ~2 mm: darker than lung parenchyma
-
-
-def _pool_mean(a: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    pads = [(0, (-n) % f) for n, f in zip(a.shape, factors, strict=True)]
-    if any(p[1] for p in pads):
-        a = np.pad(a, pads, mode="edge")
-    if max(factors) == 1:
-        return a.astype(np.float32)
-    shp = []
-    for n, f in zip(a.shape, factors, strict=True):
-        shp += [n // f, f]
-    s = a.reshape(shp).sum(axis=(1, 3, 5), dtype=np.int32)
-    return (s / float(np.prod(factors))).astype(np.float32)
 
 
 def _body(air: np.ndarray) -> np.ndarray:
@@ -199,7 +189,7 @@ def _trachea(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray)
 
 
 def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_ml: float) -> np.ndarray:
-    voxel_ml = abs(np.linalg.det(aff[:3, :3])) / 1000.0
+    voxel_ml = voxel_volume_ml(aff)
     lab, n = cc3d.connected_components(cand, connectivity=6, return_N=True)
     keep = np.zeros(cand.shape, bool)
     if n == 0:
@@ -247,20 +237,19 @@ def segment_classical(image: Volume, min_volume_ml: float = 50.0, target_mm: flo
     if arr.ndim != 3:
         raise InputError(f"expected a 3D image, got shape {arr.shape}")
     affine = np.asarray(image.affine, float)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = spacing_of(affine)
     factors = tuple(int(max(1, round(target_mm / s))) for s in spacing)
-    hu = _pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), factors)
+    hu = pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), factors)
     low_shape = hu.shape
-    low_aff = affine @ np.diag([*factors, 1.0])
-    low_aff[:3, 3] = affine[:3, :3] @ ((np.array(factors) - 1) / 2.0) + affine[:3, 3]
+    low_aff = downsampled_affine(affine, factors)
 
     ornt, back = _reorient(low_aff)
     hu = nib.orientations.apply_orientation(hu, ornt)
     ras_aff = low_aff @ nib.orientations.inv_ornt_aff(ornt, low_shape)
-    sp = np.linalg.norm(ras_aff[:3, :3], axis=0)
+    sp = spacing_of(ras_aff)
 
     labels_ras = np.zeros(hu.shape, np.uint8)
-    air = hu < AIR_HU
+    air = hu < AIR_THRESHOLD_HU
     body = _body(air)
     if body.sum() * np.prod(sp) / 1000.0 >= min_volume_ml:
         hull = _hull_per_slice(body)
@@ -270,9 +259,7 @@ def segment_classical(image: Volume, min_volume_ml: float = 50.0, target_mm: flo
         labels_ras = _finish(lungs, ras_aff, sp)
 
     labels = np.ascontiguousarray(nib.orientations.apply_orientation(labels_ras, back))
-    if max(factors) > 1:
-        ii = [np.minimum(np.arange(n) // f, m - 1) for n, f, m in zip(arr.shape, factors, low_shape, strict=True)]
-        labels = labels[np.ix_(*ii)]
+    labels = upsample_nearest(labels, factors, arr.shape)
     return image.with_array(labels.astype(np.uint8))
 
 
@@ -282,11 +269,8 @@ def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray) -> np.ndarray:
     if not lungs.any():
         return out
     sides = split_left_right(lungs, aff)
-    radius_mm = max(3.0, float(sp.min()))
-    half = [int(np.floor(radius_mm / s + 1e-6)) for s in sp]
-    grid = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, sp, strict=True)], indexing="ij")
-    struct = sum(g**2 for g in grid) <= radius_mm**2 + 1e-6
-    r = max(half)
+    struct = ball(max(3.0, float(sp.min())), sp)
+    r = max(struct.shape) // 2
     for side in (RIGHT, LEFT):
         m = sides == side
         if not m.any():

@@ -17,20 +17,14 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
-from lungseg.errors import InputError
+from lungseg.core.errors import InputError
+from lungseg.core.volume import Volume
 from lungseg.inference.postprocess import postprocess, refine_boundary
-from lungseg.io.volumes import Volume
-from lungseg.networks import load_model
+from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING, infer_transforms, to_metatensor
 
 #: Where the shipped default model lives inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.pt"
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from lungseg.errors import InputError, LungsegError
-from lungseg.inference.predictor import InferenceSettings, Predictor
-from lungseg.io.volumes import Volume, format_of, output_path, read_volume, write_volume
-
-log = logging.getLogger(__name__)
+from lungseg.core.errors import LungsegError
+from lungseg.core.volume import Volume
+from lungseg.inference.predictor import Predictor
+from lungseg.io.volumes import read_volume
 
 METHODS = ("unet", "classical")
 
@@ -41,139 +35,3 @@ def segment(image: Volume | str | Path, model: str | Path | None = None, method:
         return segment_classical(volume)
     predictor = predictor or Predictor(model, device=device)
     return predictor.predict(volume)
-
-
-@dataclass
-class CaseResult:
-    input: str
-    output: str | None
-    right_ml: float | None = None
-    left_ml: float | None = None
-    error: str | None = None
-
-
-def output_name(path: Path) -> str:
-    """Mask file name for an input: scan.nii.gz -> scan.nii.gz; a DICOM folder -> folder.nii.gz."""
-    name = path.name
-    for ext in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".mha", ".mhd", ".dcm"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return f"{name}.nii.gz"
-
-
-def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str | Path | None = None,
-                  method: str = "unet", device: str = "auto", png: bool = False,
-                  overwrite: bool = False, series_uid: str | None = None,
-                  settings: InferenceSettings | None = None, progress: bool = True,
-                  jobs: int = 1) -> list[CaseResult]:
-    """Segment files; `output` is the mask path for one input, a folder for several.
-
-    `jobs` > 1 runs that many worker processes, each loading the model once and using
-    an equal share of the CPU threads (for large batches of scans on one machine).
-
-    A bad input is reported in its CaseResult and the others still run; outputs are
-    written atomically, never over an input, and existing ones only with `overwrite`.
-    Every file a case writes (the mask; for DICOM input the `.seg.dcm` beside it; with `png`
-    the overlay) is checked before any work, and a case that fails leaves none of them.
-    """
-    from lungseg.io.safety import check_output
-
-    inputs = [Path(p) for p in inputs]
-    single = len(inputs) == 1 and not (Path(output).is_dir() or str(output).endswith("/"))
-    output = Path(output)
-    targets = [output_path(output)] if single else [output / output_name(p) for p in inputs]
-    if not single and len({t.name for t in targets}) != len(targets):
-        raise LungsegError("several inputs map to the same output name; use separate calls", output)
-    for p in inputs:  # before loading a model: a typo should fail in a second
-        if not p.exists():
-            raise InputError("no such file or folder", p)
-    for p, t in zip(inputs, targets, strict=True):  # every file a case writes, companions included
-        check_output(t, inputs, overwrite)
-        if _is_dicom_input(p):
-            check_output(_seg_path(t), inputs, overwrite)
-        if png:
-            check_output(_png_path(t), inputs, overwrite)
-    pairs = list(zip(inputs, targets, strict=True))
-    if jobs > 1 and len(pairs) > 1:
-        return _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress)
-    predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
-    return [_run_case(path, target, method, predictor, png, series_uid)
-            for path, target in tqdm(pairs, desc="predict", disable=not progress or len(pairs) < 2)]
-
-
-def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None, png: bool,
-              series_uid: str | None) -> CaseResult:
-    """One input to its mask (+ SEG, + overlay); a failed case removes what it wrote."""
-    from lungseg.quantify import quantify
-
-    written: list[Path | None] = []
-    try:
-        image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
-        mask = segment(image, method=method, predictor=predictor)
-        written.append(write_volume(mask, target))
-        q = quantify(image, mask)
-        res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
-        if png:
-            from lungseg.report.figures import plot_overlay
-
-            written.append(plot_overlay(image, mask, _png_path(target), title=path.name))
-        if image.meta.get("format") == "dicom":
-            written.append(_write_dicom_seg(image, mask, target))
-    except LungsegError as exc:
-        for f in written:  # a failed case leaves no output, not a mask without its SEG
-            if f is not None:
-                Path(f).unlink(missing_ok=True)
-        res = CaseResult(str(path), None, error=str(exc))
-    return res
-
-
-_WORKER: dict = {}
-
-
-def _init_worker(model, method, device, settings, threads) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    _WORKER["method"] = method
-    _WORKER["predictor"] = Predictor(model, device=device, settings=settings) if method == "unet" else None
-
-
-def _worker_case(path: Path, target: Path, png: bool, series_uid: str | None) -> CaseResult:
-    return _run_case(path, target, _WORKER["method"], _WORKER["predictor"], png, series_uid)
-
-
-def _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress) -> list[CaseResult]:
-    """Cases spread over `jobs` processes (spawned: safe with torch's thread pools)."""
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(model, method, device, settings, threads)) as pool:
-        futures = [pool.submit(_worker_case, p, t, png, series_uid) for p, t in pairs]
-        return [f.result() for f in tqdm(futures, desc="predict", disable=not progress)]
-
-
-def _png_path(mask_path: Path) -> Path:
-    return mask_path.with_name(output_name(mask_path).removesuffix(".nii.gz") + ".png")
-
-
-def _seg_path(mask_path: Path) -> Path:
-    return mask_path.with_name(output_name(mask_path).removesuffix(".nii.gz") + ".seg.dcm")
-
-
-def _is_dicom_input(path: Path) -> bool:
-    """True where `read_volume` reads `path` as DICOM (so a DICOM SEG is written too)."""
-    from lungseg.io.dicom import is_dicom_file
-
-    fmt = format_of(path)
-    return fmt == "dicom" or (fmt is None and is_dicom_file(path))
-
-
-def _write_dicom_seg(image: Volume, mask: Volume, target: Path) -> Path:
-    """For DICOM input, also write a DICOM SEG beside the mask (right and left lung segments)."""
-    from lungseg.io.seg import write_dicom_seg
-
-    return write_dicom_seg(mask, image, _seg_path(target))

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.errors import GeometryError, InputError, LabelError, LungsegWarning
-from lungseg.io.volumes import Volume
+from lungseg.core.errors import GeometryError, InputError, LabelError, LungsegWarning
+from lungseg.core.geometry import check_same_grid
+from lungseg.core.volume import Volume
 
 MIN_SPACING_MM = 0.1
 MAX_SPACING_MM = 20.0
 #: Bytes of working memory per voxel a segmentation run needs (float32 copies, probabilities).
 BYTES_PER_VOXEL = 32
-AFFINE_TOLERANCE_MM = 1e-3
 
 
 def _memory_bytes() -> tuple[int | None, int | None]:
@@ -101,25 +101,13 @@ def check_image(vol: Volume, path: str | Path | None = None, *,
     return out
 
 
-def _corners(shape: tuple[int, ...]) -> np.ndarray:
-    n = np.array(shape[:3], dtype=np.float64) - 1
-    return np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])]).T
-
-
 def check_pair(image: Volume, label: Volume, label_path: str | Path | None = None) -> None:
     """Check that `label` lies on `image`'s grid and is not empty.
 
-    Raises `GeometryError` for a shape mismatch or an affine mismatch (any grid corner more
-    than 1e-3 mm apart), `LabelError` for an empty label (no non-zero voxel).
+    Raises `GeometryError` for a shape mismatch or an affine mismatch (`core.geometry.same_grid`:
+    any grid corner more than 1e-3 mm apart), `LabelError` for an empty label (no non-zero voxel).
     """
     label_path = label_path if label_path is not None else label.meta.get("path")
-    if image.shape != label.shape:
-        raise GeometryError(f"label shape {label.shape} differs from image shape {image.shape}",
-                            label_path)
-    corners = _corners(image.shape)
-    dist = np.linalg.norm((image.affine @ corners - label.affine @ corners)[:3], axis=0).max()
-    if not np.isfinite(dist) or dist > AFFINE_TOLERANCE_MM:
-        raise GeometryError(f"label grid is {dist:.3g} mm away from the image grid (different "
-                            "affine/orientation; resample the label onto the image)", label_path)
+    check_same_grid(label, image, "label and image", label_path)
     if not np.any(label.array):
         raise LabelError("label is empty (no lung voxels)", label_path)

@@ -23,10 +23,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungseg.errors import InputError
+from lungseg.core.errors import InputError
+from lungseg.io.formats import is_volume_file, strip_suffix
 
 LAYOUTS = ("pairs", "msd", "nnunet", "csv", "folders")
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -36,17 +36,6 @@ class Case:
     name: str
     image: Path
     label: Path | None = None
-
-
-def _strip_suffix(name: str) -> str:
-    for s in (".seg.nrrd",) + _VOLUME_SUFFIXES + (".dcm",):
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return name
-
-
-def _is_volume(p: Path) -> bool:
-    return p.is_file() and p.name.lower().endswith(_VOLUME_SUFFIXES) and not p.name.startswith(".")
 
 
 def detect_layout(root: str | Path) -> str:
@@ -122,7 +111,7 @@ def find_cases(root: str | Path, layout: str = "auto") -> list[Case]:
 def _pairs(root: Path) -> list[Case]:
     images, masks = {}, {}
     for p in sorted(root.rglob("*")):
-        if not _is_volume(p):
+        if not is_volume_file(p):
             continue
         m = re.match(r"(?i)^(IMG|MASK)_(.+)$", p.name)
         if m:
@@ -134,7 +123,7 @@ def _pairs(root: Path) -> list[Case]:
     unmatched = sorted(p.name for k, p in images.items() if k not in masks)
     if unmatched:
         raise InputError(f"layout pairs: no MASK_ file for {', '.join(unmatched[:5])}", root)
-    return [Case(_strip_suffix(key[1]), img, masks[key]) for key, img in images.items()]
+    return [Case(strip_suffix(key[1]), img, masks[key]) for key, img in images.items()]
 
 
 def _rel(root: Path, text: str) -> Path:
@@ -154,7 +143,7 @@ def _msd(root: Path) -> list[Case]:
             raise InputError(f"layout msd: training entry {n} has no 'image'", spec)
         image = _rel(root, str(item["image"]))
         label = _rel(root, str(item["label"])) if item.get("label") else None
-        cases.append(Case(_strip_suffix(image.name), image, label))
+        cases.append(Case(strip_suffix(image.name), image, label))
     return cases
 
 
@@ -199,7 +188,7 @@ def _csv(root: Path) -> list[Case]:
             raise InputError(f"layout csv: line {n} has no image", root)
         image = _rel(root.parent, row["image"].strip())
         label = _rel(root.parent, row["label"].strip()) if (row.get("label") or "").strip() else None
-        name = (row.get("name") or "").strip() or _strip_suffix(image.name)
+        name = (row.get("name") or "").strip() or strip_suffix(image.name)
         cases.append(Case(name, image, label))
     return cases
 
@@ -209,9 +198,9 @@ def _folders(root: Path) -> list[Case]:
     if not images.is_dir():
         raise InputError("layout folders: no images/ folder", root)
     cases = []
-    for img in sorted(p for p in images.iterdir() if _is_volume(p)):
+    for img in sorted(p for p in images.iterdir() if is_volume_file(p)):
         label = labels / img.name
         if not label.exists():
             raise InputError(f"layout folders: {img.name} has no label of the same name in labels/", root)
-        cases.append(Case(_strip_suffix(img.name), img, label))
+        cases.append(Case(strip_suffix(img.name), img, label))
     return cases

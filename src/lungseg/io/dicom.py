@@ -21,30 +21,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from lungseg.errors import InputError, LungsegWarning
-from lungseg.io.volumes import Volume
+from lungseg.core.errors import InputError, LungsegWarning
+from lungseg.core.geometry import LPS_TO_RAS, lps_to_ras
+from lungseg.core.volume import Volume
+from lungseg.io.formats import VOLUME_SUFFIXES, is_dicom_file
 
-#: Suffixes never read as DICOM when scanning a folder.
-_NOT_DICOM = {".nii", ".gz", ".json", ".txt", ".csv", ".png", ".jpg", ".jpeg", ".xml", ".mha",
-              ".mhd", ".raw", ".nrrd", ".zip", ".pdf", ".md", ".html", ".py", ".yaml", ".yml"}
 #: Stored values at or below this HU are scanner padding outside the field of view.
 PADDING_HU = -1500.0
-AIR_HU = -1024
-
-
-def is_dicom_file(path: str | Path) -> bool:
-    """True for a DICOM file: 'DICM' at byte 128, or (no preamble) a first tag in group 0002/0008."""
-    path = Path(path)
-    if not path.is_file() or path.suffix.lower() in _NOT_DICOM:
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    if head[128:132] == b"DICM":
-        return True
-    return len(head) >= 8 and head[:2] in (b"\x08\x00", b"\x02\x00") and head[3:4] == b"\x00"
+AIR_FILL_HU = -1024  # value written where the scanner padded (outside the field of view)
 
 
 @dataclass
@@ -98,7 +82,7 @@ def list_series(folder: str | Path) -> list[Series]:
         extra = (f"; {multiframe} enhanced multi-frame file(s) found, which lungseg does not read "
                  "(convert to NIfTI with dcm2niix)") if multiframe else ""
         volumes = sorted(p.name for p in folder.iterdir()
-                         if p.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")))
+                         if p.name.lower().endswith(VOLUME_SUFFIXES))
         if volumes and not extra:
             extra = f"; it holds {', '.join(volumes[:3])}: pass one of these files instead"
         raise InputError(f"no DICOM image slices found in this folder{extra}", folder)
@@ -166,11 +150,11 @@ def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
         limit = ds.get("PixelPaddingRangeLimit")
         if limit is not None:
             lo, hi = sorted((pad, int(limit)))
-            hu[(stored >= lo) & (stored <= hi)] = AIR_HU
+            hu[(stored >= lo) & (stored <= hi)] = AIR_FILL_HU
         else:
-            hu[stored == pad] = AIR_HU
+            hu[stored == pad] = AIR_FILL_HU
     if str(ds.get("Modality", "CT")).upper() in ("CT", ""):
-        hu[hu <= PADDING_HU] = AIR_HU
+        hu[hu <= PADDING_HU] = AIR_FILL_HU
     return hu
 
 
@@ -237,7 +221,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     lps[:3, 1] = c * d_row
     lps[:3, 2] = (ipp[-1] - ipp[0]) / (n - 1)
     lps[:3, 3] = ipp[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    affine = lps_to_ras(lps)
     integral = all(float(ds.get("RescaleSlope", 1) or 1).is_integer()
                    and float(ds.get("RescaleIntercept", 0) or 0).is_integer() for ds in datasets)
     if integral and not resampled and array.min() >= -32768 and array.max() <= 32767:
@@ -271,6 +255,5 @@ def slice_positions(vol: Volume) -> dict[str, int]:
     for f in vol.meta.get("dicom_files", []):
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-        ras = np.array([-lps[0], -lps[1], lps[2], 1.0])
-        out[str(f)] = int(round((inv @ ras)[2]))
+        out[str(f)] = int(round((inv @ LPS_TO_RAS @ np.append(lps, 1.0))[2]))
     return dict(out)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.errors import InputError, OutputError
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from lungseg.core.errors import InputError, OutputError
+from lungseg.core.geometry import lps_to_ras
 
 
 def image_to_array_affine(img) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +35,7 @@ def image_to_array_affine(img) -> tuple[np.ndarray, np.ndarray]:
     lps = np.eye(4)
     lps[:3, :3] = direction @ np.diag(spacing)
     lps[:3, 3] = origin
-    return array, _LPS_TO_RAS @ lps
+    return array, lps_to_ras(lps)
 
 
 def array_affine_to_image(array: np.ndarray, affine: np.ndarray):
@@ -48,7 +47,7 @@ def array_affine_to_image(array: np.ndarray, affine: np.ndarray):
     elif array.dtype == np.float16:
         array = array.astype(np.float32)
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))), isVector=False)
-    lps = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    lps = lps_to_ras(affine)  # the flip is its own inverse
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     img.SetSpacing([float(s) for s in spacing])
     img.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])

@@ -14,7 +14,7 @@ Named mappings (`mapping=`):
 
 Without a mapping, {0, 1, 2} (with 2 present) is taken as is, and {0, 1} or {0, 255} is
 binary (lung / no lung) and split into right and left by anatomy (`split_sides`, which is
-`lungseg.inference.postprocess.split_left_right`: one implementation for labels and predictions).
+`lungseg.core.anatomy.split_left_right`: one implementation for labels and predictions).
 
 >>> import numpy as np
 >>> lab = np.zeros((20, 4, 4), np.uint8); lab[2:8] = 1; lab[12:18] = 1
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.errors import LabelError
-from lungseg.inference.postprocess import split_left_right as split_sides
+from lungseg.core.anatomy import split_left_right as split_sides
+from lungseg.core.errors import LabelError
 
 NAMED_MAPPINGS: dict[str, dict[int, int]] = {
     "lobes5": {0: 0, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1},

@@ -22,20 +22,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from lungseg.errors import OutputError
-
-#: Multi-part suffixes kept on temporary files so writers that choose the format from the
-#: file name (nibabel, SimpleITK) still see the right one.
-_COMPOUND_SUFFIXES = (".nii.gz", ".seg.nrrd", ".tar.gz")
-
-
-def full_suffix(path: Path) -> str:
-    """`.nii.gz` for `ct.nii.gz`, `.nrrd` for `ct.nrrd`, '' for a DICOM file without one."""
-    name = path.name.lower()
-    for suffix in _COMPOUND_SUFFIXES:
-        if name.endswith(suffix):
-            return path.name[-len(suffix):]
-    return path.suffix
+from lungseg.core.errors import OutputError
+from lungseg.io.formats import full_suffix, is_dicom_file
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -51,8 +39,6 @@ def _input_folder(path: Path) -> Path | None:
     if path.is_dir():
         return path
     if path.is_file() and full_suffix(path).lower() in ("", ".dcm", ".ima"):
-        from lungseg.io.dicom import is_dicom_file
-
         if is_dicom_file(path):
             return path.parent
     return None

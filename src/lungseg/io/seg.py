@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.errors import GeometryError, InputError, LabelError
+from lungseg.core.errors import GeometryError, InputError
+from lungseg.core.geometry import LPS_TO_RAS, check_same_grid
+from lungseg.core.labels import LEFT, RIGHT, check_labels
+from lungseg.core.volume import Volume
 from lungseg.io.safety import atomic_path
-from lungseg.io.volumes import Volume
 
 #: SNOMED CT codes for the two segments (label value → (code, meaning)).
-LUNG_SEGMENTS = {1: ("3341006", "Right lung"), 2: ("44029006", "Left lung")}
+LUNG_SEGMENTS = {RIGHT: ("3341006", "Right lung"), LEFT: ("44029006", "Left lung")}
 
 
 def _version() -> str:
@@ -100,13 +102,8 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     if not files:
         raise InputError("DICOM SEG needs a DICOM source series (this image was read from "
                          f"{source.meta.get('format', 'another format')})", source.meta.get("path"))
-    if mask.shape != source.shape or not np.allclose(mask.affine, source.affine, atol=1e-3):
-        raise GeometryError(f"mask grid {mask.shape} does not match the source series grid "
-                            f"{source.shape}", path)
-    labels = np.asarray(mask.array)
-    values = set(np.unique(labels).tolist())
-    if not values <= {0, 1, 2}:
-        raise LabelError(f"mask values {sorted(values)}; DICOM SEG needs 0, 1 (right), 2 (left)", path)
+    check_same_grid(mask, source, "mask and source DICOM series", path)
+    labels = check_labels(mask.array, "DICOM SEG mask", path)
     inv = np.linalg.inv(source.affine)
     series_uid = source.meta.get("series_uid") or hd.UID()
     study_uid = source.meta.get("study_uid") or hd.UID()
@@ -114,7 +111,7 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     for f in files:
         ds = _repair(pydicom.dcmread(f, force=True), series_uid, study_uid)
         lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-        k_float = (inv @ np.array([-lps[0], -lps[1], lps[2], 1.0]))[2]
+        k_float = (inv @ LPS_TO_RAS @ np.append(lps, 1.0))[2]
         k = int(round(k_float))
         if not 0 <= k < source.shape[2]:
             raise GeometryError(f"source slice {Path(f).name} lies outside the mask grid (k={k_float:.2f})",

@@ -4,9 +4,8 @@ Convention (nibabel's): `Volume.array` is indexed (i, j, k) in stored order and
 `Volume.affine` maps voxel indices to RAS+ millimetres. Every format is converted to this
 on read and back on write, so a mask written for an input lies on exactly its grid.
 
-RAS+ means world +x points to the patient's RIGHT, +y anterior, +z superior (nibabel's
-`aff2axcodes(np.eye(4)) == ('R', 'A', 'S')`). So the RIGHT lung (label 1) has the LARGER
-world x; DICOM/ITK LPS coordinates are the same points with x and y negated.
+See `lungseg.core.volume` for the convention (RAS+: the RIGHT lung, label 1, has the
+LARGER world x; DICOM/ITK LPS coordinates are the same points with x and y negated).
 
 Formats (see docs/formats.md): NIfTI (.nii, .nii.gz), a DICOM series (a folder, or any file
 of the series), MetaImage (.mha, .mhd + .raw), NRRD (.nrrd, .seg.nrrd).
@@ -23,85 +22,17 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from lungseg.errors import InputError, OutputError
+from lungseg.core.errors import InputError, OutputError
+from lungseg.core.volume import Volume
+from lungseg.io.formats import WRITE_SUFFIXES, format_of, is_dicom_file, sniff
 from lungseg.io.safety import atomic_folder, atomic_path
 
-
-@dataclass
-class Volume:
-    """A 3D array plus the affine that places it in patient space (RAS+, mm)."""
-
-    array: np.ndarray
-    affine: np.ndarray
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along i, j, k."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
-
-    def with_array(self, array: np.ndarray) -> Volume:
-        """Same grid, new voxels (e.g. a mask for this image)."""
-        if array.shape != self.array.shape:
-            raise ValueError(f"shape {array.shape} != {self.array.shape}")
-        return Volume(array, self.affine.copy(), dict(self.meta))
-
-
-#: suffix → format name, longest suffixes first.
-_SUFFIX_FORMATS = (
-    (".nii.gz", "nifti"),
-    (".nii", "nifti"),
-    (".seg.nrrd", "nrrd"),
-    (".nrrd", "nrrd"),
-    (".nhdr", "nrrd"),
-    (".mha", "mha"),
-    (".mhd", "mha"),
-)
-_WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-_MAGIC = {
-    b"\x89PNG": "a PNG picture",
-    b"\xff\xd8\xff": "a JPEG picture",
-    b"GIF8": "a GIF picture",
-    b"II*\x00": "a TIFF picture",
-    b"MM\x00*": "a TIFF picture",
-    b"PK\x03\x04": "a ZIP archive (unzip it first)",
-    b"%PDF": "a PDF document",
-}
-
-
-def format_of(path: str | Path) -> str | None:
-    """'nifti', 'nrrd', 'mha' from the file name, 'dicom' for a folder; None if unknown."""
-    path = Path(path)
-    if path.is_dir():
-        return "dicom"
-    name = path.name.lower()
-    for suffix, fmt in _SUFFIX_FORMATS:
-        if name.endswith(suffix):
-            return fmt
-    if name.endswith((".dcm", ".ima", ".dicom")):
-        return "dicom"
-    return None
-
-
-def _sniff(path: Path) -> str | None:
-    """What a file's first bytes say it is, when that is not a medical volume."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    for magic, what in _MAGIC.items():
-        if head.startswith(magic):
-            return what
-    return None
+__all__ = ["Volume", "output_path", "read_volume", "write_volume"]
 
 
 def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
@@ -121,12 +52,10 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     if path.is_file():
         if path.stat().st_size == 0:
             raise InputError("empty file (0 bytes)", path)
-        what = _sniff(path)
+        what = sniff(path)
         if what is not None:
             raise InputError(f"is {what}, not a 3D medical image (NIfTI, NRRD, MetaImage or DICOM)", path)
     if fmt is None and path.is_file():
-        from lungseg.io.dicom import is_dicom_file
-
         if path.suffix.lower() == ".raw":
             raise InputError("a .raw file holds voxels only; read its .mhd header instead", path)
         if is_dicom_file(path):
@@ -191,7 +120,7 @@ def output_path(path: str | Path) -> Path:
     ('case1.nii.gz', 'case1.mha')
     """
     path = Path(path).expanduser()
-    if not path.name.lower().endswith(_WRITE_SUFFIXES):
+    if not path.name.lower().endswith(WRITE_SUFFIXES):
         path = path.with_name(path.name + ".nii.gz")
     return path
 
@@ -210,7 +139,7 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         array = array.astype(np.uint8)
     affine = np.asarray(volume.affine, dtype=np.float64)
     try:
-        if name.endswith((".nii", ".nii.gz")):
+        if format_of(path) == "nifti":
             with atomic_path(path) as tmp:
                 img = nib.Nifti1Image(array, affine)
                 img.set_qform(affine, code=1)

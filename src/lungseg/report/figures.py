@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lungseg.core.volume import Volume  # noqa: E402
 from lungseg.io.safety import atomic_path  # noqa: E402
-from lungseg.io.volumes import Volume  # noqa: E402
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU, the usual lung window (level -600, width 1500)
 COLOURS = {1: "tab:red", 2: "tab:blue"}

@@ -1,80 +1,100 @@
-"""Training configuration: one typed object, loadable from YAML, saved with every run."""
+"""Training configuration: one typed object, loadable from YAML, saved with every run.
+
+Nested settings are typed too (`PreprocessingConfig`, `NetworkConfig`), and every level
+forbids unknown keys, so a misspelt `spacnig:` is refused instead of silently ignored.
+
+>>> cfg = TrainConfig(data="d", recipe="cpu-fast", lr=3e-4)
+>>> cfg.preprocessing.spacing, cfg.loss, cfg.lr
+((2.5, 2.5, 2.5), 'dicece', 0.0003)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lungseg.errors import InputError
-from lungseg.networks import DEFAULT_NETWORK
-from lungseg.transforms import DEFAULT_PREPROCESSING
+from lungseg.core.errors import InputError
+from lungseg.networks import NetworkConfig
+from lungseg.training.recipes import RECIPES, TUTORIAL, RecipeName
+from lungseg.transforms import PreprocessingConfig
 
 
 class TrainConfig(BaseModel):
-    """The reference recipe by default; every field can be set from YAML or the CLI."""
+    """Defaults: the `tutorial` recipe (the reference notebook). `recipe` fills the fields not
+    given explicitly from a named recipe (`lungseg.training.recipes`)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
     data: str = Field(..., description="dataset root, dataset.json or CSV")
     out: str = Field("runs/train", description="run folder")
-    layout: str = "auto"
+    recipe: RecipeName | None = Field(None, description="tutorial | cpu-fast | default-model")
+    layout: Literal["auto", "pairs", "msd", "nnunet", "csv", "folders"] = "auto"
     label_mapping: str | None = None
     val_data: str | None = Field(None, description="separate validation dataset; default: split data")
     val_fraction: float = 0.2
-    preprocessing: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
-    network: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_NETWORK))
-    roi_size: list[int] = Field(default_factory=lambda: [96, 96, 96])
-    num_samples: int = Field(4, description="patches drawn per volume per epoch (half lung, half background)")
-    batch_size: int = 2
-    lr: float = 1e-4
-    lr_schedule: str = Field("constant", description="constant (reference) | cosine: decays to 1% "
-                             "over max_epochs or max_minutes, whichever ends first")
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    roi_size: list[int] = Field(default_factory=lambda: list(TUTORIAL["roi_size"]))
+    num_samples: int = Field(TUTORIAL["num_samples"],
+                             description="patches drawn per volume per epoch (half lung, half background)")
+    batch_size: int = Field(TUTORIAL["batch_size"], description="patches per optimiser step")
+    lr: float = TUTORIAL["lr"]
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        TUTORIAL["lr_schedule"], description="constant (reference) | cosine: decays to 1% over "
+        "max_epochs or max_minutes, whichever ends first")
     weight_decay: float = 0.0
-    loss: str = Field("dicece", description="dice | dicece")
-    max_epochs: int = 500
+    loss: Literal["dice", "dicece"] = TUTORIAL["loss"]
+    max_epochs: int = TUTORIAL["max_epochs"]
     max_minutes: float | None = None
-    val_every: int = 5
-    val_overlap: float = 0.5
-    val_roi_size: list[int] = Field(default_factory=lambda: [160, 160, 160])
+    val_every: int = TUTORIAL["val_every"]
+    val_overlap: float = TUTORIAL["val_overlap"]
+    val_roi_size: list[int] = Field(default_factory=lambda: list(TUTORIAL["val_roi_size"]))
     amp: bool = True
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = 0
     seed: int = 0
     resume: bool = False
     progress: bool = True
 
-    @field_validator("network")
+    @model_validator(mode="before")
     @classmethod
-    def _network_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """A partial network dict (e.g. only channels) keeps the other reference settings."""
-        return {**DEFAULT_NETWORK, **value}
-
-    @field_validator("preprocessing")
-    @classmethod
-    def _preprocessing_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return {**DEFAULT_PREPROCESSING, **value}
+    def _apply_recipe(cls, values: Any) -> Any:
+        """Recipe values sit under the explicit ones (explicit always wins)."""
+        if isinstance(values, dict) and values.get("recipe") in RECIPES:
+            return {**RECIPES[values["recipe"]], **values}
+        return values
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML file; `overrides` that are not None replace its values."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"cannot read config ({exc})".splitlines()[0], path) from None
+        if not isinstance(raw, dict):
+            raise InputError(f"config must be a mapping of settings, got a {type(raw).__name__}", path)
         raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.validated(raw, path)
+
+    @classmethod
+    def validated(cls, values: dict[str, Any], path: str | Path | None = None) -> TrainConfig:
+        """Build from a dict; a bad key or value becomes one `InputError` line naming it."""
         try:
-            return cls(**raw)
+            return cls(**values)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise InputError(f"invalid config: {'.'.join(map(str, first['loc']))}: {first['msg']}", path) from None
+            where = ".".join(map(str, first["loc"])) or "config"
+            msg = first["msg"].replace("Extra inputs are not permitted", "unknown setting")
+            raise InputError(f"invalid config: {where}: {msg}", path) from None
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def settings(self) -> dict[str, Any]:
         """What a checkpoint needs to be used for prediction."""
-        return {"preprocessing": self.preprocessing, "network": self.network,
-                "roi_size": self.roi_size}
+        return {"preprocessing": self.preprocessing.model_dump(mode="json"),
+                "network": self.network.model_dump(mode="json"), "roi_size": self.roi_size}

@@ -25,11 +25,10 @@ from monai.transforms import Compose
 from monai.utils import set_determinism
 from tqdm.auto import tqdm
 
-from lungseg.errors import InputError, LungsegError
-from lungseg.inference.predictor import resolve_device
+from lungseg.core.errors import InputError, LungsegError
 from lungseg.io.datasets import find_cases
 from lungseg.io.safety import atomic_path
-from lungseg.networks import build_unet, load_checkpoint, save_checkpoint
+from lungseg.networks import build_unet, load_checkpoint, resolve_device, save_checkpoint
 from lungseg.training.config import TrainConfig
 from lungseg.training.distributed import broadcast_flag, cleanup, init_distributed, shard
 from lungseg.transforms import train_transforms, val_transforms
@@ -61,7 +60,7 @@ def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, devic
     """Mean foreground Dice by sliding window on whole resampled volumes (per lung for 3 classes)."""
     # functional compute_dice: DiceMetric would try to sync with ranks that do not validate
     scores = []
-    n_classes = int(cfg.network["out_channels"])
+    n_classes = int(cfg.network.out_channels)
     model.eval()
     with torch.no_grad():
         for batch in loader:
@@ -123,7 +122,7 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
         lungseg.train(data="data/ph", out="runs/tiny", max_epochs=1, roi_size=[32, 32, 32],
                       val_roi_size=[64, 64, 64], network={"channels": [8, 16, 32, 64, 128]})
     """
-    cfg = config or TrainConfig(**kwargs)
+    cfg = config or TrainConfig.validated(kwargs)
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     if info.enabled and device.type == "cuda":
@@ -140,8 +139,8 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
         raise InputError("no training cases found", cfg.data)
 
 
-    binary = int(cfg.network["out_channels"]) == 2
-    cached, rand = train_transforms(cfg.preprocessing, cfg.roi_size, cfg.num_samples, cfg.label_mapping, binary)
+    binary = int(cfg.network.out_channels) == 2
+    cached, rand = train_transforms(cfg.preprocessing.model_dump(), cfg.roi_size, cfg.num_samples, cfg.label_mapping, binary)
     with user_errors_unwrapped():
         train_ds = CacheDataset(_as_dicts(shard(train_cases, info)), Compose([*cached.transforms, *rand.transforms]),
                                 progress=cfg.progress and info.is_main, num_workers=None)
@@ -152,7 +151,7 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     val_loader = None
     if val_cases and info.is_main:
         with user_errors_unwrapped():
-            val_ds = CacheDataset(_as_dicts(val_cases), val_transforms(cfg.preprocessing, cfg.label_mapping, binary),
+            val_ds = CacheDataset(_as_dicts(val_cases), val_transforms(cfg.preprocessing.model_dump(), cfg.label_mapping, binary),
                                   progress=False, num_workers=None)
         val_loader = DataLoader(val_ds, batch_size=1, num_workers=0)
 
@@ -164,7 +163,7 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
             tmp.write_text(json.dumps({"train": [c.name for c in train_cases],
                                        "val": [c.name for c in val_cases]}, indent=1))
 
-    model = build_unet(cfg.network).to(device)
+    model = build_unet(cfg.network.model_dump()).to(device)
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)

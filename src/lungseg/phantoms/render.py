@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from lungseg.synth.anatomy import Anatomy
-from lungseg.synth.grid import Frame, Grid
+from lungseg.phantoms.anatomy import Anatomy
+from lungseg.phantoms.grid import Frame, Grid
 
 CHANNELS = ("body", "bone", "lung", "soft", "lung_hu")
 AIR = -1000.0

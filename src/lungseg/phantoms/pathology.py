@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.synth.anatomy import LEFT, RIGHT, Anatomy
-from lungseg.synth.grid import Frame, Grid
-from lungseg.synth.shapes import draw_capsules
+from lungseg.phantoms.anatomy import SIDE_L, SIDE_R, Anatomy
+from lungseg.phantoms.grid import Frame, Grid
+from lungseg.phantoms.shapes import draw_capsules
 
 
 def place(an: Anatomy, spot: dict, rng: np.random.Generator) -> np.ndarray | None:
     """Patient-frame centre inside the lung for a site (pleural sites touch the pleura)."""
-    side = RIGHT if spot["side"] == "right" else LEFT
+    side = SIDE_R if spot["side"] == "right" else SIDE_L
     r = spot["radius"]
     ax, ay = an.cav_ax, an.cav_ay
     base = np.array([side * (15 + spot["u"] * (ax - 30)), an.cav_cy - 0.85 * ay + spot["v"] * 1.6 * ay,
@@ -94,7 +94,7 @@ def _emphysema(lhu, an: Anatomy, grid: Grid, frame: Frame, rng, cs) -> None:
     pts = np.stack([rng.uniform(-an.cav_ax, an.cav_ax, n), an.cav_cy + rng.uniform(-an.cav_ay, an.cav_ay, n),
                     an.apex_z - an.lung_height * rng.beta(1.2, 2.5, n)], axis=1)
     r = rng.uniform(1.5, 4.0, n) + rng.exponential(1.5, n)
-    f = np.maximum(an.lung_sdf(RIGHT, *pts.T), an.lung_sdf(LEFT, *pts.T))
+    f = np.maximum(an.lung_sdf(SIDE_R, *pts.T), an.lung_sdf(SIDE_L, *pts.T))
     pts, r = pts[f > r], r[f > r]
     if len(pts) == 0:
         return

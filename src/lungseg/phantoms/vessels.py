@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.synth.anatomy import LEFT, RIGHT, Anatomy
+from lungseg.phantoms.anatomy import SIDE_L, SIDE_R, Anatomy
 
 GENERATIONS = 8
 
@@ -29,9 +29,9 @@ def grow_trees(an: Anatomy, rng: np.random.Generator) -> tuple[list[tuple], list
     inside the lung and stay lung label."""
     ls = an.ls
     roots = []  # (side, start, direction, radius, length)
-    for side in (RIGHT, LEFT):
+    for side in (SIDE_R, SIDE_L):
         hx = side * 44 * ls
-        art = np.array([hx, -6 * ls, -28.0 if side == RIGHT else -22.0])
+        art = np.array([hx, -6 * ls, -28.0 if side == SIDE_R else -22.0])
         vein = np.array([side * 40 * ls, 4 * ls, -56.0])
         for d, r in (((0.25, 0.0, 1.0), 4.5), ((0.6, -0.5, 0.6), 4.0), ((0.6, 0.7, -0.2), 4.0),
                      ((0.35, -0.6, -1.0), 5.0), ((0.8, 0.1, -0.6), 4.5)):
@@ -96,6 +96,6 @@ def grow_trees(an: Anatomy, rng: np.random.Generator) -> tuple[list[tuple], list
 
 def _lung_at(an: Anatomy, side: np.ndarray, pts: np.ndarray) -> np.ndarray:
     x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    r = an.lung_sdf(RIGHT, x, y, z)
-    lf = an.lung_sdf(LEFT, x, y, z)
+    r = an.lung_sdf(SIDE_R, x, y, z)
+    lf = an.lung_sdf(SIDE_L, x, y, z)
     return np.where(side < 0, r, lf)

@@ -7,14 +7,14 @@ bronchi, bowel gas and pleural effusion are not lung, vessels and lung pathology
 
 Example (small and fast; `size=None` gives a realistic 512x512 grid):
 
->>> from lungseg.synth import make_phantom
+>>> from lungseg.phantoms import make_phantom
 >>> image, label = make_phantom(seed=0, size=64)
 >>> image.array.dtype.name, label.array.dtype.name
 ('int16', 'uint8')
 >>> sorted(set(label.array.ravel().tolist()))
 [0, 1, 2]
 
-Speed, one core (`torch.set_num_threads(1)`), measured with `python -m lungseg.synth.phantom`
+Speed, one core (`torch.set_num_threads(1)`), measured with `python -m lungseg.phantoms.phantom`
 on the shared 2-core dev VM (load ~3): 512x512x300 in 5.3-6.4 s, size=128 (128x128x70) in
 1.4 s. Thin-slice variations (0.6 mm, ~500 slices) scale linearly with the slice count.
 """
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.io.volumes import Volume
-from lungseg.synth.anatomy import Anatomy
-from lungseg.synth.coarse import build_channels
-from lungseg.synth.grid import make_grids, to_orientation
-from lungseg.synth.params import sample_params
-from lungseg.synth.render import render
+from lungseg.core.volume import Volume
+from lungseg.phantoms.anatomy import Anatomy
+from lungseg.phantoms.coarse import build_channels
+from lungseg.phantoms.grid import make_grids, to_orientation
+from lungseg.phantoms.params import sample_params
+from lungseg.phantoms.render import render
 
 
 def make_phantom(seed: int, size: int | None = None, orientation: str = "RAS", variations: bool = False,
@@ -50,11 +50,11 @@ def make_phantom(seed: int, size: int | None = None, orientation: str = "RAS", v
     img, affine = to_orientation(image, out, orientation)
     lab, _ = to_orientation(label, out, orientation)
     meta = {"phantom": p.to_dict(), "landmarks": landmarks, "orientation": orientation.upper(),
-            "size": size, "source": "lungseg.synth"}
+            "size": size, "source": "lungseg.phantoms"}
     return Volume(img, affine, meta), Volume(lab, affine.copy(), dict(meta))
 
 
-if __name__ == "__main__":  # timing script: python -m lungseg.synth.phantom
+if __name__ == "__main__":  # timing script: python -m lungseg.phantoms.phantom
     import time
 
     import torch

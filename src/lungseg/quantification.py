@@ -3,8 +3,8 @@
 Example on a phantom::
 
     >>> import numpy as np
-    >>> from lungseg.io.volumes import Volume
-    >>> from lungseg.quantify import quantify
+    >>> from lungseg.core.volume import Volume
+    >>> from lungseg.quantification import quantify
     >>> hu = np.full((10, 10, 10), -900, np.int16); hu[:, :, :5] = -960
     >>> mask = np.zeros((10, 10, 10), np.uint8); mask[:5] = 1; mask[5:] = 2
     >>> q = quantify(Volume(hu, np.eye(4)), Volume(mask, np.eye(4)))
@@ -16,21 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.errors import GeometryError, LabelError
-from lungseg.io.volumes import Volume
+from lungseg.core.geometry import check_same_grid
+from lungseg.core.labels import LEFT, RIGHT, check_labels
+from lungseg.core.volume import Volume
 
-__all__ = ["quantify", "check_same_grid"]
+__all__ = ["quantify"]
 
 LAA_HU = -950.0
-
-
-def check_same_grid(a: Volume, b: Volume, what: str = "mask and image") -> None:
-    """Raise GeometryError (naming `a`'s file) unless `a` and `b` share shape and affine (1e-3 mm)."""
-    path = a.meta.get("path")
-    if tuple(a.array.shape) != tuple(b.array.shape):
-        raise GeometryError(f"{what} differ in shape: {tuple(a.array.shape)} vs {tuple(b.array.shape)}", path)
-    if not np.allclose(np.asarray(a.affine, float), np.asarray(b.affine, float), atol=1e-3):
-        raise GeometryError(f"{what} differ in affine (voxel grid): resample one onto the other first", path)
 
 
 def _stats(values: np.ndarray, voxel_ml: float) -> dict:
@@ -60,16 +52,13 @@ def quantify(image: Volume, mask: Volume) -> dict:
     (else LabelError). Statistics of an empty lung are None (JSON null); the result is
     JSON-serialisable.
     """
-    check_same_grid(image, mask)
-    labels = np.asarray(mask.array)
-    values = np.unique(labels)
-    if not np.isin(values, (0, 1, 2)).all():
-        raise LabelError(f"mask labels must be 0, 1 (right), 2 (left); found {values.tolist()[:10]}")
+    check_same_grid(mask, image, "mask and image")
+    labels = check_labels(mask.array, "mask", mask.meta.get("path"))
     hu = np.asarray(image.array)
-    voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, float)[:3, :3]))) / 1000.0
+    voxel_ml = image.voxel_ml
     return {
-        "right": _stats(hu[labels == 1], voxel_ml),
-        "left": _stats(hu[labels == 2], voxel_ml),
+        "right": _stats(hu[labels == RIGHT], voxel_ml),
+        "left": _stats(hu[labels == LEFT], voxel_ml),
         "total": _stats(hu[labels > 0], voxel_ml),
         "voxel_ml": voxel_ml,
     }

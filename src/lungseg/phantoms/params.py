@@ -3,7 +3,7 @@
 Patient frame used by every anatomy function (millimetres): x toward the patient's LEFT,
 y toward ANTERIOR, z toward SUPERIOR, origin at the carina. The world (RAS+) frame differs
 by the sign of x (RAS+ x points to the patient's right), a rotation about z and a shift;
-`lungseg.synth.grid` is the only place that converts between the two.
+`lungseg.phantoms.grid` is the only place that converts between the two.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lungseg.errors import LungsegError
+from lungseg.core.errors import LungsegError
 
 FULL_INPLANE = 512  # in-plane matrix of a full-size case
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.synth.anatomy import LEFT, RIGHT, Anatomy
-from lungseg.synth.grid import Frame, Grid
-from lungseg.synth.pathology import paint_pathology
-from lungseg.synth.shapes import draw_capsules, ellipsoid_sdf, smooth_noise
-from lungseg.synth.skeleton import bone_fields, canal_field
-from lungseg.synth.vessels import grow_trees
+from lungseg.phantoms.anatomy import SIDE_L, SIDE_R, Anatomy
+from lungseg.phantoms.grid import Frame, Grid
+from lungseg.phantoms.pathology import paint_pathology
+from lungseg.phantoms.shapes import draw_capsules, ellipsoid_sdf, smooth_noise
+from lungseg.phantoms.skeleton import bone_fields, canal_field
+from lungseg.phantoms.vessels import grow_trees
 
 FAT, MUSCLE, MEDIASTINUM, ABDOMEN, BLOOD = -100.0, 45.0, -85.0, 25.0, 42.0
 
@@ -72,7 +72,7 @@ def build_channels(an: Anatomy, grid: Grid, frame: Frame, rng: np.random.Generat
 
     # ---- lungs: analytic shape carved by mediastinal tubes
     lungs = []
-    for side in (RIGHT, LEFT):
+    for side in (SIDE_R, SIDE_L):
         f = an.lung_sdf(side, x, y, z).astype(np.float32)
         np.minimum(f, -carve - 1.5, out=f)
         _keep_largest(f, cs)
@@ -91,7 +91,7 @@ def build_channels(an: Anatomy, grid: Grid, frame: Frame, rng: np.random.Generat
     liver = np.minimum(abdomen, 30 - x - 0.3 * np.maximum(0, -above))
     _paint(soft, liver, 110.0 if p.contrast else 58.0, cs)
     ls = an.ls
-    spleen = np.minimum(ellipsoid_sdf(x - 80 * ls, y + 40 * ls, z - an.dome_top[LEFT] + 55 * ls,
+    spleen = np.minimum(ellipsoid_sdf(x - 80 * ls, y + 40 * ls, z - an.dome_top[SIDE_L] + 55 * ls,
                                       26 * ls, 45 * ls, 48 * ls), -above - 3)
     _paint(soft, spleen, 120.0 if p.contrast else 48.0, cs)
     blood = float(rng.uniform(220, 380)) if p.contrast else BLOOD
@@ -104,7 +104,7 @@ def build_channels(an: Anatomy, grid: Grid, frame: Frame, rng: np.random.Generat
     _paint(soft, np.broadcast_to(canal_field(an, x2, y2), grid.shape_zyx), 15.0, cs)
     _paint(soft, wall, 40.0, cs)
     _paint(soft, lumen, -1000.0, cs)
-    for side in (RIGHT, LEFT):
+    for side in (SIDE_R, SIDE_L):
         eff = an.effusion_sdf(x, y, z, side)
         if eff is not None:
             _paint(soft, eff, 12.0, cs)
@@ -146,7 +146,7 @@ def _bowel(soft, an: Anatomy, grid: Grid, frame: Frame, rng, x, y, z, above, cs)
     """Stomach with an air-fluid level under the left dome, colon gas pockets; returns points
     (world mm) well inside gas, all below the diaphragm."""
     ls = an.ls
-    c = np.array([58 * ls, 6 * ls, an.dome_top[LEFT] - 44 * ls])
+    c = np.array([58 * ls, 6 * ls, an.dome_top[SIDE_L] - 44 * ls])
     stomach = np.minimum(ellipsoid_sdf(x - c[0], y - c[1], z - c[2], 46 * ls, 40 * ls, 34 * ls), -above - 6)
     level = float(rng.uniform(-8, 18))
     _paint(soft, stomach, 30.0, cs)

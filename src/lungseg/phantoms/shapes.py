@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.synth.grid import Grid
+from lungseg.phantoms.grid import Grid
 
 
 def ellipse_sdf(u, v, a, b):

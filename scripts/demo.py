@@ -7,25 +7,26 @@ coarser working spacing than the reference 1.5x1.5x2.0 mm, bounded by ``--minute
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from lungseg.batch import predict_files
 from lungseg.evaluation import evaluate, format_table
-from lungseg.inference.segment import predict_files
+from lungseg.phantoms import synth
 from lungseg.report.figures import plot_overlay
-from lungseg.synth import synth
 from lungseg.training.config import TrainConfig
 from lungseg.training.loop import train
 
-#: Settings of the demo run (documented in the README).
+#: Settings of the demo run (documented in the README): the `cpu-fast` recipe on small phantoms.
 DEMO = {
     "n_train": 10,
     "n_test": 3,
     "size": 128,
-    "spacing": [2.5, 2.5, 2.5],
-    "roi_size": [96, 96, 96],
+    "recipe": "cpu-fast",
     "minutes": 9.0,
 }
 
@@ -41,10 +42,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = DEMO["minutes"], se
     synth(DEMO["n_train"], train_dir, seed=seed, size=DEMO["size"])
     synth(DEMO["n_test"], test_dir, seed=seed + 10_000, size=DEMO["size"])
     print(f"[2/4] training for at most {minutes:g} minutes")
-    cfg = TrainConfig(data=str(train_dir), out=str(out), max_minutes=minutes, val_every=2,
-                      preprocessing={"spacing": DEMO["spacing"], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
-                      roi_size=DEMO["roi_size"], val_roi_size=[128, 128, 128], seed=seed, lr=1e-3,
-                      lr_schedule="cosine")
+    cfg = TrainConfig(data=str(train_dir), out=str(out), recipe=DEMO["recipe"], max_minutes=minutes,
+                      val_every=2, val_roi_size=[128, 128, 128], seed=seed)
     summary = train(cfg)
     print(f"      {json.dumps(summary)}")
     print("[3/4] predicting held-out cases")
@@ -64,13 +63,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = DEMO["minutes"], se
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--minutes", type=float, default=DEMO["minutes"])
-    args = parser.parse_args()
-    run_demo(args.out, args.minutes)
+def main(out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/demo"),
+         minutes: Annotated[float, typer.Option(min=0.1, help="training budget")] = DEMO["minutes"]) -> None:
+    """phantoms -> training -> prediction of held-out cases -> evaluation."""
+    run_demo(out, minutes)
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

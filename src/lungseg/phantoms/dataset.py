@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from lungseg.io.safety import atomic_path
 from lungseg.io.volumes import write_volume
-from lungseg.synth.phantom import make_phantom
+from lungseg.phantoms.phantom import make_phantom
 
 LABELS = {"0": "background", "1": "right lung", "2": "left lung"}
 
@@ -20,12 +20,12 @@ def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orien
     and out/dataset.json (with a "phantoms" list of each case's seed and parameters).
     Case i uses seed `seed + i`. Returns `out`.
 
-    >>> from lungseg.synth import synth
+    >>> from lungseg.phantoms import synth
     >>> root = synth(2, "/tmp/lungseg_synth_demo", size=64, progress=False)
     >>> sorted(p.name for p in (root / "imagesTr").iterdir())
     ['lung_000.nii.gz', 'lung_001.nii.gz']
     """
-    from lungseg.errors import LungsegError
+    from lungseg.core.errors import LungsegError
 
     if int(n) < 1:
         raise LungsegError(f"n must be at least 1, got {n}")
@@ -42,7 +42,7 @@ def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orien
                          "params": image.meta["phantom"], "landmarks": image.meta["landmarks"]})
     doc = {
         "name": "lungseg-synth",
-        "description": "Synthetic chest CT phantoms (lungseg.synth); labels are the patient's sides.",
+        "description": "Synthetic chest CT phantoms (lungseg.phantoms); labels are the patient's sides.",
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "labels": LABELS,

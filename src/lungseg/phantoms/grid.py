@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
-from lungseg.errors import LungsegError
-from lungseg.synth.params import FULL_INPLANE, PhantomParams
+from lungseg.core.errors import LungsegError
+from lungseg.phantoms.params import FULL_INPLANE, PhantomParams
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.synth.anatomy import Anatomy
+from lungseg.phantoms.anatomy import Anatomy
 
 N_RIBS = 12
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from lungseg.synth.params import PhantomParams
-from lungseg.synth.shapes import ellipse_sdf, ellipsoid_sdf, rotate2
+from lungseg.phantoms.params import PhantomParams
+from lungseg.phantoms.shapes import ellipse_sdf, ellipsoid_sdf, rotate2
 
-RIGHT, LEFT = -1, +1  # sign of patient-frame x on each side
+SIDE_R, SIDE_L = -1, +1  # sign of patient-frame x on each side (not the 1/2 mask labels of core.labels)
 
 
 def _sig(t):
@@ -32,8 +32,8 @@ class Anatomy:
         self.lung_height = 270 * ls - (45 if exp else 0)
         self.cp_z = self.apex_z - self.lung_height  # deepest posterior costophrenic recess
         self.dome_depth = 72 * ls - (10 if exp else 0)
-        self.dome_top = {RIGHT: self.cp_z + self.dome_depth + 3,
-                         LEFT: self.cp_z + self.dome_depth + 3 - p.right_dome_mm}
+        self.dome_top = {SIDE_R: self.cp_z + self.dome_depth + 3,
+                         SIDE_L: self.cp_z + self.dome_depth + 3 - p.right_dome_mm}
         self.cav_cy = -5 * ls
         self.cav_ax, self.cav_ay = 124 * ls * (0.93 + 0.07 * h), 86 * ls * (0.93 + 0.07 * h)
         self.z_mid = -60.0
@@ -45,7 +45,7 @@ class Anatomy:
         self.vb_ax, self.vb_ay = 21 * ls, 16 * ls
         self.canal_y = self.cav_cy - self.cav_ay - 4
         # heart
-        hz = self.dome_top[LEFT] + 46 * ls
+        hz = self.dome_top[SIDE_L] + 46 * ls
         self.heart = dict(c=(26 * ls, 24 * ls, hz), ax=(61 * ls, 47 * ls, 53 * ls), rot=35.0)
         self.trachea_r = 8.5 * ls**0.5
         self.tubes = self._tubes(rng)
@@ -90,7 +90,7 @@ class Anatomy:
         arms = self.arm_centres(z)
         if arms is not None:
             xc, yc, r = arms
-            for s in (RIGHT, LEFT):
+            for s in (SIDE_R, SIDE_L):
                 f = np.maximum(f, r - np.sqrt((x - s * xc) ** 2 + (y - yc) ** 2))
         return f
 
@@ -100,7 +100,7 @@ class Anatomy:
         ls, D = self.ls, self.dome_depth
         ax, ay = 112 * ls, 96 * ls
         zs, gs = [], []
-        for s in (RIGHT, LEFT):
+        for s in (SIDE_R, SIDE_L):
             dx, dy = (x - s * 58 * ls) / ax, (y - 12 * ls) / ay
             zs.append(self.dome_top[s] - D * (dx * dx + dy * dy))
             gs.append(np.sqrt(1 + (2 * D * dx / ax) ** 2 + (2 * D * dy / ay) ** 2))
@@ -121,7 +121,7 @@ class Anatomy:
         return ellipse_sdf(x, y - self.vb_y, self.vb_ax, self.vb_ay)
 
     def effusion_sdf(self, x, y, z, side: int):
-        thick = self.p.effusion_mm[0 if side == RIGHT else 1]
+        thick = self.p.effusion_mm[0 if side == SIDE_R else 1]
         if thick <= 0:
             return None
         ztop = self.cp_z + 50 + 2.5 * thick
@@ -182,7 +182,7 @@ class Anatomy:
         self.carina = carina
         rb_end = (-40 * ls, -18 * ls, -24 * ls)
         lb_end = (44 * ls, -22 * ls, -36 * ls)
-        self.bronchus_ends = {RIGHT: rb_end, LEFT: lb_end}
+        self.bronchus_ends = {SIDE_R: rb_end, SIDE_L: lb_end}
         airway = [((1.0, -12 * ls, top), carina, tr, tr), (carina, rb_end, 0.85 * tr, 0.8 * tr),
                   (carina, lb_end, 0.75 * tr, 0.7 * tr)]
         tubes["airway"] = airway  # lumen radii; wall = +2.5 mm

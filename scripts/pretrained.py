@@ -11,17 +11,21 @@ Measured on 2 CPU cores: see docs/model.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
-#: Everything that defines the default model. Changing it changes the shipped weights.
-RECIPE = {
+from lungseg.training.recipes import RECIPES
+
+#: Everything that defines the default model (with the `default-model` training recipe).
+#: Changing it changes the shipped weights.
+DATA = {
     "n_train": 32,
     "n_val": 4,
     "n_test": 24,
@@ -29,15 +33,12 @@ RECIPE = {
     "seed_train": 1000,
     "seed_val": 5000,
     "seed_test": 90000,
-    "spacing": [2.5, 2.5, 2.5],
-    "roi_size": [96, 96, 96],
-    "max_epochs": 24,
-    "lr": 1e-3,
-    "num_samples": 4,
-    "batch_size": 2,
 }
+RECIPE = {**DATA, "training": "default-model", **{k: RECIPES["default-model"][k] for k in (
+    "preprocessing", "roi_size", "max_epochs", "lr", "num_samples", "batch_size")}}
 
-INSTALLED = Path(__file__).resolve().parent / "models" / "default.pt"
+#: The shipped model in the source tree (a build step writes it; nothing at run time does).
+INSTALLED = Path(__file__).resolve().parents[1] / "src" / "lungseg" / "models" / "default.pt"
 
 
 def variation_groups(params: dict) -> list[str]:
@@ -134,7 +135,7 @@ def compare_with_shipped(report: dict) -> float | None:
 
 def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dict:
     from lungseg.networks import load_model, save_checkpoint
-    from lungseg.synth import synth
+    from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
     from lungseg.training.loop import train
 
@@ -146,12 +147,8 @@ def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dic
                           ("test", r["n_test"], r["seed_test"])):
         if not (data / name / "dataset.json").exists():
             synth(n, data / name, seed=seed, size=r["size"], variations=True)
-    cfg = TrainConfig(
-        data=str(data / "train"), val_data=str(data / "val"), out=str(out),
-        preprocessing={"spacing": r["spacing"], "hu_window": [-1000.0, 1000.0], "axcodes": "RAS"},
-        roi_size=r["roi_size"], val_roi_size=[160, 160, 160], max_epochs=epochs or r["max_epochs"],
-        val_every=4, lr=r["lr"], lr_schedule="cosine", num_samples=r["num_samples"],
-        batch_size=r["batch_size"], seed=0)
+    cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(out),
+                      recipe="default-model", max_epochs=epochs or r["max_epochs"], seed=0)
     summary = train(cfg)
     model, settings = load_model(out / "best.pt")
     settings["trained"] = {"recipe": r, "summary": summary}
@@ -164,18 +161,16 @@ def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dic
     return report
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default="runs/pretrained")
-    p.add_argument("--install", action="store_true", help="copy the weights into the package")
-    p.add_argument("--install-only", action="store_true", help="install an already built --out")
-    p.add_argument("--epochs", type=int, default=None)
-    args = p.parse_args()
-    if not args.install_only:
-        build(args.out, args.epochs)
-    if args.install or args.install_only:
-        install(args.out)
+def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/pretrained"),
+         install_weights: Annotated[bool, typer.Option("--install", help="copy the weights into src/")] = False,
+         install_only: Annotated[bool, typer.Option(help="install an already built --out")] = False,
+         epochs: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+    """Build the shipped default model from phantoms (and optionally install it)."""
+    if not install_only:
+        build(out, epochs)
+    if install_weights or install_only:
+        install(out)
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

@@ -1,0 +1,136 @@
+"""Right and left by anatomy: which lung is the patient's right, from the affine and the body.
+
+Labels: 1 RIGHT lung, 2 LEFT lung (the patient's sides). The affine maps indices to RAS+ mm:
+world x grows towards the patient's right, so the right lung is the one at LARGER world x
+(nibabel / NIfTI convention; DICOM LPS+ is the mirror, with +x towards the patient's left).
+
+Example (two boxes; in an identity affine larger x is the patient's right)::
+
+    >>> import numpy as np
+    >>> lung = np.zeros((40, 20, 20), bool)
+    >>> lung[2:15, 5:15, 5:15] = True; lung[25:38, 5:15, 5:15] = True
+    >>> sides = split_left_right(lung, np.eye(4))
+    >>> int(sides[30, 10, 10]), int(sides[5, 10, 10])  # larger x = right (1)
+    (1, 2)
+"""
+
+from __future__ import annotations
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from lungseg.core.geometry import downsampled_affine, spacing_of
+from lungseg.core.labels import LEFT, RIGHT
+from lungseg.core.morphology import bbox, pool_any, upsample_nearest
+
+#: Soft tissue and denser: the body, as opposed to the air around it (HU threshold).
+BODY_HU = -500.0
+
+
+def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
+    """World x (RAS mm) of the body's left-right centre: the median, over axial levels, of the
+    middle of the body's extent along x. None when no body is found.
+
+    The patient's midline, not the scanner's isocentre: patients lie off-centre, and a crop
+    that holds one lung still shows the body around it.
+    """
+    affine = np.asarray(affine, float)
+    body = np.asarray(hu) > BODY_HU
+    if not body.any():
+        return None
+    idx = np.argwhere(body[:: max(1, body.shape[0] // 128), :: max(1, body.shape[1] // 128),
+                           :: max(1, body.shape[2] // 64)])
+    steps = np.array([max(1, body.shape[0] // 128), max(1, body.shape[1] // 128), max(1, body.shape[2] // 64)])
+    x = (affine[0, :3] @ (idx * steps).T) + affine[0, 3]
+    return float((np.percentile(x, 2) + np.percentile(x, 98)) / 2.0)
+
+
+def _side_of(centroid_x: float, midline_x: float = 0.0) -> int:
+    return RIGHT if centroid_x > midline_x else LEFT
+
+
+def _world_x(affine: np.ndarray, idx: np.ndarray) -> float:
+    return float(np.asarray(affine, float)[0, :3] @ idx + affine[0, 3])
+
+
+def _side_by_side(core: np.ndarray, a: int, b: int, affine: np.ndarray) -> bool:
+    """Do cores `a` and `b` lie beside each other (mostly apart in world x), like two lungs?"""
+    ca = affine[:3, :3] @ np.mean(np.nonzero(core == a), axis=1)
+    cb = affine[:3, :3] @ np.mean(np.nonzero(core == b), axis=1)
+    d = ca - cb
+    return abs(d[0]) >= 0.5 * float(np.linalg.norm(d))
+
+
+def _seeds(low: np.ndarray, spacing: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+    """Two seed regions (labels 1, 2 in arbitrary order) for the two lungs, or None if one lung."""
+    lab, n = cc3d.connected_components(low, connectivity=6, return_N=True)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    order = np.argsort(sizes)[::-1]
+    if n >= 2 and sizes[order[1]] >= 0.05 * sizes[order[0]]:
+        seeds = np.zeros(low.shape, np.uint8)
+        seeds[lab == order[0] + 1] = 1
+        seeds[lab == order[1] + 1] = 2
+        return seeds
+    # One big component (lungs touching at the anterior junction): erode until it splits.
+    big = lab == order[0] + 1
+    box = bbox(big, pad=1)
+    dist = ndimage.distance_transform_edt(big[box], sampling=spacing)
+    dmax = float(dist.max())
+    for t in np.linspace(float(spacing.min()), 0.7 * dmax, 24):
+        core, m = cc3d.connected_components(dist > t, connectivity=6, return_N=True)
+        if m < 2:
+            continue
+        csz = np.bincount(core.ravel())[1:]
+        co = np.argsort(csz)[::-1]
+        if csz[co[1]] >= 0.15 * csz[co[0]] and _side_by_side(core, co[0] + 1, co[1] + 1, affine):
+            seeds = np.zeros(low.shape, np.uint8)
+            sub = seeds[box]
+            sub[core == co[0] + 1] = 1
+            sub[core == co[1] + 1] = 2
+            return seeds
+    return None
+
+
+def split_left_right(lung: np.ndarray, affine: np.ndarray, midline_x: float | None = None) -> np.ndarray:
+    """Label a binary lung mask 1 (right lung) / 2 (left lung) by anatomy, using the affine.
+
+    Two big connected components are named by the world x of their centroids (larger
+    RAS x = patient's right). A single component (lungs touching at the anterior junction)
+    is eroded (distance threshold) until it falls into two cores, which then grow back to
+    the whole mask by nearest core. Small extra pieces go to the nearest lung. A mask with
+    one lung only is named by the side of `midline_x` (the body's midline, see
+    `body_midline_x`; default world x = 0, the scanner isocentre) its centroid lies on.
+    The work runs on a ~2.5 mm copy, so it takes about a second even on 512x512x300 masks.
+    """
+    lung = np.asarray(lung, bool)
+    affine = np.asarray(affine, float)
+    out = np.zeros(lung.shape, np.uint8)
+    if not lung.any():
+        return out
+    spacing = spacing_of(affine)
+    factors = tuple(int(max(1, np.floor(2.5 / s))) for s in spacing)
+    low = pool_any(lung, factors, 0.5) if max(factors) > 1 else lung
+    if not low.any():
+        low = pool_any(lung, factors, 0.0)
+    low_aff = downsampled_affine(affine, factors)
+    seeds = _seeds(low, spacing * np.array(factors), low_aff)
+    if seeds is None:
+        c = np.mean(np.nonzero(lung), axis=1)
+        out[lung] = _side_of(_world_x(affine, c), 0.0 if midline_x is None else midline_x)
+        return out
+    # name the seeds by the world x of their centroids (larger x = right)
+    cx = [_world_x(low_aff, np.mean(np.nonzero(seeds == k), axis=1)) for k in (1, 2)]
+    right_seed = 1 if cx[0] > cx[1] else 2
+    named = np.where(seeds == right_seed, RIGHT, np.where(seeds > 0, LEFT, 0)).astype(np.uint8)
+    # every low-res voxel takes the nearest seed's side (a Voronoi map), then the full grid
+    box = bbox(low, pad=1)
+    sub = named[box]
+    _, idx = ndimage.distance_transform_edt(sub == 0, sampling=spacing * np.array(factors), return_indices=True)
+    voronoi = np.zeros(low.shape, np.uint8)
+    voronoi[box] = sub[tuple(idx)]
+    voronoi = upsample_nearest(voronoi, factors, lung.shape)
+    out[lung] = voronoi[lung]
+    return out

@@ -1,0 +1,99 @@
+"""Morphology on masks shared by the methods: bounding boxes, hole filling, block pooling, balls.
+
+Written with numpy/scipy/cc3d because the methods need mask-box restricted, anisotropic
+(mm-sized) versions that the libraries do not offer directly.
+
+>>> import numpy as np
+>>> ring = np.zeros((7, 7, 3), bool); ring[1:6, 1:6] = True; ring[3, 3] = False
+>>> bool(fill_holes(ring, slice_axis=2)[3, 3, 1])
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cc3d
+import numpy as np
+
+
+def bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...] | None:
+    """Slices of the mask's bounding box grown by `pad` voxels (clipped); None if empty."""
+    if not mask.any():
+        return None
+    out = []
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(max(idx[0] - pad, 0), min(idx[-1] + 1 + pad, mask.shape[ax])))
+    return tuple(out)
+
+
+def holes(mask: np.ndarray) -> np.ndarray:
+    """Background not connected to the array border (cc3d; fast even for large volumes)."""
+    bg = ~mask
+    lab = cc3d.connected_components(bg, connectivity=4 if mask.ndim == 2 else 6)
+    faces = [np.take(lab, idx, axis=ax) for ax in range(mask.ndim) for idx in (0, -1)]
+    outside = np.unique(np.concatenate([f.ravel() for f in faces]))
+    return bg & ~np.isin(lab, outside)
+
+
+def fill_holes(mask: np.ndarray, slice_axis: int | None = None) -> np.ndarray:
+    """Fill holes in 3D and, when `slice_axis` is given, in every 2D slice along that axis.
+
+    Works on the mask's bounding box, so it costs little for a lung inside a large grid.
+    Openings to the array border (a lung cut by the field of view) are not holes.
+    """
+    mask = np.asarray(mask, bool)
+    box = bbox(mask, pad=0)
+    if box is None:
+        return mask.copy()
+    sub = mask[box].copy()
+    if slice_axis is not None:
+        moved = np.moveaxis(sub, slice_axis, 0)  # a view: writes go to `sub`
+        for s in range(moved.shape[0]):
+            if moved[s].any():
+                moved[s] |= holes(moved[s])
+    sub |= holes(sub)
+    out = mask.copy()
+    out[box] = sub
+    return out
+
+
+def _blocks(a: np.ndarray, factors: Sequence[int], mode: str) -> np.ndarray:
+    pads = [(0, (-n) % f) for n, f in zip(a.shape, factors, strict=True)]
+    if any(p[1] for p in pads):
+        a = np.pad(a, pads, mode=mode)
+    shp = []
+    for n, f in zip(a.shape, factors, strict=True):
+        shp += [n // f, f]
+    return a.reshape(shp)
+
+
+def pool_any(mask: np.ndarray, factors: Sequence[int], frac: float) -> np.ndarray:
+    """Block-reduce a mask: a block is on where at least `frac` of it is on."""
+    counts = _blocks(mask, factors, "constant").sum(axis=(1, 3, 5), dtype=np.int32)
+    return counts >= max(1, int(np.ceil(frac * np.prod(factors))))
+
+
+def pool_mean(a: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """Block mean (float32) of an integer volume; edges padded by repetition."""
+    if max(factors) == 1:
+        return a.astype(np.float32)
+    s = _blocks(a, factors, "edge").sum(axis=(1, 3, 5), dtype=np.int32)
+    return (s / float(np.prod(factors))).astype(np.float32)
+
+
+def upsample_nearest(low: np.ndarray, factors: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Undo a block reduction by repetition, onto the full grid `shape`."""
+    if max(factors) == 1:
+        return low
+    ii = [np.minimum(np.arange(n) // f, m - 1) for n, f, m in zip(shape, factors, low.shape, strict=True)]
+    return low[np.ix_(*ii)]
+
+
+def ball(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """Boolean ball of `radius_mm` on a grid of `spacing` (an ellipsoid in voxels when anisotropic)."""
+    half = [int(np.floor(radius_mm / s + 1e-6)) for s in spacing]
+    grid = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing, strict=True)], indexing="ij")
+    return sum(g**2 for g in grid) <= radius_mm**2 + 1e-6
