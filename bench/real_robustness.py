@@ -1,0 +1,441 @@
+"""Robustness of lung masks on the real CT users bring (../shared/data), per method.
+
+Why: a mask should not depend on how much of the chest the user scanned, tumours inside the
+lung belong to it, and the trachea and main bronchi do not. The scans are unlabelled, so the
+checks are self-consistency and anatomy, not Dice against a truth:
+
+1. crop consistency on the three whole chests: segment the whole scan once (reference),
+   then crop the IMAGE (bases only, apex only, slabs of 1/2/5 slices at 25/50/75 % of the
+   lung extent, right or left side up to 2 cm past the midline) and compare each crop's mask
+   with the same crop of the reference (binary Dice, label Dice, right/left agreement);
+2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/);
+3. central airways (bench/airways.py, independent of lungseg): volume and share inside the
+   lung mask;
+4. seconds per case; 5. overlays of the worst crops.
+
+Uses only lungseg's public API (read_volume, Volume, segment, Predictor).
+
+    python bench/real_robustness.py [--methods unet,classical] [--model PATH] [--quick]
+        [--shared ../shared/data] [--out runs/real_robustness] [--figures docs/images]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CHESTS = {
+    "4dct": "real_unlabeled/chest_4dct_phase00.nii.gz",
+    "lidc0314": "real_unlabeled/chest_lidc0314_thin.nii.gz",
+    "lungpetctdx_a0001": "real_unlabeled/chest_lungpetctdx_a0001_5mm.nii.gz",
+}
+SLAB_SLICES = (1, 2, 5)
+SLAB_LEVELS = (0.25, 0.50, 0.75)
+BASES_FRACTION = 0.25
+APEX_FRACTION = 0.20
+MIDLINE_MARGIN_MM = 20.0
+N_WORST = 4
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- geometry and metrics
+
+
+def axis_of(affine: np.ndarray, codes: str) -> tuple[int, int]:
+    """(voxel axis, +1/-1) of the world direction named by `codes[0]` (e.g. "SI" -> superior)."""
+    import nibabel as nib
+
+    ax = nib.aff2axcodes(affine)
+    for i, c in enumerate(ax):
+        if c in codes:
+            return i, (1 if c == codes[0] else -1)
+    raise ValueError(f"no {codes} axis in {ax}")
+
+
+def crop_volume(volume, box: tuple[slice, slice, slice]):
+    """The image cropped to `box`, with the origin moved so every voxel keeps its world position."""
+    import lungseg
+
+    start = np.array([s.start for s in box], float)
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, :3] @ start + volume.affine[:3, 3]
+    return lungseg.Volume(np.ascontiguousarray(volume.array[box]), affine)
+
+
+def _box(axis: int, lo: int, hi: int, shape) -> tuple[slice, slice, slice]:
+    box = [slice(0, n) for n in shape]
+    box[axis] = slice(max(0, lo), min(shape[axis], hi + 1))
+    return tuple(box)
+
+
+def make_crops(volume, ref: np.ndarray) -> list[tuple[str, tuple[slice, slice, slice]]]:
+    """The crops of a whole chest, placed from the reference mask's lung extent."""
+    s_ax, s_sign = axis_of(volume.affine, "SI")
+    n = volume.shape[s_ax]
+    lung_idx = np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != s_ax)))[0]
+    if lung_idx.size == 0:
+        return []
+
+    def to_index(p0: int, p1: int) -> tuple[int, int]:  # superior positions -> index range
+        return (p0, p1) if s_sign > 0 else (n - 1 - p1, n - 1 - p0)
+
+    pos = lung_idx if s_sign > 0 else n - 1 - lung_idx  # 0 = most inferior slice of the scan
+    p_lo, p_hi = int(pos.min()), int(pos.max())
+    extent = p_hi - p_lo + 1
+    crops = [("bases", _box(s_ax, *to_index(0, p_lo + round(BASES_FRACTION * extent)), volume.shape)),
+             ("apex", _box(s_ax, *to_index(p_hi - round(APEX_FRACTION * extent), n - 1), volume.shape))]
+    for level in SLAB_LEVELS:
+        centre = p_lo + round(level * (extent - 1))
+        for k in SLAB_SLICES:
+            p0 = centre - (k - 1) // 2
+            crops.append((f"slab{k}@{round(level * 100)}%",
+                          _box(s_ax, *to_index(p0, p0 + k - 1), volume.shape)))
+    # lateral: one side of the body up to MIDLINE_MARGIN_MM past the lungs' midline
+    x_ax, _ = axis_of(volume.affine, "RL")
+    idx = np.arange(volume.shape[x_ax])
+    centre_vox = (np.array(volume.shape) - 1) / 2
+    world_x = volume.affine[0, 3] + volume.affine[0, :3] @ centre_vox \
+        + volume.affine[0, x_ax] * (idx - centre_vox[x_ax])
+    lung_x = world_x[np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != x_ax)))[0]]
+    mid = 0.5 * (lung_x.min() + lung_x.max())
+    for name, keep in (("right side", world_x >= mid - MIDLINE_MARGIN_MM),  # RAS: right = larger x
+                       ("left side", world_x <= mid + MIDLINE_MARGIN_MM)):
+        sel = np.nonzero(keep)[0]
+        crops.append((name, _box(x_ax, int(sel.min()), int(sel.max()), volume.shape)))
+    return crops
+
+
+def compare(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """Binary Dice, label Dice (mean over labels 1, 2 present in either) and R/L agreement."""
+    p, r = pred > 0, ref > 0
+    denom = int(p.sum() + r.sum())
+    binary = 2 * int((p & r).sum()) / denom if denom else 1.0
+    per = {}
+    for lab, side in ((1, "right"), (2, "left")):
+        pl, rl = pred == lab, ref == lab
+        d = int(pl.sum() + rl.sum())
+        per[f"dice_{side}"] = 2 * int((pl & rl).sum()) / d if d else None
+        per[f"ref_{side}_voxels"] = int(rl.sum())
+    dices = [v for k, v in per.items() if k.startswith("dice_") and v is not None]
+    both = p & r
+    agree = float((pred[both] == ref[both]).mean()) if both.any() else None
+    return {"binary_dice": binary, "label_dice": float(np.mean(dices)) if dices else 1.0,
+            "rl_agreement": agree, **per, "pred_lung_voxels": int(p.sum()), "ref_lung_voxels": int(r.sum())}
+
+
+# ---------------------------------------------------------------- figures
+
+
+def save_fig(fig, paths) -> list[str]:
+    """Save a figure to each path through a temporary file (never a half-written PNG)."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for path in paths:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+        os.close(fd)
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, path)
+        out.append(str(path))
+    plt.close(fig)
+    return out
+
+
+def crop_views(image, pred: np.ndarray, ref: np.ndarray) -> dict:
+    """2D axial and coronal views (RAS display order) where the crop and reference differ most."""
+    from airways import to_ras
+
+    ct, sp, _ = to_ras(image.array, image.affine)
+    pr = to_ras(pred, image.affine)[0]
+    rf = to_ras(ref, image.affine)[0]
+    diff = pr != rf
+    lung = (pr > 0) | (rf > 0)
+    z = int(np.argmax(diff.sum(axis=(0, 1)))) if diff.any() else ct.shape[2] // 2
+    y = int(np.argmax(diff.sum(axis=(0, 2)))) if diff.any() else (
+        int(np.median(np.nonzero(lung)[1])) if lung.any() else ct.shape[1] // 2)
+    return {"sp": sp, "axial": [a[:, :, z].copy() for a in (ct, pr, rf)],
+            "coronal": [a[:, y, :].copy() for a in (ct, pr, rf)] if ct.shape[2] * sp[2] >= 10 else None}
+
+
+def plot_crop(views: dict, title: str, paths) -> list[str]:
+    """Crop's mask vs the whole-scan mask on the same crop (right lung orange, left cyan)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(["none", "tab:orange", "tab:cyan"])
+    sp = views["sp"]
+    rows = [("axial", sp[1] / sp[0])] + ([("coronal", sp[2] / sp[0])] if views["coronal"] else [])
+    heights = [views[n][0].shape[1] * a / views[n][0].shape[0] for n, a in rows]  # panel h / w
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 0.6 + 4.2 * sum(heights) + 0.4 * len(rows)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    for r, (name, aspect) in enumerate(rows):
+        ct, pr, rf = (a[::-1, ::-1].T for a in views[name])  # patient right on image left, A/S up
+        for c, (m, label) in enumerate(((pr, "crop's mask"), (rf, "whole-scan mask, same crop"))):
+            axes[r, c].imshow(ct, cmap="gray", vmin=-1000, vmax=200, aspect=aspect)
+            axes[r, c].imshow(m, cmap=cmap, vmin=0, vmax=2, alpha=0.45, aspect=aspect,
+                              interpolation="nearest")
+            axes[r, c].set_title(f"{name}: {label}", fontsize=9)
+        axes[r, 2].imshow(ct, cmap="gray", vmin=-1000, vmax=200, aspect=aspect)
+        axes[r, 2].imshow(np.ma.masked_equal((pr != rf).astype(np.uint8), 0), cmap="autumn",
+                          alpha=0.8, aspect=aspect, interpolation="nearest")
+        axes[r, 2].set_title(f"{name}: disagreement (red)", fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.01, 0.99, "R", color="yellow", transform=ax.transAxes, va="top")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_fig(fig, paths)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def run_segment(volume, method: str, predictor) -> tuple[np.ndarray | None, float, str | None]:
+    """(mask array or None, seconds, error text): a refusal is a result, not a crash."""
+    import lungseg
+
+    t0 = time.perf_counter()
+    try:
+        mask = lungseg.segment(volume, method=method, predictor=predictor)
+        arr = np.asarray(mask.array)
+        if arr.shape != volume.shape:
+            raise ValueError(f"mask shape {arr.shape} != image shape {volume.shape}")
+        return arr, time.perf_counter() - t0, None
+    except Exception as exc:  # noqa: BLE001  (any failure is recorded and scored 0)
+        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+
+
+def check_chest(name: str, image, method: str, predictor, worst: list) -> dict:
+    """Whole-scan reference, then every crop against the same crop of the reference."""
+    ref, secs, err = run_segment(image, method, predictor)
+    vox_ml = float(np.prod(image.spacing)) / 1000
+    whole = {"chest": name, "shape": list(image.shape), "spacing_mm": [round(s, 3) for s in image.spacing],
+             "seconds": round(secs, 2), "error": err}
+    if ref is None:
+        return {"whole": whole, "crops": [], "ref": None}
+    whole.update(right_ml=round(float((ref == 1).sum() * vox_ml), 1),
+                 left_ml=round(float((ref == 2).sum() * vox_ml), 1))
+    log(f"  {method} {name} whole: {secs:.1f} s, R {whole['right_ml']} mL, L {whole['left_ml']} mL")
+    rows = []
+    for crop_name, box in make_crops(image, ref):
+        sub = crop_volume(image, box)
+        pred, secs, err = run_segment(sub, method, predictor)
+        ref_crop = ref[box]
+        if pred is None:
+            m = compare(np.zeros_like(ref_crop), ref_crop)
+            m.update(binary_dice=0.0, label_dice=0.0, rl_agreement=None, dice_right=0.0, dice_left=0.0)
+        else:
+            m = compare(pred, ref_crop)
+        row = {"chest": name, "crop": crop_name, "shape": list(sub.shape),
+               "index_range": [[s.start, s.stop] for s in box], "seconds": round(secs, 2),
+               "error": err, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}}
+        rows.append(row)
+        log(f"    {crop_name:>12} {sub.shape}: label Dice {row['label_dice']:.3f}, {secs:.1f} s"
+            + (f"  [{err}]" if err else ""))
+        score = row["label_dice"]
+        if len(worst) < N_WORST or score < max(w[0] for w in worst):
+            views = crop_views(sub, pred if pred is not None else np.zeros_like(ref_crop), ref_crop)
+            worst.append((score, row, views))
+            worst.sort(key=lambda w: w[0])
+            del worst[N_WORST:]
+    return {"whole": whole, "crops": rows, "ref": ref}
+
+
+def check_pathology(shared: Path, method: str, predictor) -> list[dict]:
+    """Share of tumour / nodule voxels the lung mask keeps, per real_pathology case."""
+    import lungseg
+
+    rows = []
+    for lab_path in sorted((shared / "real_pathology").glob("*_tumour.nii.gz")):
+        name = lab_path.name.removesuffix("_tumour.nii.gz")
+        img_path = lab_path.with_name(f"{name}.nii.gz")
+        if not img_path.exists():
+            continue
+        image = lungseg.read_volume(img_path)
+        label = np.asarray(lungseg.read_volume(lab_path).array)
+        if "lidc" in name:
+            sel, kind = label >= 2, "nodule, readers >= 2"
+        elif "ibsi" in name:
+            sel, kind = label > 0, "GTV"
+        else:
+            sel, kind = label > 0, "box (coarse)"
+        mask, secs, err = run_segment(image, method, predictor)
+        row = {"case": name, "label": kind, "label_voxels": int(sel.sum()), "seconds": round(secs, 2),
+               "error": err}
+        if mask is not None and sel.any():
+            inside = mask[sel]
+            row.update(inside_lung=round(float((inside > 0).mean()), 4),
+                       in_right=round(float((inside == 1).mean()), 4),
+                       in_left=round(float((inside == 2).mean()), 4))
+        else:
+            row["inside_lung"] = 0.0 if err else None
+        rows.append(row)
+        log(f"  {method} {name}: {row.get('inside_lung')} inside, {secs:.1f} s" + (f" [{err}]" if err else ""))
+    return rows
+
+
+def airway_row(name: str, airway: np.ndarray, info: dict, ref: np.ndarray | None) -> dict:
+    """Airway volume and how much of it (whole tree; trachea above the carina) the lung mask takes."""
+    row = {"chest": name, "airway_ml": info.get("volume_ml"), "threshold_hu": info.get("threshold_hu"),
+           "carina_found": info.get("carina_ras_z") is not None, "error": info.get("error")}
+    if ref is not None and airway.any():
+        row["inside_lung"] = round(float((ref[airway > 0] > 0).mean()), 4)
+        tr = airway == 1
+        row["trachea_inside_lung"] = round(float((ref[tr] > 0).mean()), 4) if tr.any() else None
+    return row
+
+
+# ---------------------------------------------------------------- output
+
+
+def fmt(v, nd=3) -> str:
+    return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def table(method: str, res: dict) -> str:
+    """One markdown table per method: crops, pathology, airways, seconds."""
+    lines = [f"\n### {method}\n",
+             "| case | check | binary Dice | label Dice | R/L agree | inside lung | s | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for ch in res["chests"]:
+        w = ch["whole"]
+        note = w["error"] or f"whole scan {tuple(w['shape'])}: R {w['right_ml']:.0f} mL, L {w['left_ml']:.0f} mL"
+        lines.append(f"| {w['chest']} | whole (reference) | | | | | {w['seconds']:.1f} | {note} |")
+        for r in ch["crops"]:
+            if r["error"]:
+                note = r["error"][:90]
+            elif r["ref_lung_voxels"] and r["pred_lung_voxels"] == 0:
+                note = "crop mask empty"
+            else:
+                note = f"Dice R {fmt(r['dice_right'], 2)} / L {fmt(r['dice_left'], 2)}"
+            lines.append(f"| {r['chest']} | {r['crop']} {tuple(r['shape'])} | {fmt(r['binary_dice'])} | "
+                         f"{fmt(r['label_dice'])} | {fmt(r['rl_agreement'])} | | {r['seconds']:.1f} | {note} |")
+    crops = [r for ch in res["chests"] for r in ch["crops"]]
+    if crops:
+        lines.append(f"| all chests | mean over {len(crops)} crops | "
+                     f"{np.mean([r['binary_dice'] for r in crops]):.3f} | "
+                     f"{np.mean([r['label_dice'] for r in crops]):.3f} | | | "
+                     f"{sum(r['seconds'] for r in crops):.1f} | "
+                     f"{sum(bool(r['error']) for r in crops)} errors |")
+    for r in res["pathology"]:
+        side = f"R {r['in_right']:.2f} / L {r['in_left']:.2f}" if "in_right" in r else ""
+        lines.append(f"| {r['case']} | {r['label']} ({r['label_voxels']} vox) | | | | "
+                     f"{fmt(r['inside_lung'])} | {r['seconds']:.1f} | {(r['error'] or side)[:90]} |")
+    for r in res["airways"]:
+        note = r["error"] or f"airway {r['airway_ml']} mL; trachea inside lung {fmt(r.get('trachea_inside_lung'))}"
+        lines.append(f"| {r['chest']} | airways (trachea to lobar bronchi) | | | | "
+                     f"{fmt(r.get('inside_lung'))} | | {note} |")
+    return "\n".join(lines)
+
+
+def write_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    os.replace(tmp, path)
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="unet,classical")
+    p.add_argument("--model", default=None, help="model file for unet (default: the packaged model)")
+    p.add_argument("--shared", default=None, help="default: <repo>/../shared/data")
+    p.add_argument("--out", default="runs/real_robustness")
+    p.add_argument("--quick", action="store_true", help="one chest only")
+    p.add_argument("--figures", default=None, help="also save the figures here (e.g. docs/images)")
+    args = p.parse_args()
+
+    shared = Path(args.shared) if args.shared else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (shared / "real_unlabeled").is_dir():
+        print(f"skipped: ../shared/data not found ({shared})")
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in ("unet", "classical") for m in methods):
+        p.error("--methods takes unet and/or classical")
+
+    from airways import extract_airways, plot_airways
+
+    import lungseg
+
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dirs = [out] + ([Path(args.figures)] if args.figures else [])
+    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
+    chests = dict(list(CHESTS.items())[:1]) if args.quick else CHESTS
+    results = {m: {"chests": [], "pathology": [], "airways": []} for m in methods}
+    worst = {m: [] for m in methods}
+    airway_info = {}
+    for name, rel in chests.items():
+        path = shared / rel
+        if not path.exists():
+            log(f"skip {name}: {path} not found")
+            continue
+        image = lungseg.read_volume(path)
+        t0 = time.perf_counter()
+        airway, info = extract_airways(np.asarray(image.array), image.affine)
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        airway_info[name] = info
+        log(f"{name} {image.shape}: airways {info.get('volume_ml')} mL in {info['seconds']} s")
+        first_ref = None
+        for method in methods:
+            ch = check_chest(name, image, method, predictor if method == "unet" else None,
+                             worst[method])
+            ref = ch.pop("ref")
+            first_ref = ref if first_ref is None else first_ref
+            results[method]["chests"].append(ch)
+            results[method]["airways"].append(airway_row(name, airway, info, ref))
+        fig_name = f"robustness_airways_{name}.png"
+        lung_from = methods[0]
+        for d in fig_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            plot_airways(np.asarray(image.array), image.affine, airway, first_ref, info, d / fig_name,
+                         f"{name} airways (lung outline: {lung_from})")
+        info["figure"] = str(out / fig_name)
+        del image, airway, first_ref
+    for method in methods:
+        results[method]["pathology"] = check_pathology(shared, method,
+                                                       predictor if method == "unet" else None)
+        figs = []
+        for rank, (score, row, views) in enumerate(worst[method], start=1):
+            fname = f"robustness_worst_{method}_{rank}_{row['chest']}_{slug(row['crop'])}.png"
+            title = (f"{method}, {row['chest']}, crop '{row['crop']}' {tuple(row['shape'])}: label Dice "
+                     f"{score:.3f}, binary {row['binary_dice']:.3f}" + (f"\n{row['error'][:120]}" if row["error"] else ""))
+            figs.append(plot_crop(views, title, [d / fname for d in fig_dirs])[0])
+        results[method]["worst_figures"] = figs
+
+    for method in methods:
+        print(table(method, results[method]))
+    runtime = time.perf_counter() - t_start
+    write_json({"shared": str(shared), "methods": methods, "model": args.model, "quick": args.quick,
+                "lungseg_version": lungseg.__version__, "runtime_s": round(runtime, 1),
+                "airways": airway_info, "results": results}, out / "results.json")
+    print(f"\nruntime {runtime:.0f} s; results in {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
