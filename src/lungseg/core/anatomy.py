@@ -20,30 +20,68 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from lungseg.core.geometry import downsampled_affine, spacing_of
+from lungseg.core.geometry import downsampled_affine, spacing_of, superior_axis
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, pool_any, upsample_nearest
 
 #: Soft tissue and denser: the body, as opposed to the air around it (HU threshold).
 BODY_HU = -500.0
+#: A component whose median is darker than this is gas (room air, stomach, bowel), not lung:
+#: aerated lung parenchyma is about -850 HU, even emphysematous lung stays above it.
+GAS_MEDIAN_HU = -960.0
+#: Cortical bone: ribs, vertebrae, sternum (and dense contrast, which the profile tolerates).
+BONE_HU = 200.0
+
+
+def _coarse(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """A strided view at ~`target_mm` (cheap: no copy of a 512x512x300 scan) and its affine."""
+    steps = tuple(int(max(1, target_mm // s)) for s in spacing_of(affine))
+    a = np.asarray(affine, float) @ np.diag([*steps, 1.0])
+    return np.asarray(hu)[tuple(slice(None, None, k) for k in steps)], a
 
 
 def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
-    """World x (RAS mm) of the body's left-right centre: the median, over axial levels, of the
-    middle of the body's extent along x. None when no body is found.
+    """World x (RAS mm) of the patient's midline, from the spine where it is seen, else the body.
 
-    The patient's midline, not the scanner's isocentre: patients lie off-centre, and a crop
-    that holds one lung still shows the body around it.
+    Per axial level, bone voxels in the dorsal third of the body give an x-profile whose peak
+    is the vertebral column (ribs and scapulae are thin and lateral); the median over levels is
+    the midline. Where no bone is found, the middle of the body's x-extent is used. This holds
+    for a crop that shows one lung and the spine beside it, where the scanner isocentre (x=0)
+    or the crop's own centre do not. None when no body is found.
     """
-    affine = np.asarray(affine, float)
-    body = np.asarray(hu) > BODY_HU
+    small, aff = _coarse(hu, affine)
+    body = small > BODY_HU
     if not body.any():
         return None
-    idx = np.argwhere(body[:: max(1, body.shape[0] // 128), :: max(1, body.shape[1] // 128),
-                           :: max(1, body.shape[2] // 64)])
-    steps = np.array([max(1, body.shape[0] // 128), max(1, body.shape[1] // 128), max(1, body.shape[2] // 64)])
-    x = (affine[0, :3] @ (idx * steps).T) + affine[0, 3]
-    return float((np.percentile(x, 2) + np.percentile(x, 98)) / 2.0)
+    lab = cc3d.connected_components(body, connectivity=6)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    body = lab == int(np.argmax(sizes))
+    idx = np.argwhere(body)
+    world = aff[:3, :3] @ idx.T + aff[:3, 3:4]  # RAS mm of body voxels
+    ax_s = int(np.argmax(np.abs(aff[2, :3])))
+    y_lo, y_hi = np.percentile(world[1], [2, 98])
+    dorsal = world[1] < y_lo + (y_hi - y_lo) / 3.0  # RAS: -y is posterior
+    bone = (small[tuple(idx.T)] > BONE_HU) & dorsal
+    xs = []
+    for k in np.unique(idx[bone, ax_s]):
+        x = world[0, bone & (idx[:, ax_s] == k)]
+        if x.size < 3:
+            continue
+        edges = np.arange(x.min() - 10.0, x.max() + 10.0, 4.0)
+        hist = np.convolve(np.histogram(x, edges)[0], np.ones(4), "same")  # ~16 mm window
+        xs.append(edges[int(np.argmax(hist))] + 2.0)
+    if len(xs) >= 3:
+        return float(np.median(xs))
+    return float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
+
+
+def min_lung_volume_ml(shape, affine: np.ndarray, whole_chest_ml: float = 50.0) -> float:
+    """Smallest component kept as a lung: `whole_chest_ml` for a scan at least 10 cm tall,
+    proportionally less for a thin slab (a 2 mm slab holds ~20 mL of both lungs)."""
+    ax = superior_axis(affine)
+    height = float(shape[ax]) * float(spacing_of(affine)[ax])
+    return whole_chest_ml * min(1.0, height / 100.0)
 
 
 def _side_of(centroid_x: float, midline_x: float = 0.0) -> int:
@@ -102,7 +140,9 @@ def split_left_right(lung: np.ndarray, affine: np.ndarray, midline_x: float | No
     is eroded (distance threshold) until it falls into two cores, which then grow back to
     the whole mask by nearest core. Small extra pieces go to the nearest lung. A mask with
     one lung only is named by the side of `midline_x` (the body's midline, see
-    `body_midline_x`; default world x = 0, the scanner isocentre) its centroid lies on.
+    `body_midline_x`; default world x = 0, the scanner isocentre) its centroid lies on; with
+    `midline_x`, two pieces whose centroids lie on the same side of it are one lung cut in two
+    (by a fissure, fibrosis or a crop) and named together, never by their order.
     The work runs on a ~2.5 mm copy, so it takes about a second even on 512x512x300 masks.
     """
     lung = np.asarray(lung, bool)
@@ -117,14 +157,21 @@ def split_left_right(lung: np.ndarray, affine: np.ndarray, midline_x: float | No
         low = pool_any(lung, factors, 0.0)
     low_aff = downsampled_affine(affine, factors)
     seeds = _seeds(low, spacing * np.array(factors), low_aff)
+    mid = 0.0 if midline_x is None else float(midline_x)
     if seeds is None:
         c = np.mean(np.nonzero(lung), axis=1)
-        out[lung] = _side_of(_world_x(affine, c), 0.0 if midline_x is None else midline_x)
+        out[lung] = _side_of(_world_x(affine, c), mid)
         return out
-    # name the seeds by the world x of their centroids (larger x = right)
     cx = [_world_x(low_aff, np.mean(np.nonzero(seeds == k), axis=1)) for k in (1, 2)]
-    right_seed = 1 if cx[0] > cx[1] else 2
-    named = np.where(seeds == right_seed, RIGHT, np.where(seeds > 0, LEFT, 0)).astype(np.uint8)
+    if midline_x is not None and (cx[0] > mid) == (cx[1] > mid):
+        # both pieces on one side of the body's midline: one lung cut in two (by a fissure,
+        # fibrosis, or erosion of a lung alone in a crop), named by its side, never by order
+        side = _side_of(float(np.mean(cx)), mid)
+        named = np.where(seeds > 0, side, 0).astype(np.uint8)
+    else:
+        # two lungs: the one at larger world x is the right lung
+        right_seed = 1 if cx[0] > cx[1] else 2
+        named = np.where(seeds == right_seed, RIGHT, np.where(seeds > 0, LEFT, 0)).astype(np.uint8)
     # every low-res voxel takes the nearest seed's side (a Voronoi map), then the full grid
     box = bbox(low, pad=1)
     sub = named[box]

@@ -46,7 +46,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.draw import polygon
 
-from lungseg.core.anatomy import split_left_right
+from lungseg.core.anatomy import GAS_MEDIAN_HU, body_midline_x, min_lung_volume_ml, split_left_right
 from lungseg.core.errors import InputError
 from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
@@ -56,7 +56,6 @@ from lungseg.core.volume import Volume
 __all__ = ["segment_classical"]
 
 AIR_THRESHOLD_HU = -320.0  # air (lung parenchyma included) vs soft tissue, at ~2 mm
-GAS_MEDIAN_HU = -960.0
 LUMEN_HU = -900.0  # airway lumen at ~2 mm: darker than lung parenchyma
 
 
@@ -188,7 +187,8 @@ def _trachea(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray)
     return out
 
 
-def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_ml: float) -> np.ndarray:
+def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_ml: float,
+                  midline_x: float | None) -> np.ndarray:
     voxel_ml = voxel_volume_ml(aff)
     lab, n = cc3d.connected_components(cand, connectivity=6, return_N=True)
     keep = np.zeros(cand.shape, bool)
@@ -211,7 +211,7 @@ def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_
         chosen.append(c)
         keep |= comp
         if len(chosen) == 1:
-            sides = split_left_right(comp, aff)
+            sides = split_left_right(comp, aff, midline_x)
             v = np.bincount(sides.ravel(), minlength=3)[1:]
             if v.min() >= 0.1 * v.max():
                 break  # this component already holds both lungs
@@ -226,17 +226,21 @@ def _reorient(affine: np.ndarray):
     return ornt, back
 
 
-def segment_classical(image: Volume, min_volume_ml: float = 50.0, target_mm: float = 2.0) -> Volume:
+def segment_classical(image: Volume, min_volume_ml: float | None = None, target_mm: float = 2.0) -> Volume:
     """Segment the lungs of a CT image (HU) without a network; uint8 labels on the image grid.
 
     Returns a `Volume` on exactly `image`'s grid with 0 background, 1 right lung, 2 left
-    lung. An image without lungs gives an all-zero mask. See the module docstring for the
-    method and its limits. Takes a few seconds on a 512x512x300 chest on one core.
+    lung. An image without lungs gives an all-zero mask. Components smaller than
+    `min_volume_ml` (default 50 mL, less for thin slabs) are not lungs. See the module
+    docstring for the method and its limits. Takes a few seconds on a 512x512x300 chest on one core.
     """
     arr = np.asarray(image.array)
     if arr.ndim != 3:
         raise InputError(f"expected a 3D image, got shape {arr.shape}")
     affine = np.asarray(image.affine, float)
+    if min_volume_ml is None:
+        min_volume_ml = min_lung_volume_ml(arr.shape, affine)
+    midline_x = body_midline_x(arr, affine)
     spacing = spacing_of(affine)
     factors = tuple(int(max(1, round(target_mm / s))) for s in spacing)
     hu = pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), factors)
@@ -255,20 +259,20 @@ def segment_classical(image: Volume, min_volume_ml: float = 50.0, target_mm: flo
         hull = _hull_per_slice(body)
         cand = air & hull & ~_outside_air(air, hull, hu)
         cand &= ~ndimage.binary_dilation(_trachea(cand, hull, hu, sp), iterations=1)
-        lungs = _select_lungs(cand, hu, ras_aff, min_volume_ml)
-        labels_ras = _finish(lungs, ras_aff, sp)
+        lungs = _select_lungs(cand, hu, ras_aff, min_volume_ml, midline_x)
+        labels_ras = _finish(lungs, ras_aff, sp, midline_x)
 
     labels = np.ascontiguousarray(nib.orientations.apply_orientation(labels_ras, back))
     labels = upsample_nearest(labels, factors, arr.shape)
     return image.with_array(labels.astype(np.uint8))
 
 
-def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray) -> np.ndarray:
+def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray, midline_x: float | None) -> np.ndarray:
     """Sides, closing (~3 mm ball, in voxels of the grid) and hole filling per lung."""
     out = np.zeros(lungs.shape, np.uint8)
     if not lungs.any():
         return out
-    sides = split_left_right(lungs, aff)
+    sides = split_left_right(lungs, aff, midline_x)
     struct = ball(max(3.0, float(sp.min())), sp)
     r = max(struct.shape) // 2
     for side in (RIGHT, LEFT):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cc3d
 import numpy as np
 
-from lungseg.core.anatomy import split_left_right
+from lungseg.core.anatomy import GAS_MEDIAN_HU, min_lung_volume_ml, split_left_right
 from lungseg.core.geometry import superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import fill_holes
@@ -16,14 +16,18 @@ from lungseg.core.morphology import fill_holes
 __all__ = ["postprocess", "refine_boundary"]
 
 
-def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float = 50) -> np.ndarray:
+def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
+                midline_x: float | None = None, hu: np.ndarray | None = None) -> np.ndarray:
     """Clean a predicted lung label map: largest plausible lungs, holes filled, sides by anatomy.
 
     `labels` holds 0/1/2 (right/left may be swapped or mixed: only `labels > 0` is used
     to find the lungs, the sides are recomputed from the affine). Keeps at most two
-    connected components of at least `min_volume_ml` (a component that already contains
-    both lungs is kept alone), fills holes in every axial slice and in 3D per lung, and
-    returns uint8 labels 1 (right) / 2 (left). No lung -> all zeros.
+    connected components of at least `min_volume_ml` (default: 50 mL, less for thin slabs,
+    `min_lung_volume_ml`; a component that already contains both lungs is kept alone), fills
+    holes in every axial slice and in 3D per lung, and returns uint8 labels 1 (right) /
+    2 (left), named with the body's `midline_x` where given. With the CT (`hu`), components
+    that are pure gas (median below `GAS_MEDIAN_HU`: air outside the body, bowel) are not
+    lungs. No lung -> all zeros.
     """
     labels = np.asarray(labels)
     affine = np.asarray(affine, float)
@@ -31,19 +35,23 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float = 5
     mask = labels > 0
     if not mask.any():
         return out
+    if min_volume_ml is None:
+        min_volume_ml = min_lung_volume_ml(labels.shape, affine)
     voxel_ml = voxel_volume_ml(affine)
     comp, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
     sizes = np.bincount(comp.ravel())[1:] * voxel_ml
     order = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= min_volume_ml]
+    if hu is not None:
+        order = [c for c in order if float(np.median(hu[comp == c])) >= GAS_MEDIAN_HU]
     if not order:
         return out
     keep = comp == order[0]
-    first_split = split_left_right(keep, affine)
+    first_split = split_left_right(keep, affine, midline_x)
     v_r, v_l = (first_split == RIGHT).sum(), (first_split == LEFT).sum()
     both_in_first = min(v_r, v_l) >= 0.1 * max(v_r, v_l)
     if len(order) > 1 and not both_in_first:
         keep |= comp == order[1]
-        sides = split_left_right(keep, affine)
+        sides = split_left_right(keep, affine, midline_x)
     else:
         sides = first_split
     del comp

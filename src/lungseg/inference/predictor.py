@@ -17,6 +17,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
+from lungseg.core.anatomy import body_midline_x
 from lungseg.core.errors import InputError
 from lungseg.core.volume import Volume
 from lungseg.inference.postprocess import postprocess, refine_boundary
@@ -78,7 +79,7 @@ class Predictor:
             logits = sliding_window_inference(
                 x.as_tensor()[None].to(self.device), self.settings.window_for(x.shape[1:]),
                 self.settings.sw_batch_size, self.model, overlap=self.settings.overlap,
-                mode=self.settings.mode,
+                mode=self.settings.mode, padding_mode="replicate",
             )
         lung = 1.0 - torch.softmax(logits.float(), dim=1)[0, :1].cpu()
         out = MetaTensor(lung, meta=copy.deepcopy(x.meta))
@@ -98,5 +99,6 @@ class Predictor:
             labels = (prob > 0.5).astype(np.uint8)
         del prob
         if postprocessing:
-            labels = postprocess(labels, image.affine)
+            labels = postprocess(labels, image.affine, midline_x=body_midline_x(image.array, image.affine),
+                                 hu=image.array)
         return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})

@@ -89,8 +89,8 @@ def _require_3d(array: np.ndarray, path: Path) -> None:
             + ("; extract one 3D volume first" if array.ndim > 3 else ""),
             path,
         )
-    if min(array.shape) < 2:
-        raise InputError(f"expected a 3D volume, got a single slice (shape {array.shape})", path)
+    if sorted(array.shape)[1] < 2:  # one slice (a 3D file with one axial slice) is a valid CT
+        raise InputError(f"expected a 3D volume, got a line of voxels (shape {array.shape})", path)
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
