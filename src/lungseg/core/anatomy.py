@@ -19,11 +19,15 @@ from __future__ import annotations
 import cc3d
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from skimage.draw import polygon
 
 from lungseg.core.geometry import downsampled_affine, spacing_of, superior_axis
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, pool_any, upsample_nearest
 
+#: Air (lung parenchyma included) versus soft tissue, at a few mm.
+AIR_THRESHOLD_HU = -320.0
 #: Soft tissue and denser: the body, as opposed to the air around it (HU threshold).
 BODY_HU = -500.0
 #: A component whose median is darker than this is gas (room air, stomach, bowel), not lung:
@@ -43,37 +47,87 @@ def _coarse(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> tuple
 def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     """World x (RAS mm) of the patient's midline, from the spine where it is seen, else the body.
 
-    Per axial level, bone voxels in the dorsal third of the body give an x-profile whose peak
-    is the vertebral column (ribs and scapulae are thin and lateral); the median over levels is
-    the midline. Where no bone is found, the middle of the body's x-extent is used. This holds
-    for a crop that shows one lung and the spine beside it, where the scanner isocentre (x=0)
-    or the crop's own centre do not. None when no body is found.
+    Per axial level, the thickest bone in the posterior half of the body (largest distance to
+    its own edge, holes filled) near the body's centre is the vertebral body: ribs and
+    scapulae are thin, humeral heads lie far lateral. The median over levels is the midline.
+    Where no bone is found, the middle of the body's x-extent is used. This holds for a crop
+    that shows one lung and the spine beside it, where the scanner isocentre (x = 0) or the
+    crop's own centre do not. None when no body is found.
     """
     small, aff = _coarse(hu, affine)
-    body = small > BODY_HU
+    body = largest_body(small <= BODY_HU)
     if not body.any():
         return None
-    lab = cc3d.connected_components(body, connectivity=6)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    body = lab == int(np.argmax(sizes))
+    ax_s = superior_axis(aff)
     idx = np.argwhere(body)
     world = aff[:3, :3] @ idx.T + aff[:3, 3:4]  # RAS mm of body voxels
-    ax_s = int(np.argmax(np.abs(aff[2, :3])))
+    centre = float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
     y_lo, y_hi = np.percentile(world[1], [2, 98])
-    dorsal = world[1] < y_lo + (y_hi - y_lo) / 3.0  # RAS: -y is posterior
-    bone = (small[tuple(idx.T)] > BONE_HU) & dorsal
+    bone = np.zeros(small.shape, bool)
+    sel = (small[tuple(idx.T)] > BONE_HU) & (world[1] < (y_lo + y_hi) / 2.0)  # RAS: -y is posterior
+    bone[tuple(idx[sel].T)] = True
+    sp = np.delete(spacing_of(aff), ax_s)
     xs = []
-    for k in np.unique(idx[bone, ax_s]):
-        x = world[0, bone & (idx[:, ax_s] == k)]
-        if x.size < 3:
+    for k in np.flatnonzero(np.moveaxis(bone, ax_s, 0).reshape(bone.shape[ax_s], -1).any(axis=1)):
+        sl = np.take(bone, k, axis=ax_s)
+        holes, n = ndimage.label(ndimage.binary_fill_holes(sl) & ~sl)
+        if n:  # the marrow of a vertebral body, not the space inside the rib cage
+            area = np.bincount(holes.ravel())[1:] * float(np.prod(sp))
+            sl = sl | np.isin(holes, 1 + np.flatnonzero(area < 2000.0))
+        thick = ndimage.distance_transform_edt(sl, sampling=sp)
+        ij = np.argwhere(sl)
+        pts = np.insert(ij, ax_s, k, axis=1)
+        x = aff[0, :3] @ pts.T + aff[0, 3]
+        score = thick[tuple(ij.T)] * np.exp(-0.5 * ((x - centre) / 100.0) ** 2)
+        if score.max() >= 4.0:  # at least a 8 mm thick bone: not a rib
+            xs.append(float(x[int(np.argmax(score))]))
+    return float(np.median(xs)) if len(xs) >= 3 else centre
+
+
+def largest_body(air: np.ndarray) -> np.ndarray:
+    """Largest connected non-air component: the patient (table and blankets excluded)."""
+    lab, n = cc3d.connected_components(~air, connectivity=6, return_N=True)
+    if n == 0:
+        return np.zeros(air.shape, bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def body_hull_per_slice(body: np.ndarray) -> np.ndarray:
+    """Convex hull of the body in every axial slice (vertices from the pixel corners)."""
+    hull = np.zeros(body.shape, bool)
+    corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    for z in range(body.shape[2]):
+        sl = body[:, :, z]
+        edge = sl & ~ndimage.binary_erosion(sl)
+        pts = np.argwhere(edge)
+        if len(pts) < 3:
             continue
-        edges = np.arange(x.min() - 10.0, x.max() + 10.0, 4.0)
-        hist = np.convolve(np.histogram(x, edges)[0], np.ones(4), "same")  # ~16 mm window
-        xs.append(edges[int(np.argmax(hist))] + 2.0)
-    if len(xs) >= 3:
-        return float(np.median(xs))
-    return float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
+        pts = (pts[:, None, :] + corners[None]).reshape(-1, 2)
+        try:
+            v = pts[ConvexHull(pts).vertices]
+        except QhullError:  # degenerate (a line of pixels)
+            hull[:, :, z] = sl
+            continue
+        rr, cc = polygon(v[:, 0], v[:, 1], shape=sl.shape)
+        hull[rr, cc, z] = True
+        hull[:, :, z] |= sl
+    return hull
+
+
+def body_hull(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> np.ndarray:
+    """Per axial slice, the convex hull of the body, on the full grid (bool).
+
+    What lies outside it (room air, the table, air beyond the skin at a cut field of view)
+    cannot be lung. Worked out on a ~`target_mm` strided copy: a few tenths of a second.
+    """
+    small, _ = _coarse(hu, affine, target_mm)
+    steps = [max(1, int(np.ceil(n / m))) for n, m in zip(np.shape(hu), small.shape, strict=True)]
+    ax = superior_axis(affine)
+    body = np.moveaxis(largest_body(small < AIR_THRESHOLD_HU), ax, 2)
+    hull = np.moveaxis(body_hull_per_slice(body), 2, ax)
+    return upsample_nearest(hull, steps, np.shape(hu))
 
 
 def min_lung_volume_ml(shape, affine: np.ndarray, whole_chest_ml: float = 50.0) -> float:

@@ -43,52 +43,26 @@ import cc3d
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
-from skimage.draw import polygon
 
-from lungseg.core.anatomy import GAS_MEDIAN_HU, body_midline_x, min_lung_volume_ml, split_left_right
+from lungseg.core.anatomy import (
+    AIR_THRESHOLD_HU,
+    GAS_MEDIAN_HU,
+    body_hull_per_slice,
+    body_midline_x,
+    largest_body,
+    min_lung_volume_ml,
+    split_left_right,
+)
 from lungseg.core.errors import InputError
 from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import ball, fill_holes, pool_mean, upsample_nearest
 from lungseg.core.volume import Volume
 
-__all__ = ["segment_classical"]
+__all__ = ["central_airways", "segment_classical"]
 
-AIR_THRESHOLD_HU = -320.0  # air (lung parenchyma included) vs soft tissue, at ~2 mm
 LUMEN_HU = -900.0  # airway lumen at ~2 mm: darker than lung parenchyma
-
-
-def _body(air: np.ndarray) -> np.ndarray:
-    """Largest connected non-air component: the patient (table and blankets excluded)."""
-    lab, n = cc3d.connected_components(~air, connectivity=6, return_N=True)
-    if n == 0:
-        return np.zeros(air.shape, bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
-def _hull_per_slice(body: np.ndarray) -> np.ndarray:
-    """Convex hull of the body in every axial slice (vertices from the pixel corners)."""
-    hull = np.zeros(body.shape, bool)
-    corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    for z in range(body.shape[2]):
-        sl = body[:, :, z]
-        edge = sl & ~ndimage.binary_erosion(sl)
-        pts = np.argwhere(edge)
-        if len(pts) < 3:
-            continue
-        pts = (pts[:, None, :] + corners[None]).reshape(-1, 2)
-        try:
-            v = pts[ConvexHull(pts).vertices]
-        except QhullError:  # degenerate (a line of pixels)
-            hull[:, :, z] = sl
-            continue
-        rr, cc = polygon(v[:, 0], v[:, 1], shape=sl.shape)
-        hull[rr, cc, z] = True
-        hull[:, :, z] |= sl
-    return hull
+BRONCHUS_LUMEN_HU = -930.0  # stricter, for growing along a bronchus without entering the lung
 
 
 def _outside_air(air: np.ndarray, hull: np.ndarray, hu: np.ndarray) -> np.ndarray:
@@ -241,30 +215,66 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
     if min_volume_ml is None:
         min_volume_ml = min_lung_volume_ml(arr.shape, affine)
     midline_x = body_midline_x(arr, affine)
-    spacing = spacing_of(affine)
-    factors = tuple(int(max(1, round(target_mm / s))) for s in spacing)
-    hu = pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), factors)
-    low_shape = hu.shape
-    low_aff = downsampled_affine(affine, factors)
-
-    ornt, back = _reorient(low_aff)
-    hu = nib.orientations.apply_orientation(hu, ornt)
-    ras_aff = low_aff @ nib.orientations.inv_ornt_aff(ornt, low_shape)
-    sp = spacing_of(ras_aff)
-
+    grid = _RasGrid(arr, affine, target_mm)
+    hu, ras_aff, sp = grid.hu, grid.affine, grid.spacing
     labels_ras = np.zeros(hu.shape, np.uint8)
     air = hu < AIR_THRESHOLD_HU
-    body = _body(air)
+    body = largest_body(air)
     if body.sum() * np.prod(sp) / 1000.0 >= min_volume_ml:
-        hull = _hull_per_slice(body)
+        hull = body_hull_per_slice(body)
         cand = air & hull & ~_outside_air(air, hull, hu)
         cand &= ~ndimage.binary_dilation(_trachea(cand, hull, hu, sp), iterations=1)
         lungs = _select_lungs(cand, hu, ras_aff, min_volume_ml, midline_x)
         labels_ras = _finish(lungs, ras_aff, sp, midline_x)
+    return image.with_array(grid.back(labels_ras).astype(np.uint8))
 
-    labels = np.ascontiguousarray(nib.orientations.apply_orientation(labels_ras, back))
-    labels = upsample_nearest(labels, factors, arr.shape)
-    return image.with_array(labels.astype(np.uint8))
+
+def central_airways(image: Volume, target_mm: float = 2.0, wall_mm: float = 2.0,
+                    reach_mm: float = 30.0) -> np.ndarray:
+    """Trachea and main bronchi (lumen plus `wall_mm`), as a bool mask on the image's grid.
+
+    The tube is tracked down from the top of the chest (see the module docstring, step 3)
+    and followed ~4 cm into the lungs, which reaches the lobar bronchi. Used to keep the
+    central airways out of the network's lung mask: they are dark like lung, and a network
+    that sees them connected to the lungs calls them lung. All False when none is found
+    (a scan that starts below the carina, a slab).
+    """
+    arr = np.asarray(image.array)
+    grid = _RasGrid(arr, np.asarray(image.affine, float), target_mm)
+    air = grid.hu < AIR_THRESHOLD_HU
+    body = largest_body(air)
+    hull = body_hull_per_slice(body)
+    cand = air & hull & ~_outside_air(air, hull, grid.hu)
+    tube = _trachea(cand, hull, grid.hu, grid.spacing)
+    if not tube.any():
+        return np.zeros(arr.shape, bool)
+    # the tracked tube can lose a bronchus that runs obliquely; take the dark lumen connected
+    # to it within `reach_mm` (lumen, not parenchyma: at ~2 mm, lung is ~-850 HU, lumen < -930)
+    near = ndimage.distance_transform_edt(~tube, sampling=grid.spacing) <= reach_mm
+    lumen = cc3d.connected_components((grid.hu < BRONCHUS_LUMEN_HU) & near | tube, connectivity=6)
+    tube = np.isin(lumen, np.unique(lumen[tube]))
+    tube = ndimage.binary_dilation(tube, iterations=max(1, int(round(wall_mm / float(grid.spacing.min())))))
+    return grid.back(tube)
+
+
+class _RasGrid:
+    """The image block-averaged to ~`target_mm` and reoriented to RAS, and the way back."""
+
+    def __init__(self, arr: np.ndarray, affine: np.ndarray, target_mm: float):
+        self.shape = arr.shape
+        self.factors = tuple(int(max(1, round(target_mm / s))) for s in spacing_of(affine))
+        hu = pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), self.factors)
+        self.low_shape = hu.shape
+        low_aff = downsampled_affine(affine, self.factors)
+        self.ornt, self.back_ornt = _reorient(low_aff)
+        self.hu = nib.orientations.apply_orientation(hu, self.ornt)
+        self.affine = low_aff @ nib.orientations.inv_ornt_aff(self.ornt, self.low_shape)
+        self.spacing = spacing_of(self.affine)
+
+    def back(self, a: np.ndarray) -> np.ndarray:
+        """A RAS low-resolution array back onto the original grid (nearest neighbour)."""
+        low = np.ascontiguousarray(nib.orientations.apply_orientation(a, self.back_ornt))
+        return upsample_nearest(low, self.factors, self.shape)
 
 
 def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray, midline_x: float | None) -> np.ndarray:

@@ -17,7 +17,8 @@ __all__ = ["postprocess", "refine_boundary"]
 
 
 def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
-                midline_x: float | None = None, hu: np.ndarray | None = None) -> np.ndarray:
+                midline_x: float | None = None, hu: np.ndarray | None = None,
+                hull: np.ndarray | None = None) -> np.ndarray:
     """Clean a predicted lung label map: largest plausible lungs, holes filled, sides by anatomy.
 
     `labels` holds 0/1/2 (right/left may be swapped or mixed: only `labels > 0` is used
@@ -27,7 +28,9 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     holes in every axial slice and in 3D per lung, and returns uint8 labels 1 (right) /
     2 (left), named with the body's `midline_x` where given. With the CT (`hu`), components
     that are pure gas (median below `GAS_MEDIAN_HU`: air outside the body, bowel) are not
-    lungs. No lung -> all zeros.
+    lungs; with the body's per-slice `hull` (`core.anatomy.body_hull`), neither are components
+    lying mostly outside it (room air at a cut field of view). A lung cut by the field of
+    view pokes out of the hull a little and is kept whole. No lung -> all zeros.
     """
     labels = np.asarray(labels)
     affine = np.asarray(affine, float)
@@ -43,6 +46,8 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     order = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] >= min_volume_ml]
     if hu is not None:
         order = [c for c in order if float(np.median(hu[comp == c])) >= GAS_MEDIAN_HU]
+    if hull is not None:
+        order = [c for c in order if float(np.mean(hull[comp == c])) >= 0.5]
     if not order:
         return out
     keep = comp == order[0]
