@@ -245,11 +245,15 @@ def _fov_edge(labels: np.ndarray, affine: np.ndarray) -> Finding:
         worst = max(shares.values(), default=0.0)
         return Finding("fov_edge", True, shares,
                        f"lungs clear of the field-of-view edge (at most {100 * worst:.1f}% of their surface)")
-    where = ", ".join(f"the patient's {n} side ({' and '.join(touching[n])} lung, "
-                      f"{100 * shares[n]:.1f}% of the lung surface)" for n in bad)
+    parts = []
+    for i, n in enumerate(bad):
+        lungs = "both lungs" if len(touching[n]) == 2 else f"{touching[n][0]} lung"
+        side = f"{n} side" if len(bad) == 1 else n
+        parts.append(f"{side} ({lungs}, {100 * shares[n]:.1f}%{' of the lung surface' if i == 0 else ''})")
+    where = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]} sides"
     return Finding("fov_edge", False, shares,
-                   f"lung touches the field-of-view edge on {where}: probably cut by the "
-                   "reconstruction field of view, so lung volumes are underestimated")
+                   f"lung touches the field-of-view edge on the patient's {where}: probably cut by "
+                   "the reconstruction field of view, so lung volumes are underestimated")
 
 
 def check_agreement(image: Volume, mask: Volume, reference: Volume | None,
