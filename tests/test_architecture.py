@@ -16,7 +16,7 @@ LAYERS = {
     "core": 0,
     "io": 1,
     "transforms": 2, "networks": 2, "inference": 2,
-    "training": 3, "evaluation": 3, "quantification": 3, "phantoms": 3, "report": 3,
+    "training": 3, "evaluation": 3, "quantification": 3, "phantoms": 3, "report": 3, "quality": 3,
     "batch": 4, "cli": 4, "__main__": 4, "__init__": 4,
 }
 

@@ -86,15 +86,21 @@ def predict(
     overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.25,
     roi: Annotated[int, typer.Option(help="sliding-window size (voxels, cubic)")] = 160,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs")] = 1,
+    qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
+                                     "it disagrees with the network (costs a few seconds per scan; "
+                                     "the other quality checks always run)")] = True,
 ) -> None:
-    """Segment the lungs: mask on the input's grid, right=1, left=2."""
+    """Segment the lungs: mask on the input's grid, right=1, left=2.
+
+    Quality checks (one lung missing, implausible volume, lung cut by the field of view, network vs classical disagreement) go to MASK.qc.json beside each mask; each failed check prints "lungseg: warning: INPUT: what" on stderr (exit code still 0).
+    """
     from lungseg.batch import predict_files
     from lungseg.inference.predictor import InferenceSettings
 
     settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
-                            progress=sys.stderr.isatty(), jobs=jobs)
+                            progress=sys.stderr.isatty(), jobs=jobs, qc=qc)
     failed = 0
     for r in results:
         if r.error:
@@ -102,6 +108,8 @@ def predict(
             typer.echo(f"lungseg: error: {r.error}", err=True)
         else:
             typer.echo(f"{r.input}: right {r.right_ml:.0f} mL, left {r.left_ml:.0f} mL -> {r.output}")
+            for w in r.warnings:
+                typer.echo(f"lungseg: warning: {r.input}: {w}", err=True)
     if failed:
         raise typer.Exit(2)
 

@@ -1,0 +1,257 @@
+"""Quality checks (`lungseg.quality`) on phantoms built to trigger each one, and one that triggers
+none; `predict` prints one warning line per failed check and writes `<mask>.qc.json`."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import lungseg
+from lungseg import quality
+from lungseg.cli import main
+from lungseg.core.errors import GeometryError, OutputError
+from lungseg.core.volume import Volume
+from lungseg.quality import check_mask
+
+
+@pytest.fixture(scope="module")
+def chest():
+    """A normal chest phantom: lungs inside the field of view, from apex to base (~270 mm)."""
+    return lungseg.make_phantom(0, size=96)
+
+
+def _by_name(qc: dict) -> dict:
+    return {c["name"]: c for c in qc["checks"]}
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def test_normal_chest_triggers_nothing(chest):
+    image, truth = chest
+    from lungseg.inference.classical import segment_classical
+
+    qc = check_mask(image, truth, segment_classical(image))
+    json.dumps(qc)  # JSON-able as it is
+    checks = _by_name(qc)
+    assert qc["passed"] and qc["warnings"] == []
+    assert [c["name"] for c in qc["checks"]] == ["both_lungs", "lung_volume", "fov_edge", "method_agreement"]
+    assert all(c["passed"] is True and not c["skipped"] for c in qc["checks"])
+    right = np.count_nonzero(truth.array == 1) * image.voxel_ml
+    assert qc["volumes_ml"]["right"] == pytest.approx(right, abs=0.05)
+    assert qc["whole_chest"] and qc["cut_at"] == [] and qc["superior_axis"] == 2
+    slices = np.nonzero((truth.array > 0).any(axis=(0, 1)))[0]
+    assert qc["extent_mm"] == pytest.approx((slices[-1] - slices[0] + 1) * image.spacing[2], abs=0.05)
+    assert 0.4 < checks["both_lungs"]["value"] < 0.5
+    assert checks["fov_edge"]["value"] == {"right": 0.0, "left": 0.0, "anterior": 0.0, "posterior": 0.0}
+    assert checks["method_agreement"]["value"] > 0.95
+
+
+def test_one_lung_missing(chest):
+    image, truth = chest
+    qc = check_mask(image, truth.with_array(np.where(truth.array == 2, 0, truth.array)))
+    checks = _by_name(qc)
+    assert not qc["passed"]
+    assert checks["both_lungs"]["passed"] is False and checks["both_lungs"]["value"] == 0.0
+    assert checks["both_lungs"]["message"].startswith("left lung missing although the scan covers the whole chest")
+    assert checks["lung_volume"]["passed"] is False and checks["lung_volume"]["value"]["left"] == 0.0
+    assert "left lung 0.00 L is below 0.3 L" in checks["lung_volume"]["message"]
+    assert qc["warnings"] == [checks["both_lungs"]["message"], checks["lung_volume"]["message"]]
+
+
+def test_one_lung_too_small_and_no_lung(chest):
+    image, truth = chest
+    small = truth.array.copy()
+    k = np.nonzero((small == 2).any(axis=(0, 1)))[0]
+    small[:, :, k[0] + 8:][small[:, :, k[0] + 8:] == 2] = 0  # the left base only
+    f = quality.check_both_lungs(image, truth.with_array(small))
+    share = np.count_nonzero(small == 2) / np.count_nonzero(small)
+    assert f.passed is False and f.value == pytest.approx(share, abs=1e-4) and share < quality.MIN_LUNG_SHARE
+    assert f.message.startswith(f"left lung only {100 * share:.0f}% of the lung volume (expected at least 15%)")
+    none = quality.check_both_lungs(image, truth.with_array(np.zeros_like(truth.array)))
+    assert (none.passed, none.value, none.message) == (False, 0.0, "no lung found in the mask")
+
+
+def test_partial_scan_skips_whole_chest_checks(chest):
+    """Lung bases only (the scan stops mid-chest): a missing lung is not judged."""
+    image, truth = chest
+    lower = np.where(truth.array == 2, 0, truth.array)[:, :, :25]
+    img = Volume(image.array[:, :, :25].copy(), image.affine)
+    qc = check_mask(img, Volume(lower, image.affine))
+    checks = _by_name(qc)
+    assert qc["cut_at"] == ["superior"] and not qc["whole_chest"]
+    for name in ("both_lungs", "lung_volume"):
+        assert checks[name]["skipped"] and checks[name]["passed"] is None
+        assert checks[name]["message"] == "skipped: lungs cut at the scan's superior end"
+    assert qc["passed"] and qc["warnings"] == []
+
+
+@pytest.mark.parametrize("scale, words", [(0.45, "total lung volume 0.84 L is outside the plausible 1.0-9.0 L"),
+                                          (1.6, "total lung volume 10.59 L is outside the plausible 1.0-9.0 L")])
+def test_implausible_volume_from_a_wrong_voxel_size(chest, scale, words):
+    image, truth = chest
+    affine = image.affine @ np.diag([scale, scale, 1.0, 1.0])  # in-plane spacing wrong, height kept
+    qc = check_mask(Volume(image.array, affine), Volume(truth.array, affine))
+    f = _by_name(qc)["lung_volume"]
+    total = np.count_nonzero(truth.array) * image.voxel_ml * scale**2
+    assert f["passed"] is False and f["value"]["total"] == pytest.approx(total, abs=0.1)
+    assert f["message"].startswith(words) and f["message"].endswith("(wrong mask or wrong voxel size?)")
+    assert qc["warnings"] == [f["message"]] and _by_name(qc)["both_lungs"]["passed"] is True
+
+
+def _crop_through_right_lung(image: Volume, truth: Volume, flip: bool = False) -> tuple[Volume, Volume]:
+    """Keep i < 62 of a RAS phantom: the right lung (larger x, i 46-76) is cut on its right side.
+    `flip` stores the same crop with i reversed (LPS-like): the cut face becomes index 0."""
+    img, lab, affine = image.array[:62], truth.array[:62], image.affine.copy()
+    if flip:
+        img, lab = img[::-1], lab[::-1]
+        affine = affine @ np.array([[-1.0, 0, 0, 61], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    return Volume(np.ascontiguousarray(img), affine), Volume(np.ascontiguousarray(lab), affine)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_lung_cut_by_the_field_of_view(chest, flip):
+    img, lab = _crop_through_right_lung(*chest, flip=flip)
+    f = quality.check_fov_edge(img, lab)
+    on_face = np.count_nonzero(lab.array[-1 if not flip else 0])
+    assert f.passed is False and quality.EDGE_FRACTION < f.value["right"] < 0.2
+    assert f.value["left"] == f.value["anterior"] == f.value["posterior"] == 0.0
+    assert on_face > 300
+    assert f.message.startswith(f"lung touches the field-of-view edge on the patient's right side (right lung, "
+                                f"{100 * f.value['right']:.1f}% of the lung surface)")
+    assert "volumes are underestimated" in f.message
+    qc = check_mask(img, lab)  # the crop keeps the lungs whole head to foot: still a whole chest
+    assert qc["whole_chest"] and qc["warnings"] == [f.message]
+
+
+def test_both_lungs_cut_names_both_sides(chest):
+    image, truth = chest
+    img, lab = (Volume(np.ascontiguousarray(v.array[20:62]), image.affine) for v in (image, truth))
+    f = quality.check_fov_edge(img, lab)
+    r, lt = f.value["right"], f.value["left"]
+    assert f.passed is False and min(r, lt) > quality.EDGE_FRACTION
+    first, second = ("right", "left") if r >= lt else ("left", "right")
+    assert f.message.startswith(
+        f"lung touches the field-of-view edge on the patient's {first} ({first} lung, "
+        f"{100 * f.value[first]:.1f}% of the lung surface) and {second} ({second} lung, "
+        f"{100 * f.value[second]:.1f}%) sides: probably cut")
+
+
+def test_a_lung_grazing_the_edge_passes(chest):
+    """A few lung voxels on the border (far under 1% of the surface) are no cut."""
+    image, truth = chest
+    lab = truth.array.copy()
+    lab[0, 40:43, 20:22] = 2
+    f = quality.check_fov_edge(image, truth.with_array(lab))
+    assert f.passed is True and 0 < f.value["left"] < quality.EDGE_FRACTION
+
+
+@pytest.mark.parametrize("how", ["shift", "erode"])
+def test_disagreement_between_two_masks(chest, how):
+    from scipy import ndimage
+
+    image, truth = chest
+    if how == "shift":
+        other = np.roll(truth.array, 4, axis=0)
+    else:
+        other = ndimage.binary_erosion(truth.array > 0, iterations=2).astype(np.uint8)
+    qc = check_mask(image, truth, truth.with_array(other), names=("the network", "the classical method"))
+    f = _by_name(qc)["method_agreement"]
+    dice = _dice(truth.array, other)
+    assert dice < quality.MIN_AGREEMENT_DICE
+    assert f["passed"] is False and f["value"] == pytest.approx(dice, abs=1e-4)
+    assert f["message"] == (f"the network and the classical method disagree (lung Dice {dice:.3f}, "
+                            "expected at least 0.90): check the mask")
+    assert qc["warnings"] == [f["message"]]
+    same = quality.check_agreement(image, truth, truth)
+    assert (same.passed, same.value) == (True, 1.0)
+    skipped = quality.check_agreement(image, truth, None)
+    assert skipped.skipped and skipped.message == "skipped: no second segmentation to compare with"
+
+
+def test_mask_on_another_grid_is_refused(chest):
+    image, truth = chest
+    with pytest.raises(GeometryError):
+        check_mask(image, Volume(truth.array[:90], truth.affine))
+
+
+@pytest.fixture(scope="module")
+def one_lung_scan(chest, tmp_path_factory):
+    """The chest phantom with its left lung filled with soft tissue (a lung a method misses)."""
+    image, truth = chest
+    hu = np.where(truth.array == 2, 40, image.array).astype(np.int16)
+    path = tmp_path_factory.mktemp("one_lung") / "one_lung.nii.gz"
+    nib.save(nib.Nifti1Image(hu, image.affine), path)
+    return path
+
+
+def test_cli_warns_and_writes_sidecar(one_lung_scan, tmp_path, capsys):
+    out = tmp_path / "masks" / "m.nii.gz"
+    code = main(["predict", str(one_lung_scan), "-o", str(out), "--method", "classical"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "right" in stdout and "left 0 mL" in stdout
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"lungseg: warning: {one_lung_scan}: left lung missing although the scan covers "
+                        "the whole chest (lungs span 270 mm)")
+    assert len(lines) == 2 and lines[1].startswith(f"lungseg: warning: {one_lung_scan}: left lung 0.00 L")
+    qc = json.loads((tmp_path / "masks" / "m.qc.json").read_text())
+    assert qc["input"] == str(one_lung_scan) and qc["mask"] == str(out)
+    assert qc["method"] == "classical" and qc["model"] is None and qc["reference_method"] is None
+    assert qc["lungseg_version"] == lungseg.__version__
+    assert qc["volumes_ml"]["left"] == 0.0 and 1500 < qc["volumes_ml"]["right"] < 2500
+    assert 250 < qc["extent_mm"] < 290 and qc["whole_chest"]
+    checks = _by_name(qc)
+    assert checks["both_lungs"]["passed"] is False and checks["fov_edge"]["passed"] is True
+    assert checks["method_agreement"]["skipped"]
+    assert checks["method_agreement"]["message"] == "skipped: the mask is from the classical method itself"
+    assert [ln.split(": ", 3)[3] for ln in lines] == qc["warnings"]
+    assert not list(tmp_path.rglob(".*tmp-*"))
+
+
+def test_existing_sidecar_needs_overwrite(one_lung_scan, tmp_path, capsys):
+    out = tmp_path / "m.nii.gz"
+    (tmp_path / "m.qc.json").write_text("{}")
+    code = main(["predict", str(one_lung_scan), "-o", str(out), "--method", "classical"])
+    err = capsys.readouterr().err
+    assert code == 2 and "m.qc.json" in err and "--overwrite" in err
+    assert not out.exists() and (tmp_path / "m.qc.json").read_text() == "{}"
+
+
+def test_failed_case_removes_the_sidecar(one_lung_scan, tmp_path, monkeypatch):
+    import lungseg.report.figures as figures
+    from lungseg.batch import predict_files
+
+    def broken(*args, **kwargs):
+        raise OutputError("disk full", args[2])
+
+    monkeypatch.setattr(figures, "plot_overlay", broken)
+    [res] = predict_files([one_lung_scan], tmp_path / "m.nii.gz", method="classical", png=True, progress=False)
+    assert res.error and "disk full" in res.error and res.warnings == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_network_is_compared_with_the_classical_method(chest, tmp_path):
+    """With the shipped model: the sidecar names the model and the classical Dice; --no-qc skips it."""
+    from lungseg.batch import predict_files
+
+    image, _ = chest
+    scan = tmp_path / "scan.nii.gz"
+    lungseg.write_volume(image, scan)
+    [res] = predict_files([scan], tmp_path / "a.nii.gz", progress=False)
+    assert res.error is None and res.warnings == []
+    qc = json.loads((tmp_path / "a.qc.json").read_text())
+    agree = _by_name(qc)["method_agreement"]
+    assert qc["method"] == "unet" and qc["model"].endswith("default.pt") and qc["reference_method"] == "classical"
+    assert agree["passed"] is True and agree["value"] > 0.95
+    assert agree["message"].startswith("the network and the classical method agree")
+    [res] = predict_files([scan], tmp_path / "b.nii.gz", progress=False, qc=False)
+    qc = json.loads((tmp_path / "b.qc.json").read_text())
+    agree = _by_name(qc)["method_agreement"]
+    assert agree["skipped"] and "--no-qc" in agree["message"] and qc["reference_method"] is None
+    assert _by_name(qc)["both_lungs"]["passed"] is True
