@@ -435,7 +435,7 @@ def test_batch_with_corrupt_second_input(phantom, tmp_path, capsys):
     assert code == 2
     line = _one_line(err)
     assert "b.nii.gz" in line and "truncated" in line
-    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "c.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "a.qc.json", "c.nii.gz", "c.qc.json"]
     _complete(out / "a.nii.gz", inputs[0])
     _complete(out / "c.nii.gz", inputs[2])
     assert "a.nii.gz" in stdout and "c.mha" in stdout
@@ -461,6 +461,6 @@ def test_batch_interrupted_while_writing(phantom, tmp_path, capsys, monkeypatch)
         warnings.simplefilter("ignore")
         code, _, err = _run(capsys, "predict", *inputs, "-o", out, *CLASSICAL)
     assert code == 130
-    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "a.qc.json"]
     _complete(out / "a.nii.gz", inputs[0])
     _no_temp_files(tmp_path)
