@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 
 from lungseg.core.anatomy import GAS_MEDIAN_HU, min_lung_volume_ml, split_left_right
-from lungseg.core.geometry import superior_axis, voxel_volume_ml
+from lungseg.core.geometry import spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import fill_holes
+from lungseg.core.morphology import bbox, fill_holes, pool_any, upsample_nearest
 
-__all__ = ["postprocess", "refine_boundary"]
+__all__ = ["fill_indentations", "postprocess", "refine_boundary"]
 
 
 def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
@@ -64,6 +65,51 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     for side in (RIGHT, LEFT):
         filled = fill_holes(sides == side, slice_axis=ax)
         out[filled & (out == 0) & ((sides == 0) | (sides == side))] = side
+    return out
+
+
+def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 12.0,
+                      keep_out: np.ndarray | None = None, keep_out_mm: float = 25.0,
+                      target_mm: float = 2.0) -> np.ndarray:
+    """Give back to each lung what a nodule or tumour at its surface cut out of it.
+
+    A juxta-pleural nodule is dense, so the network and the HU edge both leave it out of the
+    lung, as a dent in the lung's surface. Per axial slice, each lung is closed with a disc of
+    `radius_mm` (a rolling ball: it fills dents narrower than ~2 x radius, not the broad
+    concavities of the heart or the diaphragm), and what the closing adds becomes lung,
+    except within `keep_out_mm` of `keep_out` (the central airways: the hilum's vessels and
+    bronchi are not lung). Worked out on a ~`target_mm` grid, so it costs well under a second.
+    """
+    out = np.array(labels, dtype=np.uint8, copy=True)
+    ax = superior_axis(affine)
+    spacing = spacing_of(affine)
+    factors = tuple(1 if a == ax else int(max(1, round(target_mm / s))) for a, s in enumerate(spacing))
+    low_sp = spacing * np.array(factors)
+    in_plane = np.delete(low_sp, ax)
+    pad = int(np.ceil(radius_mm / in_plane.min())) + 2
+    blocked = None
+    if keep_out is not None and keep_out.any():
+        k_low = pool_any(keep_out, factors, 0.0)
+        blocked = ndimage.distance_transform_edt(~k_low, sampling=low_sp) <= keep_out_mm
+    for side in (RIGHT, LEFT):
+        low = pool_any(out == side, factors, 0.5)
+        box = bbox(low, pad=0)
+        if box is None:
+            continue
+        sub = np.moveaxis(low[box], ax, 0)
+        added = np.zeros(sub.shape, bool)
+        for k in range(sub.shape[0]):
+            if not sub[k].any():
+                continue
+            sl = np.pad(sub[k], pad)
+            grown = ndimage.distance_transform_edt(~sl, sampling=in_plane) <= radius_mm
+            closed = ndimage.distance_transform_edt(grown, sampling=in_plane) > radius_mm
+            added[k] = (closed & ~sl)[pad:-pad, pad:-pad]
+        add_low = np.zeros(low.shape, bool)
+        add_low[box] = np.moveaxis(added, 0, ax)
+        if blocked is not None:
+            add_low &= ~blocked
+        out[upsample_nearest(add_low, factors, out.shape) & (out == 0)] = side
     return out
 
 

@@ -21,7 +21,7 @@ from lungseg.core.anatomy import body_hull, body_midline_x
 from lungseg.core.errors import InputError
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import central_airways
-from lungseg.inference.postprocess import postprocess, refine_boundary
+from lungseg.inference.postprocess import fill_indentations, postprocess, refine_boundary
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING, infer_transforms, to_metatensor
 
@@ -102,5 +102,7 @@ class Predictor:
         if postprocessing:
             labels = postprocess(labels, image.affine, midline_x=body_midline_x(image.array, image.affine),
                                  hu=image.array, hull=body_hull(image.array, image.affine))
-            labels[central_airways(image)] = 0  # trachea and main bronchi are not lung
+            airways = central_airways(image)
+            labels = fill_indentations(labels, image.affine, keep_out=airways)  # nodules at the pleura
+            labels[airways] = 0  # trachea and main bronchi are not lung
         return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})
