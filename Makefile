@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench pretrained clean
+.PHONY: setup demo test lint bench pretrained finetune clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ bench: setup
 
 pretrained: setup
 	$(PY) scripts/pretrained.py --out runs/pretrained $(if $(INSTALL),--install,)
+
+# stage 2 of the default model: phantoms with masses + real chests with teacher masks (docs/model.md)
+finetune: setup
+	$(PY) scripts/finetune.py --out runs/finetune $(if $(INSTALL),--install,)
 
 clean:
 	rm -rf runs build dist *.egg-info src/*.egg-info .pytest_cache

@@ -223,38 +223,43 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
     if body.sum() * np.prod(sp) / 1000.0 >= min_volume_ml:
         hull = body_hull_per_slice(body)
         cand = air & hull & ~_outside_air(air, hull, hu)
-        cand &= ~ndimage.binary_dilation(_trachea(cand, hull, hu, sp), iterations=1)
+        airways = _airway_tree(cand, hull, hu, sp)
+        cand &= ~airways
         lungs = _select_lungs(cand, hu, ras_aff, min_volume_ml, midline_x)
         labels_ras = _finish(lungs, ras_aff, sp, midline_x)
+        labels_ras[airways] = 0  # closing and hole filling must not put the bronchi back
     return image.with_array(grid.back(labels_ras).astype(np.uint8))
 
 
-def central_airways(image: Volume, target_mm: float = 2.0, wall_mm: float = 2.0,
-                    reach_mm: float = 30.0) -> np.ndarray:
-    """Trachea and main bronchi (lumen plus `wall_mm`), as a bool mask on the image's grid.
+def central_airways(image: Volume, target_mm: float = 2.0) -> np.ndarray:
+    """Trachea and main bronchi (lumen plus wall), as a bool mask on the image's grid.
 
-    The tube is tracked down from the top of the chest (see the module docstring, step 3)
-    and followed ~4 cm into the lungs, which reaches the lobar bronchi. Used to keep the
-    central airways out of the network's lung mask: they are dark like lung, and a network
-    that sees them connected to the lungs calls them lung. All False when none is found
-    (a scan that starts below the carina, a slab).
+    The tube is tracked down from the top of the chest (see the module docstring, step 3),
+    followed ~4 cm into the lungs and grown along the dark lumen, which reaches the lobar
+    bronchi. Used to keep the central airways out of the network's lung mask: they are dark
+    like lung, and a network that sees them connected to the lungs calls them lung. All
+    False when none is found (a scan that starts below the carina, a slab).
     """
     arr = np.asarray(image.array)
     grid = _RasGrid(arr, np.asarray(image.affine, float), target_mm)
     air = grid.hu < AIR_THRESHOLD_HU
-    body = largest_body(air)
-    hull = body_hull_per_slice(body)
+    hull = body_hull_per_slice(largest_body(air))
     cand = air & hull & ~_outside_air(air, hull, grid.hu)
-    tube = _trachea(cand, hull, grid.hu, grid.spacing)
+    return grid.back(_airway_tree(cand, hull, grid.hu, grid.spacing))
+
+
+def _airway_tree(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray,
+                 reach_mm: float = 30.0, wall_mm: float = 2.0) -> np.ndarray:
+    """The tracked trachea and main bronchi, grown along their lumen, plus a wall (RAS grid)."""
+    tube = _trachea(cand, hull, hu, sp)
     if not tube.any():
-        return np.zeros(arr.shape, bool)
+        return tube
     # the tracked tube can lose a bronchus that runs obliquely; take the dark lumen connected
     # to it within `reach_mm` (lumen, not parenchyma: at ~2 mm, lung is ~-850 HU, lumen < -930)
-    near = ndimage.distance_transform_edt(~tube, sampling=grid.spacing) <= reach_mm
-    lumen = cc3d.connected_components((grid.hu < BRONCHUS_LUMEN_HU) & near | tube, connectivity=6)
+    near = ndimage.distance_transform_edt(~tube, sampling=sp) <= reach_mm
+    lumen = cc3d.connected_components((hu < BRONCHUS_LUMEN_HU) & near | tube, connectivity=6)
     tube = np.isin(lumen, np.unique(lumen[tube]))
-    tube = ndimage.binary_dilation(tube, iterations=max(1, int(round(wall_mm / float(grid.spacing.min())))))
-    return grid.back(tube)
+    return ndimage.binary_dilation(tube, iterations=max(1, int(round(wall_mm / float(sp.min())))))
 
 
 class _RasGrid:

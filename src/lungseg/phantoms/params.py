@@ -50,6 +50,8 @@ class PhantomParams:
     # pathology (lists of dicts in the patient frame; see anatomy.pathology)
     nodules: list = field(default_factory=list)
     consolidation: list = field(default_factory=list)
+    #: tumours of 2-4 cm radius touching the pleura or mediastinum: lung label, like nodules
+    masses: list = field(default_factory=list)
     ground_glass: list = field(default_factory=list)
     emphysema: float = 0.0  # fraction of upper-zone lung with bullae/holes (0..1)
     effusion_mm: tuple[float, float] = (0.0, 0.0)  # max posterior thickness (right, left)
@@ -136,6 +138,14 @@ def sample_params(seed: int, variations: bool = False, **overrides) -> PhantomPa
             side = rng.integers(0, 3)  # right, left, both
             thick = [u(8, 35) if side in (0, 2) else 0.0, u(8, 35) if side in (1, 2) else 0.0]
             p.effusion_mm = (thick[0], thick[1])
+    if variations:
+        # a stream of its own, so phantoms without masses keep every other parameter
+        mrng = np.random.default_rng([seed, 7])
+        if mrng.random() < 0.3:
+            p.masses = _pathology_spots(mrng, int(mrng.integers(1, 3)), 18.0, 40.0)
+            for m in p.masses:
+                m["hu"] = float(mrng.uniform(10, 70))
+                m["pleural"] = True
     p.contrast = bool(p.contrast) if variations else bool(rng.random() < 0.3)
     # grid: in-plane spacing follows body width; z extent covers the lungs unless cropped
     body_width = 2 * (175 * p.habitus) + (120 * p.habitus if p.arms == "down" else 0) + 30

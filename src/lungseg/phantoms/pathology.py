@@ -1,4 +1,5 @@
-"""Lung pathology that stays lung label: nodules, consolidation, ground glass, emphysema.
+"""Lung pathology that stays lung label: nodules, masses at the pleura, consolidation, ground
+glass, emphysema.
 (Pleural effusion is not lung; `Anatomy.effusion_sdf` carves it out of the lung shape.)
 
 Sites come in normalised lung coordinates (`params._pathology_spots`); here they are placed
@@ -74,7 +75,8 @@ def paint_pathology(lhu: np.ndarray, an: Anatomy, grid: Grid, frame: Frame,
                     rng: np.random.Generator, tex: np.random.Generator, cs: float) -> None:
     """Paint the phantom's pathology into the lung-HU channel; records where each site went."""
     p = an.p
-    for kind, irregular in (("ground_glass", True), ("consolidation", True), ("nodules", False)):
+    for kind, irregular in (("ground_glass", True), ("consolidation", True), ("masses", True),
+                            ("nodules", False)):
         for spot in getattr(p, kind):
             c = place(an, spot, rng)
             if c is None:

@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
     num_workers: int = 0
     seed: int = 0
     resume: bool = False
+    init_weights: str | None = Field(None, description="checkpoint whose weights start the training "
+                                     "(fine-tuning); its network settings must match")
     progress: bool = True
 
     @model_validator(mode="before")

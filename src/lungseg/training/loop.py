@@ -172,6 +172,13 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
 
     start_epoch, best, step, elapsed_before = 0, -1.0, 0, 0.0
+    if cfg.init_weights and not (cfg.resume and (out / "last.pt").exists()):
+        init = load_checkpoint(cfg.init_weights)
+        if init["settings"].get("network") not in (None, cfg.network.model_dump(mode="json")):
+            raise InputError("init_weights: its network settings differ from the config's network",
+                             cfg.init_weights)
+        (model.module if info.enabled else model).load_state_dict(
+            {k: v.float() for k, v in init["state_dict"].items()})
     if cfg.resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt")
         (model.module if info.enabled else model).load_state_dict(state["state_dict"])
