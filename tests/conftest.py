@@ -22,6 +22,19 @@ TINY = {
 }
 
 
+def assert_no_leftovers(*folders: str | Path) -> None:
+    """Fail if an atomic writer left a temporary behind anywhere under `folders`.
+
+    `lungseg.io.safety.atomic_path` / `atomic_folder` name their temporaries
+    `.{stem}.tmp-XXXX{suffix}` (files) and `.{name}.tmp-XXXX` (folders): hidden, so any
+    name containing ".tmp-" counts, at any depth, hidden folders included.
+    """
+    for folder in map(Path, folders):
+        assert folder.is_dir(), f"{folder} is not a folder"
+        left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".tmp-" in p.name)
+        assert not left, f"temporary files left under {folder}: {left}"
+
+
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory) -> Path:
     from lungseg.synth import synth

@@ -7,6 +7,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import assert_no_leftovers
 
 from lungseg.cli import main
 
@@ -71,7 +72,7 @@ def test_bad_input_exit_2_one_line_no_output(kind, tmp_path, capsys):
     assert len(lines) == 1 and src.name in lines[0], err
     assert "Traceback" not in err
     assert not out.exists()
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert_no_leftovers(tmp_path)
 
 
 def test_label_shape_mismatch_exit_2(tmp_path, capsys):
