@@ -1,4 +1,5 @@
-"""Shared fixtures: small phantom datasets and one tiny trained model for the whole session."""
+"""Shared fixtures: small phantom datasets and one tiny training run for the whole session;
+the one leftover check for atomic writes."""
 
 from __future__ import annotations
 
@@ -42,10 +43,30 @@ def phantom_data(tmp_path_factory) -> Path:
     return synth(6, tmp_path_factory.mktemp("phantoms"), seed=100, size=64, progress=False)
 
 
+#: The session run's length; its validation runs at epochs 9 and 19.
+TINY_EPOCHS = 20
+
+#: Fixtures that train: a test using one is marked `slow` (deselected by `make test-fast`).
+TRAINED = ("tiny_run", "tiny_model")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in TRAINED):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
-def tiny_model(phantom_data, tmp_path_factory) -> Path:
+def tiny_run(phantom_data, tmp_path_factory) -> Path:
+    """The one training run of the session (about 10 s on 2 CPU cores). Read it; to train
+    further, copy it first (`shutil.copytree`) and resume the copy."""
     from lungseg.training.loop import train
 
     out = tmp_path_factory.mktemp("run")
-    train(data=str(phantom_data), out=str(out), max_epochs=20, val_every=10, **TINY)
-    return out / "best.pt"
+    train(data=str(phantom_data), out=str(out), max_epochs=TINY_EPOCHS, val_every=10, **TINY)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run) -> Path:
+    return tiny_run / "best.pt"
