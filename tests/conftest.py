@@ -3,6 +3,7 @@ the one leftover check for atomic writes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,15 @@ TINY_EPOCHS = 20
 TRAINED = ("tiny_run", "tiny_model")
 
 
+def pytest_configure(config):
+    """One torch thread per test process (LUNGSEG_TEST_THREADS to change): with two threads on
+    a 2-core machine shared with other jobs, training ran 5x slower than with one."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LUNGSEG_TEST_THREADS", "1")))
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in TRAINED):

@@ -18,6 +18,7 @@ def _run(capsys, *args):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_predict_evaluate_quantify_round(tiny_model, phantom_data, tmp_path, capsys):
     images = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[:2]
     code, out, err = _run(capsys, "predict", *images, "-o", tmp_path / "pred", "--model", tiny_model,
@@ -111,6 +112,7 @@ def test_output_equal_to_input_is_refused(phantom_data, tmp_path, capsys):
     assert code == 2 and img.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_parallel_jobs_match_serial(phantom_data, tmp_path, capsys):
     images = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[:3]
     assert _run(capsys, "predict", *images, "-o", tmp_path / "a", "--method", "classical")[0] == 0

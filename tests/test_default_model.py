@@ -22,6 +22,7 @@ def test_default_model_is_small_and_self_describing():
     assert settings["network"]["channels"] == [16, 32, 64, 128, 256]
 
 
+@pytest.mark.slow
 def test_predict_without_model_flag(tmp_path, capsys):
     image, truth = make_phantom(seed=4242, size=128, orientation="LPS")
     src = write_volume(image, tmp_path / "scan.nii.gz")
@@ -41,6 +42,7 @@ def _centroid_x(vol, label: int) -> float:
 HELD_OUT = ((4243, "RAS"), (4244, "LPS"))
 
 
+@pytest.mark.slow
 def test_default_model_segments_held_out_phantoms():
     """Computed, not read from the card: Dice on new phantoms, and the sides are the patient's."""
     predictor = Predictor(device="cpu")

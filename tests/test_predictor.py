@@ -7,6 +7,8 @@ from lungseg import make_phantom
 from lungseg.inference.predictor import InferenceSettings, Predictor
 from lungseg.io.volumes import Volume
 
+pytestmark = pytest.mark.slow  # every test predicts with the session's trained tiny model
+
 SETTINGS = InferenceSettings(roi_size=(64, 64, 64), overlap=0.25)
 
 

@@ -28,6 +28,7 @@ def _adam_steps(checkpoint: Path) -> int:
     return int(max(float(s["step"]) for s in state.values()))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_fills_the_run_folder(tiny_run):
     rows = _rows(tiny_run)
     losses = [float(r["train_loss"]) for r in rows]
@@ -49,6 +50,7 @@ def test_training_lowers_the_loss_and_fills_the_run_folder(tiny_run):
     assert ckpt["epoch"] == max(val, key=val.get)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_epoch_and_optimizer(phantom_data, tiny_run, tmp_path):
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     before = _rows(run)
