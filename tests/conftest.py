@@ -44,6 +44,14 @@ def phantom_data(tmp_path_factory) -> Path:
     return synth(6, tmp_path_factory.mktemp("phantoms"), seed=100, size=64, progress=False)
 
 
+def world_x(vol, label: int) -> float:
+    """World x (mm, RAS+: the patient's right is +x) of the centre of `label` in a Volume."""
+    import numpy as np
+
+    ijk = np.argwhere(np.asarray(vol.array) == label).mean(axis=0)
+    return float((vol.affine @ np.r_[ijk, 1.0])[0])
+
+
 #: The session run's length; its validation runs at epochs 9 and 19.
 TINY_EPOCHS = 20
 

@@ -5,6 +5,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import world_x
 
 from lungseg import make_phantom, write_volume
 from lungseg.cli import main
@@ -32,12 +33,6 @@ def test_predict_without_model_flag(tmp_path, capsys):
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
 
 
-def _centroid_x(vol, label: int) -> float:
-    """World (RAS+) x in mm of a label's centre: the patient's right is +x."""
-    ijk = np.argwhere(np.asarray(vol.array) == label).mean(axis=0)
-    return float((vol.affine @ np.r_[ijk, 1.0])[0])
-
-
 #: Phantom seeds the default model never saw (its card: train 1000+, val 5000+, test 90000+).
 HELD_OUT = ((4243, "RAS"), (4244, "LPS"))
 
@@ -52,7 +47,7 @@ def test_default_model_segments_held_out_phantoms():
         mask = predictor.predict(image)
         m = case_metrics(mask, truth)
         assert m["dice_right"] > 0.9 and m["dice_left"] > 0.9, (seed, m)
-        assert _centroid_x(mask, RIGHT) > _centroid_x(mask, LEFT) + 50, seed
+        assert world_x(mask, RIGHT) > world_x(mask, LEFT) + 50, seed
         dice.append(m["dice_lungs"])
     # measured 0.985 and 0.965 (size 128); the card claims 0.984 on 24 held-out phantoms at 256
     assert np.mean(dice) > 0.95 and min(dice) > 0.93, dice

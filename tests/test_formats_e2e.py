@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import assert_no_leftovers
+from conftest import assert_no_leftovers, world_x
 from dicom_factory import write_series
 
 import lungseg
@@ -70,11 +70,6 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def _centroid_x(mask: Volume, label: int) -> float:
-    ijk = np.argwhere(np.asarray(mask.array) == label).mean(axis=0)
-    return float((mask.affine @ np.r_[ijk, 1.0])[0])
-
-
 def _volumes_reported(stdout: str) -> tuple[float, float]:
     m = re.search(r"right (\d+) mL, left (\d+) mL", stdout)
     assert m, stdout
@@ -111,7 +106,7 @@ def test_same_mask_and_sides_from_dicom_nifti_and_mha(phantom, tmp_path, capsys)
         source = read_volume(phantom[kind])
         mask = read_volume(out)
         assert mask.shape == source.shape and np.abs(mask.affine - source.affine).max() < 1e-4
-        assert _centroid_x(mask, 1) > _centroid_x(mask, 2) + 50, f"{kind}: right lung not at larger RAS x"
+        assert world_x(mask, 1) > world_x(mask, 2) + 50, f"{kind}: right lung not at larger RAS x"
         masks[kind] = mask
     grid = phantom["ras"]
     on_grid = {k: _resample_nearest(m, grid) for k, m in masks.items()}

@@ -69,10 +69,10 @@ def test_resume_continues_from_last_epoch_and_optimizer(phantom_data, tiny_run, 
     assert json.loads((run / "summary.json").read_text())["epochs"] == TINY_EPOCHS + 1
 
 
-@pytest.mark.slow
 def test_max_minutes_stops_mid_epoch_and_validates_once(phantom_data, tmp_path):
     # a limit shorter than one optimiser step: the run stops after its first batch, whatever the
-    # machine's speed, so the assertions are on what was recorded, not on elapsed time
+    # machine's speed, so the assertions are on what was recorded, not on elapsed time.
+    # One step and one validation (about 1 s): `make test-fast` keeps this smoke test of the loop.
     summary = train(data=str(phantom_data), out=str(tmp_path), max_epochs=500, max_minutes=1e-5,
                     val_every=100, **TINY)
     n_train = len(json.loads((tmp_path / "split.json").read_text())["train"])
@@ -80,7 +80,7 @@ def test_max_minutes_stops_mid_epoch_and_validates_once(phantom_data, tmp_path):
     assert summary["epochs"] == 1 and 1 <= summary["steps"] < steps_per_epoch
     rows = _rows(tmp_path)
     assert len(rows) == 1 and rows[0]["val_dice"]  # validated once, at the stop
-    assert 0.0 <= float(rows[0]["val_dice"]) == pytest.approx(summary["best_val_dice"])
+    assert float(rows[0]["val_dice"]) == pytest.approx(summary["best_val_dice"])
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 0
     assert load_checkpoint(tmp_path / "last.pt")["step"] == summary["steps"]
     assert (tmp_path / "curves.png").is_file()
