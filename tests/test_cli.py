@@ -7,6 +7,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import assert_no_leftovers
 
 from lungseg.cli import main
 
@@ -17,6 +18,7 @@ def _run(capsys, *args):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_predict_evaluate_quantify_round(tiny_model, phantom_data, tmp_path, capsys):
     images = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[:2]
     code, out, err = _run(capsys, "predict", *images, "-o", tmp_path / "pred", "--model", tiny_model,
@@ -71,7 +73,7 @@ def test_bad_input_exit_2_one_line_no_output(kind, tmp_path, capsys):
     assert len(lines) == 1 and src.name in lines[0], err
     assert "Traceback" not in err
     assert not out.exists()
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert_no_leftovers(tmp_path)
 
 
 def test_label_shape_mismatch_exit_2(tmp_path, capsys):
@@ -110,6 +112,7 @@ def test_output_equal_to_input_is_refused(phantom_data, tmp_path, capsys):
     assert code == 2 and img.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_parallel_jobs_match_serial(phantom_data, tmp_path, capsys):
     images = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[:3]
     assert _run(capsys, "predict", *images, "-o", tmp_path / "a", "--method", "classical")[0] == 0

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_no_leftovers
 
 from lungseg.core.errors import GeometryError, InputError
 from lungseg.core.volume import Volume
@@ -106,7 +107,7 @@ def test_evaluate_folders(tmp_path):
     assert data["cases"][1]["hd95_left_mm"] is None
     csv_lines = (out / "evaluation.csv").read_text().splitlines()
     assert csv_lines[0].startswith("case,") and len(csv_lines) == 3
-    assert not list(out.glob(".tmp-*"))
+    assert_no_leftovers(out)
     table = format_table(res)
     assert "dice_lungs" in table and "±" in table
     # single files

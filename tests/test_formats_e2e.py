@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import assert_no_leftovers, world_x
 from dicom_factory import write_series
 
 import lungseg
@@ -53,11 +54,6 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-def _no_temp_files(*folders: Path) -> None:
-    for folder in folders:
-        assert not [p for p in folder.rglob("*") if ".tmp-" in p.name], sorted(folder.rglob("*"))
-
-
 def _resample_nearest(vol: Volume, grid: Volume) -> np.ndarray:
     """`vol`'s voxels on `grid`'s voxel grid (nearest neighbour through both affines; 0 outside)."""
     ijk = np.indices(grid.shape).reshape(3, -1)
@@ -72,11 +68,6 @@ def _resample_nearest(vol: Volume, grid: Volume) -> np.ndarray:
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-def _centroid_x(mask: Volume, label: int) -> float:
-    ijk = np.argwhere(np.asarray(mask.array) == label).mean(axis=0)
-    return float((mask.affine @ np.r_[ijk, 1.0])[0])
 
 
 def _volumes_reported(stdout: str) -> tuple[float, float]:
@@ -115,7 +106,7 @@ def test_same_mask_and_sides_from_dicom_nifti_and_mha(phantom, tmp_path, capsys)
         source = read_volume(phantom[kind])
         mask = read_volume(out)
         assert mask.shape == source.shape and np.abs(mask.affine - source.affine).max() < 1e-4
-        assert _centroid_x(mask, 1) > _centroid_x(mask, 2) + 50, f"{kind}: right lung not at larger RAS x"
+        assert world_x(mask, 1) > world_x(mask, 2) + 50, f"{kind}: right lung not at larger RAS x"
         masks[kind] = mask
     grid = phantom["ras"]
     on_grid = {k: _resample_nearest(m, grid) for k, m in masks.items()}
@@ -157,7 +148,7 @@ def test_dicom_folder_gives_nifti_and_dicom_seg(phantom, tmp_path, capsys):
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ seg_vol.affine @ np.vstack([f, r, c, np.ones_like(f)])
     ijk = np.rint(np.linalg.inv(mask.affine) @ ras).astype(int)[:3]
     np.testing.assert_array_equal(arr.reshape(-1), np.asarray(mask.array)[tuple(ijk)])
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 def test_existing_dicom_seg_needs_overwrite(phantom, tmp_path, capsys):
@@ -231,7 +222,7 @@ def test_unknown_series_uid_exit_2_names_the_uids(two_series, tmp_path, capsys):
     assert "9.9.9" in line and "not found" in line and UID_FULL in line and UID_PART in line
     assert two_series.name in line
     assert not out.exists() and not (tmp_path / "none.seg.dcm").exists()
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 def test_mixed_series_default_is_the_one_with_most_slices(two_series, tmp_path, capsys):
@@ -262,7 +253,7 @@ def test_output_format_follows_suffix(kind, phantom, tmp_path, capsys):
         if reference is None:
             reference = np.asarray(back.array)
         np.testing.assert_array_equal(back.array, reference)
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 def test_output_without_suffix_is_nifti_and_not_overwritten(phantom, tmp_path, capsys):
@@ -325,7 +316,7 @@ def test_predict_bad_input_exit_2(kind, tmp_path, capsys):
     line = _one_line(err)
     assert src.name in line and problem in line, line
     assert not out.exists() and not (tmp_path / "out" / "mask.seg.dcm").exists()
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 def _folders_dataset(root: Path, label: np.ndarray | None = None) -> tuple[Path, Path]:
@@ -355,7 +346,7 @@ def test_train_bad_label_exit_2(problem, tmp_path, capsys):
     assert label_path.name in line
     assert ("{0, 7}" in line) if problem == "values_0_7" else ("shape" in line), line
     assert not list(tmp_path.rglob("*.pt"))
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 def test_train_bad_label_leaves_no_run_files(tmp_path, capsys):
@@ -379,7 +370,7 @@ def test_evaluate_bad_label_exit_2(problem, tmp_path, capsys):
     assert ("7" in line) if problem == "values_0_7" else ("shape" in line), line
     assert not (tmp_path / "ev" / "evaluation.json").exists()
     assert not (tmp_path / "ev" / "evaluation.csv").exists()
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("problem", ["values_0_7", "shape_mismatch"])
@@ -403,7 +394,7 @@ def test_existing_output_needs_overwrite(phantom, tmp_path, capsys):
     code, _, err = _run(capsys, "predict", phantom["nifti"], "-o", out, *CLASSICAL, "--overwrite")
     assert code == 0, err
     assert read_volume(out).shape == phantom["ras"].shape
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 # 6. a batch with a bad case, or interrupted, leaves only complete files ------------------------
@@ -439,7 +430,7 @@ def test_batch_with_corrupt_second_input(phantom, tmp_path, capsys):
     _complete(out / "a.nii.gz", inputs[0])
     _complete(out / "c.nii.gz", inputs[2])
     assert "a.nii.gz" in stdout and "c.mha" in stdout
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)
 
 
 def test_batch_interrupted_while_writing(phantom, tmp_path, capsys, monkeypatch):
@@ -463,4 +454,4 @@ def test_batch_interrupted_while_writing(phantom, tmp_path, capsys, monkeypatch)
     assert code == 130
     assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "a.qc.json"]
     _complete(out / "a.nii.gz", inputs[0])
-    _no_temp_files(tmp_path)
+    assert_no_leftovers(tmp_path)

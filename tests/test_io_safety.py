@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_no_leftovers
 from dicom_factory import write_series
 
 from lungseg.core.errors import OutputError
 from lungseg.io import atomic_path, check_output
+from lungseg.io.safety import atomic_folder
 
 
 def test_output_equal_to_input(tmp_path):
@@ -58,3 +60,27 @@ def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_leftover_check_fails_on_planted_and_real_temporaries(tmp_path):
+    """The one leftover check of the suite can fail: on a planted temp and on the writers' own."""
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "mask.nii.gz").write_bytes(b"done")
+    assert_no_leftovers(tmp_path)
+    planted = tmp_path / "pred" / ".mask.tmp-abc.nii.gz"
+    planted.write_bytes(b"half")
+    with pytest.raises(AssertionError, match=r"pred/\.mask\.tmp-abc\.nii\.gz"):
+        assert_no_leftovers(tmp_path)
+    planted.unlink()
+    with atomic_path(tmp_path / "sub" / "m.nii.gz") as tmp:  # the writer's real temporary name
+        tmp.write_bytes(b"x")
+        with pytest.raises(AssertionError, match=r"sub/\.m\.tmp-\w+\.nii\.gz"):
+            assert_no_leftovers(tmp_path)
+    with atomic_folder(tmp_path / "m.mha") as tmpdir:  # a hidden folder, for .mhd + .raw
+        (tmpdir / "m.mha").write_bytes(b"x")
+        with pytest.raises(AssertionError, match=r"\.m\.mha\.tmp-\w+"):
+            assert_no_leftovers(tmp_path)
+    assert_no_leftovers(tmp_path)  # both writers cleaned up after themselves
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["m.mha", "m.nii.gz", "mask.nii.gz", "pred", "sub"]
+    with pytest.raises(AssertionError, match="not a folder"):
+        assert_no_leftovers(tmp_path / "missing")

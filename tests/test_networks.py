@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 import torch
+from conftest import assert_no_leftovers
 
 from lungseg.core.errors import InputError
 from lungseg.networks import build_unet, load_checkpoint, load_model, save_checkpoint
@@ -27,7 +28,7 @@ def test_checkpoint_round_trip_keeps_outputs(tmp_path):
     assert settings["preprocessing"]["spacing"] == [2, 2, 2]
     with torch.no_grad():
         assert torch.allclose(net(x), model(x), atol=1e-6)
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert_no_leftovers(tmp_path)
 
 
 def test_half_precision_checkpoint_is_smaller_and_close(tmp_path):

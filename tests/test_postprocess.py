@@ -89,9 +89,11 @@ def test_postprocess_is_fast():
     zz, yy, xx = np.ogrid[:256, :256, :150]
     lab[((zz - 80) / 50.0) ** 2 + ((yy - 128) / 70.0) ** 2 + ((xx - 75) / 60.0) ** 2 < 1] = 1
     lab[((zz - 176) / 50.0) ** 2 + ((yy - 128) / 70.0) ** 2 + ((xx - 75) / 60.0) ** 2 < 1] = 1
-    t = time.perf_counter()
+    # CPU seconds of this process, not wall-clock: other jobs on the machine do not count.
+    # Measured 0.3 s; the bound only catches a pathological (voxel-loop) regression.
+    t = time.process_time()
     out = postprocess(lab, np.diag([1.0, 1.0, 1.0, 1.0]), min_volume_ml=10)
-    assert time.perf_counter() - t < 10
+    assert time.process_time() - t < 10
     assert out[176, 128, 75] == RIGHT and out[80, 128, 75] == LEFT
 
 

@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import world_x
 
 from lungseg import make_phantom
 from lungseg.core.volume import Volume
 from lungseg.inference.predictor import InferenceSettings, Predictor
+
+pytestmark = pytest.mark.slow  # every test predicts with the session's trained tiny model
 
 SETTINGS = InferenceSettings(roi_size=(64, 64, 64), overlap=0.25)
 
@@ -13,11 +16,6 @@ SETTINGS = InferenceSettings(roi_size=(64, 64, 64), overlap=0.25)
 @pytest.fixture(scope="module")
 def predictor(tiny_model):
     return Predictor(tiny_model, device="cpu", settings=SETTINGS)
-
-
-def _world_x(vol: Volume, label: int) -> float:
-    idx = np.argwhere(vol.array == label)
-    return float((vol.affine[:3, :3] @ idx.mean(axis=0) + vol.affine[:3, 3])[0])
 
 
 @pytest.mark.parametrize("orientation", ["RAS", "LPS"])
@@ -28,7 +26,7 @@ def test_mask_on_input_grid_with_right_left_on_patient_sides(predictor, orientat
     assert np.array_equal(mask.affine, image.affine)
     assert set(np.unique(mask.array)) <= {0, 1, 2}
     # RAS+ x points to the patient's right: the right lung (1) has the larger world x
-    assert _world_x(mask, 1) > _world_x(mask, 2)
+    assert world_x(mask, 1) > world_x(mask, 2)
     for side in (1, 2):
         p, t = mask.array == side, truth.array == side
         assert 2 * (p & t).sum() / (p.sum() + t.sum()) > 0.6
