@@ -16,6 +16,9 @@ from lungseg.core.morphology import bbox, fill_holes, pool_any, upsample_nearest
 
 __all__ = ["fill_indentations", "postprocess", "refine_boundary"]
 
+#: Lung pieces kept: two lungs, or lungs cut into pieces by a crop, a slab or fibrosis.
+MAX_PIECES = 4
+
 
 def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
                 midline_x: float | None = None, hu: np.ndarray | None = None,
@@ -23,9 +26,9 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     """Clean a predicted lung label map: largest plausible lungs, holes filled, sides by anatomy.
 
     `labels` holds 0/1/2 (right/left may be swapped or mixed: only `labels > 0` is used
-    to find the lungs, the sides are recomputed from the affine). Keeps at most two
+    to find the lungs, the sides are recomputed from the affine). Keeps at most `MAX_PIECES`
     connected components of at least `min_volume_ml` (default: 50 mL, less for thin slabs,
-    `min_lung_volume_ml`; a component that already contains both lungs is kept alone), fills
+    `min_lung_volume_ml`), fills
     holes in every axial slice and in 3D per lung, and returns uint8 labels 1 (right) /
     2 (left), named with the body's `midline_x` where given. With the CT (`hu`), components
     that are pure gas (median below `GAS_MEDIAN_HU`: air outside the body, bowel) are not
@@ -51,15 +54,8 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
         order = [c for c in order if float(np.mean(hull[comp == c])) >= 0.5]
     if not order:
         return out
-    keep = comp == order[0]
-    first_split = split_left_right(keep, affine, midline_x)
-    v_r, v_l = (first_split == RIGHT).sum(), (first_split == LEFT).sum()
-    both_in_first = min(v_r, v_l) >= 0.1 * max(v_r, v_l)
-    if len(order) > 1 and not both_in_first:
-        keep |= comp == order[1]
-        sides = split_left_right(keep, affine, midline_x)
-    else:
-        sides = first_split
+    keep = np.isin(comp, order[:MAX_PIECES])
+    sides = split_left_right(keep, affine, midline_x)
     del comp
     ax = superior_axis(affine)
     for side in (RIGHT, LEFT):
@@ -133,7 +129,7 @@ def refine_boundary(lung_prob: np.ndarray, hu: np.ndarray, low: float = 0.1, hig
     sizes[0] = 0
     if sizes.max() == 0:
         return np.zeros(core.shape, bool)
-    main = np.flatnonzero(sizes >= 0.1 * sizes.max())  # the lungs, not stray specks
+    main = np.flatnonzero(sizes >= 0.01 * sizes.max())  # the lungs and their pieces, not specks
     comp = cc3d.connected_components(sure, connectivity=26)
     keep = np.unique(comp[np.isin(core, main) & sure])
     return np.isin(comp, keep[keep > 0])
