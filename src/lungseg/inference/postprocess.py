@@ -93,19 +93,25 @@ def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float =
         if box is None:
             continue
         sub = np.moveaxis(low[box], ax, 0)
-        added = np.zeros(sub.shape, bool)
+        closed_sub = sub.copy()
         for k in range(sub.shape[0]):
             if not sub[k].any():
                 continue
             sl = np.pad(sub[k], pad)
             grown = ndimage.distance_transform_edt(~sl, sampling=in_plane) <= radius_mm
-            closed = ndimage.distance_transform_edt(grown, sampling=in_plane) > radius_mm
-            added[k] = (closed & ~sl)[pad:-pad, pad:-pad]
-        add_low = np.zeros(low.shape, bool)
-        add_low[box] = np.moveaxis(added, 0, ax)
+            closed_sub[k] = (ndimage.distance_transform_edt(grown, sampling=in_plane) > radius_mm)[pad:-pad, pad:-pad]
+        closed = np.zeros(low.shape, bool)
+        closed[box] = np.moveaxis(closed_sub, 0, ax)
+        added = closed & ~low
         if blocked is not None:
-            add_low &= ~blocked
-        out[upsample_nearest(add_low, factors, out.shape) & (out == 0)] = side
+            added &= ~blocked
+        if not added.any():
+            continue
+        # back on the full grid: the added blocks and their neighbours, inside the closed shape
+        # (a coarse block that is mostly lung still holds some of the nodule)
+        near = ndimage.binary_dilation(added, structure=np.ones((3,) * 3, bool)) & closed
+        gain = upsample_nearest(near, factors, out.shape) & (out == 0)
+        out[gain] = side
     return out
 
 

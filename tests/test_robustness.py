@@ -1,0 +1,124 @@
+"""Partial fields of view, thin slabs, single slices, pleural nodules, airways: masks that do not
+depend on how much of the chest the user scanned (issue "Right on the real CT users bring")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import world_x
+
+import lungseg
+from lungseg.core.anatomy import body_hull, body_midline_x, split_left_right
+from lungseg.core.labels import LEFT, RIGHT
+from lungseg.core.volume import Volume
+from lungseg.inference.classical import central_airways
+from lungseg.inference.postprocess import fill_indentations, postprocess
+
+
+def crop(vol: Volume, box) -> Volume:
+    """The volume cut to `box`, each voxel keeping its world position."""
+    affine = vol.affine.copy()
+    affine[:3, 3] = vol.affine[:3, :3] @ np.array([s.start or 0 for s in box], float) + vol.affine[:3, 3]
+    return Volume(np.ascontiguousarray(vol.array[box]), affine)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
+
+
+@pytest.fixture(scope="module")
+def chest():
+    return lungseg.make_phantom(seed=11, size=128)
+
+
+def test_midline_lies_between_the_lungs(chest):
+    image, truth = chest
+    mid = body_midline_x(image.array, image.affine)
+    right, left = world_x(truth, RIGHT), world_x(truth, LEFT)
+    assert left < mid < right
+    assert abs(mid - (left + right) / 2) < 25.0
+
+
+@pytest.mark.parametrize("method", ["classical", "unet"])
+@pytest.mark.parametrize("n_slices", [1, 2, 5])
+def test_thin_slabs_and_single_slices(chest, method, n_slices):
+    image, truth = chest
+    k0 = image.shape[2] // 2
+    box = (slice(None), slice(None), slice(k0, k0 + n_slices))
+    part = crop(image, box)
+    mask = lungseg.segment(part, method=method).array
+    ref = truth.array[box]
+    assert mask.shape == ref.shape
+    assert dice(mask > 0, ref > 0) > 0.9
+    for side in (RIGHT, LEFT):  # both lungs, each on its own side
+        assert dice(mask == side, ref == side) > 0.85
+
+
+@pytest.mark.parametrize("method", ["classical", "unet"])
+def test_crop_with_one_lung_names_it_by_its_side(chest, method):
+    image, truth = chest
+    # the array's i axis runs towards +x (RAS): keep the high-i half plus a margin = the right lung
+    i_mid = int(np.argwhere(truth.array > 0)[:, 0].mean())
+    box = (slice(i_mid - 4, None), slice(None), slice(None))
+    mask = lungseg.segment(crop(image, box), method=method).array
+    ref = truth.array[box]
+    assert (mask == RIGHT).sum() > 0.9 * (ref == RIGHT).sum()
+    assert (mask == LEFT).sum() <= max(50, 2 * (ref == LEFT).sum())
+
+
+def test_pieces_on_one_side_of_the_midline_are_one_lung():
+    """A lung cut in two (fissure, fibrosis, crop) is not taken for two lungs."""
+    lung = np.zeros((60, 40, 60), bool)
+    lung[35:55, 10:30, 5:25] = True   # both pieces at high i = patient's right (RAS)
+    lung[35:55, 10:30, 35:55] = True  # ... one above the other
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    sides = split_left_right(lung, aff, midline_x=2.0 * 30)
+    assert set(np.unique(sides[lung])) == {RIGHT}
+    assert set(np.unique(split_left_right(lung, aff)[lung])) == {RIGHT, LEFT}  # the order rule would split
+
+
+def test_air_outside_the_body_and_gas_are_not_lung():
+    hu = np.full((80, 60, 40), -1000, np.int16)
+    hu[10:70, 5:55, :] = 40                      # body
+    hu[15:35, 10:50, 5:35] = -850                # right-ish lung inside the body
+    hu[45:65, 10:50, 5:35] = -850
+    labels = (hu == -850).astype(np.uint8)
+    labels[72:80, 5:55, 5:35] = 1                # "lung" in the room air beside the body
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    hull = body_hull(hu, aff)
+    out = postprocess(labels, aff, hu=hu, hull=hull, midline_x=2.0 * 40)
+    assert out[75, 30, 20] == 0 and out[20, 30, 20] == LEFT and out[55, 30, 20] == RIGHT
+    gas = labels.copy()
+    gas[72:80] = 0
+    hu2 = hu.copy()
+    hu2[45:65, 10:50, 5:35] = -1000              # pure gas pocket, not parenchyma
+    assert not postprocess(gas, aff, hu=hu2, midline_x=80.0)[55, 30, 20]
+
+
+def test_pleural_dent_is_filled_but_not_near_the_airways():
+    lung = np.zeros((80, 80, 20), np.uint8)
+    lung[10:70, 10:70, :] = RIGHT
+    yy, xx = np.mgrid[0:80, 0:80]
+    dent = ((yy - 40) ** 2 + (xx - 70) ** 2 <= 36) & (xx < 70)  # a 6-voxel nodule at the pleura
+    lung[dent] = 0
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    filled = fill_indentations(lung, aff, radius_mm=12.0)
+    assert (filled[dent] == RIGHT).mean() > 0.5  # (real nodules: 98-100 %, docs/model.md; the 2 mm grid loses the mouth)
+    assert ((filled > 0) & ~((lung > 0) | dent[:, :, None])).sum() == 0  # nothing else grew
+    airways = np.zeros(lung.shape, bool)
+    airways[70:75, 38:42, :] = True
+    kept_out = fill_indentations(lung, aff, radius_mm=12.0, keep_out=airways, keep_out_mm=15.0)
+    assert not (kept_out[dent] > 0).any()
+
+
+def test_central_airways_found_and_kept_out_of_the_mask(chest):
+    image, truth = chest
+    airways = central_airways(image)
+    assert airways.sum() * image.voxel_ml > 5.0              # a trachea of ~15-20 mm over ~10 cm
+    ijk = np.argwhere(airways)
+    top = ijk[:, 2].max()
+    assert abs(world_x(image.with_array((airways * 1).astype(np.uint8)), 1)
+               - body_midline_x(image.array, image.affine)) < 20.0
+    assert top > np.argwhere(truth.array > 0)[:, 2].mean()  # starts above the middle of the lungs
+    mask = lungseg.segment(image, method="classical").array
+    assert not (mask[airways] > 0).any()
