@@ -24,7 +24,7 @@ def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (MSD layout)")],
     n: Annotated[int, typer.Option("--n", min=1, help="number of phantoms")] = 10,
     seed: Annotated[int, typer.Option(help="first seed; case i uses seed+i")] = 0,
-    size: Annotated[int | None, typer.Option(help="in-plane voxels for small test volumes (default: realistic 512 grid)")] = None,
+    size: Annotated[int | None, typer.Option(min=32, max=1024, help="in-plane voxels, 32-1024, for small test volumes (default: realistic 512 grid)")] = None,
     orientation: Annotated[str, typer.Option(help="stored axis codes, e.g. RAS or LPS")] = "RAS",
     variations: Annotated[bool, typer.Option(help="randomise habitus, contrast, pathology, scanner")] = False,
 ) -> None:
@@ -95,9 +95,8 @@ def predict(
     Quality checks (one lung missing, implausible volume, lung cut by the field of view, network vs classical disagreement) go to MASK.qc.json beside each mask; each failed check prints "lungseg: warning: INPUT: what" on stderr (exit code still 0).
     """
     from lungseg.batch import predict_files
-    from lungseg.inference.predictor import InferenceSettings
 
-    settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
+    settings = {"roi_size": (roi, roi, roi), "overlap": overlap}  # built once torch is needed
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
                             progress=sys.stderr.isatty(), jobs=jobs, qc=qc)

@@ -13,6 +13,10 @@ import numpy as np
 
 from lungseg.core.errors import InputError, OutputError
 from lungseg.core.geometry import lps_to_ras
+from lungseg.io.limits import check_declared_size
+
+#: How far into a file a MetaImage/NRRD text header may reach.
+MAX_HEADER_BYTES = 1 << 16
 
 
 def image_to_array_affine(img) -> tuple[np.ndarray, np.ndarray]:
@@ -55,22 +59,109 @@ def array_affine_to_image(array: np.ndarray, affine: np.ndarray):
     return img
 
 
-def read_itk(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read an .mha/.mhd/.nrrd file; raise `InputError` naming the problem."""
+def probe_itk(path: Path, fmt: str) -> None:
+    """The header checks of `read_itk`, without reading voxels."""
+    _open_checked(path, fmt)
+
+
+def _open_checked(path: Path, fmt: str):
+    """An ImageFileReader whose header was read and whose declared size fits the file."""
     import SimpleITK as sitk
 
     if path.suffix.lower() == ".mhd":
         _check_mhd_data_file(path)
     try:
-        img = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only: check sizes before any voxel is allocated
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()
-        reason = next((ln.strip() for ln in reversed(detail) if ln.strip()), "unknown error")
-        raise InputError(f"not a readable {fmt} file ({reason[:200]})", path) from None
+        raise InputError(f"not a readable {fmt} file ({_itk_reason(exc)})", path) from None
+    _check_header_size(path, reader)
+    return reader
+
+
+def _itk_reason(exc: Exception) -> str:
+    """ITK's multi-line exception text as one short line (its last meaningful line)."""
+    detail = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    reason = detail[-1] if detail else "unknown error"
+    return " ".join(reason.split())[:200]
+
+
+def read_itk(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read an .mha/.mhd/.nrrd file; raise `InputError` naming the problem."""
+
+    reader = _open_checked(path, fmt)
+    try:
+        img = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"not a readable {fmt} file ({_itk_reason(exc)})", path) from None
+    except MemoryError:
+        raise InputError("not enough memory to read the voxels", path) from None
     try:
         return image_to_array_affine(img)
     except ValueError as exc:
         raise InputError(str(exc), path) from None
+
+
+def _header_fields(path: Path) -> dict[str, str]:
+    """Keys and values of a MetaImage (`Key = value`) or NRRD (`key: value`) text header."""
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER_BYTES)
+    fields: dict[str, str] = {}
+    for raw in head.split(b"\n"):
+        line = raw.decode("latin-1").strip()
+        if path.suffix.lower() in (".nrrd", ".nhdr"):
+            if not line:  # a blank line ends a NRRD header
+                break
+            key, sep, value = line.partition(":")
+            if sep and not key.startswith("#"):
+                fields[key.strip().lower().replace(" ", "")] = value.lstrip("=").strip()
+        else:
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip().lower()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+    return fields
+
+
+def _storage(path: Path) -> tuple[int | None, str | None]:
+    """(bytes of stored voxel data or None if unknown, compression) from the text header."""
+    fields = _header_fields(path)
+    if path.suffix.lower() in (".nrrd", ".nhdr"):
+        encoding = fields.get("encoding", "raw").lower()
+        compression = {"raw": None, "gzip": "deflate", "gz": "deflate"}.get(
+            encoding, "text" if encoding in ("ascii", "text", "txt", "hex") else encoding)
+        name = fields.get("datafile")
+    else:
+        compression = "deflate" if fields.get("compresseddata", "").lower() == "true" else None
+        name = fields.get("elementdatafile")
+    if name is None or name.upper() == "LOCAL":
+        return path.stat().st_size, compression
+    if name.upper().startswith("LIST") or "%" in name or " " in name:
+        return None, compression
+    data = path.parent / name
+    return (data.stat().st_size if data.is_file() else None), compression
+
+
+def _check_header_size(path: Path, reader) -> None:
+    import SimpleITK as sitk
+
+    size = list(reader.GetSize())
+    comps = max(1, int(reader.GetNumberOfComponents()))
+    try:
+        itemsize = sitk.Image([1, 1], reader.GetPixelID(), comps).GetSizeOfPixelComponent() * comps
+    except RuntimeError:
+        itemsize = 1
+    try:
+        data_bytes, compression = _storage(path)
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})", path) from None
+    if compression == "text":  # at least one character per value
+        check_declared_size(path, size + [comps], 1, data_bytes=data_bytes)
+        check_declared_size(path, size, itemsize, data_bytes=None)
+    else:
+        check_declared_size(path, size, itemsize, data_bytes=data_bytes, compression=compression)
 
 
 def _check_mhd_data_file(path: Path) -> None:
