@@ -7,6 +7,7 @@ arrays are indexed (k, j, i); they are transposed to (i, j, k) on read and back 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,7 @@ def _open_checked(path: Path, fmt: str):
     """An ImageFileReader whose header was read and whose declared size fits the file."""
     import SimpleITK as sitk
 
-    if path.suffix.lower() == ".mhd":
-        _check_mhd_data_file(path)
+    check_data_files(path)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -164,22 +164,61 @@ def _check_header_size(path: Path, reader) -> None:
         check_declared_size(path, size, itemsize, data_bytes=data_bytes, compression=compression)
 
 
-def _check_mhd_data_file(path: Path) -> None:
-    """A .mhd header names its voxel file; say which one is missing instead of ITK's trace."""
+def _data_file_names(path: Path) -> tuple[str | None, list[str]]:
+    """(the header's data-file field, the file names it refers to) for MetaImage and NRRD."""
+    with open(path, "rb") as f:
+        text = f.read(MAX_HEADER_BYTES).decode("latin-1")
+    lines = text.splitlines()
+    nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
+    for i, line in enumerate(lines):
+        if nrrd:
+            if not line.strip():
+                break
+            key, sep, value = line.partition(":")
+            key = key.strip().lower().replace(" ", "")
+        else:
+            key, sep, value = line.partition("=")
+            key = key.strip().lower()
+        if sep and key in ("elementdatafile", "datafile"):
+            value = value.lstrip("=").strip()
+            first = value.split()[0] if value.split() else ""
+            if value.upper() == "LOCAL" or not value:
+                return value, []
+            if first.upper() == "LIST":  # one or more names per following line
+                return value, [n for ln in lines[i + 1:] for n in ln.split()]
+            if "%" in first:  # printf pattern + numbers: check the pattern's folder
+                return value, [first.replace("%", "")]
+            return value, [value]
+    return None, []
+
+
+def _inside(folder: Path, name: str) -> bool:
+    """True when `name` (relative to `folder`, or absolute) lies in `folder` or below it."""
+    full = Path(name) if Path(name).is_absolute() else folder / name
+    base = os.path.normpath(folder.absolute())
+    target = os.path.normpath(full.absolute())
+    return os.path.commonpath([base, target]) == base
+
+
+def check_data_files(path: Path) -> None:
+    """A MetaImage/NRRD header may name its voxel file(s): they must lie beside the header or
+    below it (a hostile `../../etc/passwd` or `/dev/zero` is refused), and exist."""
     try:
-        text = path.read_text(errors="replace")
+        field, names = _data_file_names(path)
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror})", path) from None
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "ElementDataFile":
-            name = value.strip()
-            if name.upper() != "LOCAL" and not name.upper().startswith("LIST") and "%" not in name:
-                data = path.parent / name
-                if not data.exists():
-                    raise InputError(f"MetaImage header names voxel file {name}, which is missing", path)
-            return
-    raise InputError("MetaImage header has no ElementDataFile line", path)
+    if field is None and path.suffix.lower() == ".mhd":
+        raise InputError("MetaImage header has no ElementDataFile line", path)
+    for name in names:
+        if not _inside(path.parent, name):
+            raise InputError(f"header names voxel file {name[:100]}, outside the header's folder "
+                             "(data files must lie beside the header or below it)", path)
+    if len(names) == 1 and names[0] == field:
+        data = path.parent / field
+        if not data.exists():
+            raise InputError(f"header names voxel file {field[:100]}, which is missing", path)
+        if not data.is_file():
+            raise InputError(f"header names voxel file {field[:100]}, which is not a regular file", path)
 
 
 def write_itk(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
