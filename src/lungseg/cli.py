@@ -139,8 +139,13 @@ def quantify(
     typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
 
 
+def _one_line(text: object) -> str:
+    """Any message as one line (a library's multi-line text must not break the contract)."""
+    return "; ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"lungseg: warning: {message}", file=sys.stderr)
+    print(f"lungseg: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("lungseg: interrupted", file=sys.stderr)
             return rv
     except LungsegError as exc:
-        print(f"lungseg: error: {exc}", file=sys.stderr)
+        print(f"lungseg: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 print(exc.format_message())
                 return 0
-            print(f"lungseg: error: {exc.format_message()}", file=sys.stderr)
+            print(f"lungseg: error: {_one_line(exc.format_message())}", file=sys.stderr)
             return 2
         raise
     finally:

@@ -8,6 +8,10 @@ arrays are indexed (k, j, i); they are transposed to (i, j, k) on read and back 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +69,51 @@ def probe_itk(path: Path, fmt: str) -> None:
     _open_checked(path, fmt)
 
 
+@contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Capture what ITK/MetaIO print straight to file descriptor 2 (they bypass Python), so a
+    failed read says one line instead of leaking two or three; yields a list that receives
+    the captured lines when the block ends."""
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreter)
+        yield captured
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read(1 << 16).decode("utf-8", "replace")
+            captured.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
 def _open_checked(path: Path, fmt: str):
     """An ImageFileReader whose header was read and whose declared size fits the file."""
     import SimpleITK as sitk
 
     check_data_files(path)
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()  # the header only: check sizes before any voxel is allocated
+        with _native_stderr() as said:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()  # the header only: check sizes before any voxel is allocated
     except RuntimeError as exc:
-        raise InputError(f"not a readable {fmt} file ({_itk_reason(exc)})", path) from None
+        raise InputError(f"not a readable {fmt} file ({_itk_reason(exc, said)})", path) from None
     _check_header_size(path, reader)
     return reader
 
 
-def _itk_reason(exc: Exception) -> str:
-    """ITK's multi-line exception text as one short line (its last meaningful line)."""
+def _itk_reason(exc: Exception, said: list[str] | None = None) -> str:
+    """ITK's multi-line exception text as one short line: what the reader printed itself
+    (MetaIO's "data not read completely ...") when it did, else the exception's last line."""
+    if said:
+        return " ".join(" ".join(said[:2]).split())[:200]
     detail = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     reason = detail[-1] if detail else "unknown error"
     return " ".join(reason.split())[:200]
@@ -92,9 +124,10 @@ def read_itk(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
 
     reader = _open_checked(path, fmt)
     try:
-        img = reader.Execute()
+        with _native_stderr() as said:
+            img = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"not a readable {fmt} file ({_itk_reason(exc)})", path) from None
+        raise InputError(f"not a readable {fmt} file ({_itk_reason(exc, said)})", path) from None
     except MemoryError:
         raise InputError("not enough memory to read the voxels", path) from None
     try:
