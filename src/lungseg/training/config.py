@@ -21,6 +21,8 @@ from lungseg.networks import NetworkConfig
 from lungseg.training.recipes import RECIPES, TUTORIAL, RecipeName
 from lungseg.transforms import PreprocessingConfig
 
+#: A config is a page of settings; anything larger is not one.
+MAX_CONFIG_BYTES = 1 << 20
 #: A window edge in voxels (patches, validation windows).
 Window = Annotated[int, Field(ge=16, le=1024)]
 
@@ -74,13 +76,20 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML file; `overrides` that are not None replace its values."""
+        from lungseg.io.limits import require_regular_file
+
         path = Path(path)
+        if not path.exists():
+            raise InputError("config file not found", path)
+        if require_regular_file(path).st_size > MAX_CONFIG_BYTES or path.is_dir():
+            raise InputError("not a YAML config file (a folder, or larger than 1 MiB)", path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"cannot read config ({exc})".splitlines()[0], path) from None
         if not isinstance(raw, dict):
-            raise InputError(f"config must be a mapping of settings, got a {type(raw).__name__}", path)
+            raise InputError(f"config must be a mapping of settings (key: value lines), got a YAML "
+                             f"{type(raw).__name__}", path)
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls.validated(raw, path)
 
