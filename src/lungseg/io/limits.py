@@ -47,7 +47,7 @@ def require_regular_file(path: Path) -> os.stat_result:
         kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
                 else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "not a regular file")
-        raise InputError(f"is {kind}, not an image file", path)
+        raise InputError(f"is {kind}, not a regular file", path)
     return st
 
 

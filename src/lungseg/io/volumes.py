@@ -21,13 +21,14 @@ of the series), MetaImage (.mha, .mhd + .raw), NRRD (.nrrd, .seg.nrrd).
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from lungseg.core.errors import InputError, OutputError
+from lungseg.core.errors import InputError, LungsegWarning, OutputError
 from lungseg.core.volume import Volume
 from lungseg.io.formats import WRITE_SUFFIXES, format_of, is_dicom_file, sniff
 from lungseg.io.limits import check_declared_size, require_regular_file
@@ -161,6 +162,12 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     affine = np.asarray(img.affine, dtype=np.float64)
+    header = img.header
+    if int(header.get("qform_code", 1)) == 0 and int(header.get("sform_code", 1)) == 0:
+        codes = "".join(nib.aff2axcodes(affine))
+        warnings.warn(f"{path}: NIfTI header has neither qform nor sform (no orientation); assuming "
+                      f"{codes} axes with the stored voxel sizes (nibabel's fallback), so right and left "
+                      "may be swapped: check the file's origin", LungsegWarning, stacklevel=3)
     return array, affine
 
 
