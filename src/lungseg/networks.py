@@ -9,6 +9,7 @@ It carries the model and preprocessing settings the weights were trained with, s
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -159,7 +160,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError("model checkpoint is not a regular file", path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"not a loadable lungseg checkpoint ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
