@@ -22,7 +22,7 @@ def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orien
     `overwrite` (checked before the first phantom is made: OutputError otherwise).
 
     >>> from lungseg.phantoms import synth
-    >>> root = synth(2, "/tmp/lungseg_synth_demo", size=64, progress=False)
+    >>> root = synth(2, "/tmp/lungseg_synth_demo", size=64, progress=False, overwrite=True)
     >>> sorted(p.name for p in (root / "imagesTr").iterdir())
     ['lung_000.nii.gz', 'lung_001.nii.gz']
     """
