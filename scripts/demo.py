@@ -39,8 +39,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = DEMO["minutes"], se
     t0 = time.monotonic()
     train_dir, test_dir = out / "data" / "train", out / "data" / "test"
     print(f"[1/4] synthesising {DEMO['n_train']} training and {DEMO['n_test']} held-out phantoms")
-    synth(DEMO["n_train"], train_dir, seed=seed, size=DEMO["size"])
-    synth(DEMO["n_test"], test_dir, seed=seed + 10_000, size=DEMO["size"])
+    synth(DEMO["n_train"], train_dir, seed=seed, size=DEMO["size"], overwrite=True)
+    synth(DEMO["n_test"], test_dir, seed=seed + 10_000, size=DEMO["size"], overwrite=True)
     print(f"[2/4] training for at most {minutes:g} minutes")
     cfg = TrainConfig(data=str(train_dir), out=str(out), recipe=DEMO["recipe"], max_minutes=minutes,
                       val_every=2, val_roi_size=[128, 128, 128], seed=seed)
@@ -55,7 +55,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = DEMO["minutes"], se
         plot_overlay(image, mask, out / "overlays" / img_path.name.replace(".nii.gz", ".png"),
                      title=f"held-out {img_path.name}")
     print("[4/4] evaluating")
-    result = evaluate(pred_dir, test_dir / "labelsTr", out)
+    result = evaluate(pred_dir, test_dir / "labelsTr", out, overwrite=True)
     print(format_table(result))
     dice = result["summary"]["dice_lungs"]["mean"]
     print(f"mean held-out Dice {dice:.3f} ({len(images)} cases) in {(time.monotonic() - t0) / 60:.1f} min; "

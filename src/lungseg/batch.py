@@ -12,15 +12,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from lungseg.core.errors import InputError, LungsegError
 from lungseg.core.volume import Volume
-from lungseg.inference.predictor import InferenceSettings, Predictor
-from lungseg.inference.segment import segment
 from lungseg.io.formats import format_of, is_dicom_file, mask_name, strip_suffix
-from lungseg.io.volumes import output_path, read_volume, write_volume
+from lungseg.io.volumes import output_path, probe_volume, read_volume, write_volume
+
+if TYPE_CHECKING:  # torch and MONAI load only once some input passed its header checks
+    from lungseg.inference.predictor import InferenceSettings, Predictor
 
 
 @dataclass
@@ -37,7 +39,7 @@ class CaseResult:
 def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str | Path | None = None,
                   method: str = "unet", device: str = "auto", png: bool = False,
                   overwrite: bool = False, series_uid: str | None = None,
-                  settings: InferenceSettings | None = None, progress: bool = True,
+                  settings: InferenceSettings | dict[str, Any] | None = None, progress: bool = True,
                   jobs: int = 1, qc: bool = True) -> list[CaseResult]:
     """Segment files; `output` is the mask path for one input, a folder for several.
 
@@ -72,17 +74,34 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
             check_output(_seg_path(t), inputs, overwrite)
         if png:
             check_output(_png_path(t), inputs, overwrite)
-    pairs = list(zip(inputs, targets, strict=True))
-    if jobs > 1 and len(pairs) > 1:
-        return _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress, qc)
-    predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
-    return [_run_case(path, target, method, predictor, png, series_uid, qc)
-            for path, target in tqdm(pairs, desc="predict", disable=not progress or len(pairs) < 2)]
+    # header checks before torch loads: a header bomb or a FIFO is refused in milliseconds
+    refused: dict[int, CaseResult] = {}
+    for i, p in enumerate(inputs):
+        try:
+            probe_volume(p)
+        except LungsegError as exc:
+            refused[i] = CaseResult(str(p), None, error=str(exc))
+    pairs = [(p, t) for i, (p, t) in enumerate(zip(inputs, targets, strict=True)) if i not in refused]
+    done: list[CaseResult] = []
+    if pairs:
+        from lungseg.inference.predictor import InferenceSettings, Predictor
+
+        if isinstance(settings, dict):
+            settings = InferenceSettings(**settings)
+        if jobs > 1 and len(pairs) > 1:
+            done = _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress, qc)
+        else:
+            predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
+            done = [_run_case(path, target, method, predictor, png, series_uid, qc)
+                    for path, target in tqdm(pairs, desc="predict", disable=not progress or len(pairs) < 2)]
+    ran = iter(done)
+    return [refused[i] if i in refused else next(ran) for i in range(len(inputs))]
 
 
 def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None, png: bool,
               series_uid: str | None, qc: bool = True) -> CaseResult:
     """One input to its mask (+ QC sidecar, + SEG, + overlay); a failed case removes what it wrote."""
+    from lungseg.inference.segment import segment
     from lungseg.quantification import quantify
 
     written: list[Path | None] = []
@@ -114,6 +133,8 @@ _WORKER: dict = {}
 
 def _init_worker(model, method, device, settings, threads, qc) -> None:
     import torch
+
+    from lungseg.inference.predictor import Predictor
 
     torch.set_num_threads(threads)
     _WORKER["method"] = method

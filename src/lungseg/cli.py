@@ -15,41 +15,86 @@ import typer
 
 from lungseg.core.errors import LungsegError
 
+DEVICES = ("auto", "cpu", "cuda")
+METHODS = ("unet", "classical")
+
+
+def _check_device(value: str | None) -> str | None:
+    """auto, cpu, or cuda where CUDA exists (checked here, so a run does not fail later)."""
+    if value is None:
+        return value
+    if value not in DEVICES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(DEVICES)}")
+    if value == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter("cuda: no CUDA device on this machine (use auto or cpu)")
+    return value
+
+
+def _check_method(value: str) -> str:
+    if value not in METHODS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(METHODS)}")
+    return value
+
+
+def _check_overlap(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise typer.BadParameter(f"{value:g} is outside [0, 1) (a fraction of the window; 1 would never advance)")
+    return value
+
+
+def _check_positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value:g} must be above 0")
+    return value
+
+
+def _check_path_text(value: str | None) -> str | None:
+    """'' would silently mean the working folder."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="3D lung segmentation on CT: synth, train, predict, evaluate, quantify.")
 
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (MSD layout)")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=_check_path_text, help="output folder (MSD layout)")],
     n: Annotated[int, typer.Option("--n", min=1, help="number of phantoms")] = 10,
     seed: Annotated[int, typer.Option(help="first seed; case i uses seed+i")] = 0,
-    size: Annotated[int | None, typer.Option(help="in-plane voxels for small test volumes (default: realistic 512 grid)")] = None,
+    size: Annotated[int | None, typer.Option(min=32, max=1024, help="in-plane voxels, 32-1024, for small test volumes (default: realistic 512 grid)")] = None,
     orientation: Annotated[str, typer.Option(help="stored axis codes, e.g. RAS or LPS")] = "RAS",
     variations: Annotated[bool, typer.Option(help="randomise habitus, contrast, pathology, scanner")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace existing phantoms and dataset.json")] = False,
 ) -> None:
     """Write synthetic chest-CT phantoms with right/left lung labels."""
     from lungseg.phantoms import synth as run
 
-    path = run(n, out, seed=seed, size=size, orientation=orientation, variations=variations)
+    path = run(n, out, seed=seed, size=size, orientation=orientation, variations=variations,
+               overwrite=overwrite, progress=sys.stderr.isatty())
     typer.echo(f"wrote {n} phantoms to {path}")
 
 
 @app.command()
 def train(
     data: Annotated[Path | None, typer.Option(help="dataset folder, dataset.json or CSV")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/train)")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", callback=_check_path_text, help="run folder (default runs/train)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (CLI options override it)")] = None,
     recipe: Annotated[str | None, typer.Option(help="tutorial (default values), cpu-fast, default-model")] = None,
     layout: Annotated[str | None, typer.Option(help="auto, pairs, msd, nnunet, csv, folders")] = None,
     label_mapping: Annotated[str | None, typer.Option(help="e.g. lobes5")] = None,
     val_data: Annotated[Path | None, typer.Option(help="separate validation dataset")] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="epochs (default 500)")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="stop after this many minutes")] = None,
-    val_every: Annotated[int | None, typer.Option(help="validate every k epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    max_epochs: Annotated[int | None, typer.Option(min=1, help="epochs (default 500)")] = None,
+    max_minutes: Annotated[float | None, typer.Option(callback=_check_positive, help="stop after this many minutes")] = None,
+    val_every: Annotated[int | None, typer.Option(min=1, help="validate every k epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(callback=_check_positive)] = None,
+    device: Annotated[str | None, typer.Option(callback=_check_device, help="auto, cpu, cuda")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.pt")] = False,
 ) -> None:
@@ -57,12 +102,12 @@ def train(
     from lungseg.training.config import TrainConfig
     from lungseg.training.loop import train as run
 
-    overrides = {"data": str(data) if data else None, "out": str(out) if out else None,
+    overrides = {"data": str(data) if data else None, "out": out,
                  "recipe": recipe, "layout": layout,
                  "label_mapping": label_mapping, "val_data": str(val_data) if val_data else None,
                  "max_epochs": max_epochs, "max_minutes": max_minutes, "val_every": val_every,
                  "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
-                 "resume": resume or None, "progress": sys.stderr.isatty() or None}
+                 "resume": resume or None, "progress": sys.stderr.isatty()}
     if config is not None:
         cfg = TrainConfig.from_yaml(config, **overrides)
     else:
@@ -76,15 +121,15 @@ def train(
 @app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="CT files or DICOM folders")],
-    out: Annotated[str, typer.Option("--out", "-o", help="mask file (one input) or folder (several, or ending in /)")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=_check_path_text, help="mask file (one input) or folder (several, or ending in /)")],
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped model)")] = None,
-    method: Annotated[str, typer.Option(help="unet or classical")] = "unet",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    method: Annotated[str, typer.Option(callback=_check_method, help="unet or classical")] = "unet",
+    device: Annotated[str, typer.Option(callback=_check_device, help="auto, cpu, cuda")] = "auto",
     png: Annotated[bool, typer.Option("--png", help="also write an overlay figure")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace existing outputs")] = False,
     series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
-    overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.25,
-    roi: Annotated[int, typer.Option(help="sliding-window size (voxels, cubic)")] = 160,
+    overlap: Annotated[float, typer.Option(callback=_check_overlap, help="sliding-window overlap, 0 to below 1")] = 0.25,
+    roi: Annotated[int, typer.Option(min=16, max=1024, help="sliding-window size (voxels, cubic), 16-1024")] = 160,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs")] = 1,
     qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
                                      "it disagrees with the network (costs a few seconds per scan; "
@@ -95,9 +140,8 @@ def predict(
     Quality checks (one lung missing, implausible volume, lung cut by the field of view, network vs classical disagreement) go to MASK.qc.json beside each mask; each failed check prints "lungseg: warning: INPUT: what" on stderr (exit code still 0).
     """
     from lungseg.batch import predict_files
-    from lungseg.inference.predictor import InferenceSettings
 
-    settings = InferenceSettings(roi_size=(roi, roi, roi), overlap=overlap)
+    settings = {"roi_size": (roi, roi, roi), "overlap": overlap}  # built once torch is needed
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
                             progress=sys.stderr.isatty(), jobs=jobs, qc=qc)
@@ -105,7 +149,7 @@ def predict(
     for r in results:
         if r.error:
             failed += 1
-            typer.echo(f"lungseg: error: {r.error}", err=True)
+            typer.echo(f"lungseg: error: {_one_line(r.error)}", err=True)
         else:
             typer.echo(f"{r.input}: right {r.right_ml:.0f} mL, left {r.left_ml:.0f} mL -> {r.output}")
             for w in r.warnings:
@@ -118,13 +162,14 @@ def predict(
 def evaluate(
     pred: Annotated[Path, typer.Option(help="predicted mask file or folder")],
     ref: Annotated[Path, typer.Option(help="reference mask file or folder")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for evaluation.json/.csv")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", callback=_check_path_text, help="folder for evaluation.json/.csv")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing evaluation.json/.csv")] = False,
 ) -> None:
     """Dice, HD95, surface distance and volume error per case, with mean ± sd."""
     from lungseg.evaluation import evaluate as run
     from lungseg.evaluation import format_table
 
-    result = run(pred, ref, out)
+    result = run(pred, ref, out, overwrite=overwrite)
     typer.echo(format_table(result))
 
 
@@ -140,8 +185,13 @@ def quantify(
     typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
 
 
+def _one_line(text: object) -> str:
+    """Any message as one line (a library's multi-line text must not break the contract)."""
+    return "; ".join(ln.strip() for ln in str(text).splitlines() if ln.strip())
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"lungseg: warning: {message}", file=sys.stderr)
+    print(f"lungseg: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("lungseg: interrupted", file=sys.stderr)
             return rv
     except LungsegError as exc:
-        print(f"lungseg: error: {exc}", file=sys.stderr)
+        print(f"lungseg: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -167,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 print(exc.format_message())
                 return 0
-            print(f"lungseg: error: {exc.format_message()}", file=sys.stderr)
+            print(f"lungseg: error: {_one_line(exc.format_message())}", file=sys.stderr)
             return 2
         raise
     finally:

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from lungseg.core.errors import InputError
+from lungseg.core.errors import InputError, OutputError
 from lungseg.core.geometry import check_same_grid
 from lungseg.core.labels import LEFT, RIGHT, check_labels
 from lungseg.core.volume import Volume
 from lungseg.io.formats import VOLUME_SUFFIXES, is_volume_file, strip_suffix
-from lungseg.io.safety import atomic_path
+from lungseg.io.safety import atomic_path, check_output
 from lungseg.io.volumes import read_volume
 
 __all__ = ["case_metrics", "evaluate", "format_table"]
@@ -158,22 +158,33 @@ def _write_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, newline="")
 
 
-def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None) -> dict:
+def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None,
+             overwrite: bool = False) -> dict:
     """Evaluate predictions against references (two folders matched by file name, or two files).
 
     Returns {"cases": [per-case metrics with "case"], "summary": {metric: {"mean", "sd", "n"},
     "n_empty_mismatch": int}}; NaN metrics are left out of means (n counts the rest).
     With `out`, writes out/evaluation.json (NaN as null) and out/evaluation.csv atomically.
-    A reference case without a prediction raises InputError naming it.
+    A reference case without a prediction raises InputError naming it. `out` is checked
+    before any work: a file, an unwritable folder, or an existing evaluation.json/.csv
+    without `overwrite` raises OutputError.
     """
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise OutputError("output folder is an existing file", out)
+        for name in ("evaluation.json", "evaluation.csv"):
+            check_output(out / name, [pred, ref], overwrite)
     pairs = _pairs(Path(pred), Path(ref))
     cases = []
     for case, p, r in pairs:
         cases.append({"case": case, **case_metrics(read_volume(p), read_volume(r))})
     result = {"cases": cases, "summary": _summary(cases)}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create folder ({exc.strerror})", out) from None
         _write_atomic(out / "evaluation.json", json.dumps(_json_safe(result), indent=2) + "\n")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(cases[0]))

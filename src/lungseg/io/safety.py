@@ -70,9 +70,22 @@ def check_output(out: str | Path, inputs: Sequence[str | Path], overwrite: bool 
     parent = resolved.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
+    if not parent.is_dir() or not _writable(parent):
         raise OutputError(f"cannot write into {parent} (not a writable folder)", out_path)
     return resolved
+
+
+def _writable(folder: Path) -> bool:
+    """Really writable: permission bits say nothing for root, or on a read-only file system."""
+    if not os.access(folder, os.W_OK):
+        return False
+    try:
+        fd, name = tempfile.mkstemp(prefix=".lungseg-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
 
 
 @contextmanager

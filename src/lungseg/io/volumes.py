@@ -21,18 +21,20 @@ of the series), MetaImage (.mha, .mhd + .raw), NRRD (.nrrd, .seg.nrrd).
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from lungseg.core.errors import InputError, OutputError
+from lungseg.core.errors import InputError, LungsegWarning, OutputError
 from lungseg.core.volume import Volume
 from lungseg.io.formats import WRITE_SUFFIXES, format_of, is_dicom_file, sniff
+from lungseg.io.limits import check_declared_size, require_regular_file
 from lungseg.io.safety import atomic_folder, atomic_path
 
-__all__ = ["Volume", "output_path", "read_volume", "write_volume"]
+__all__ = ["Volume", "output_path", "probe_volume", "read_volume", "write_volume"]
 
 
 def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
@@ -46,8 +48,26 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     meta: {"path", "format"} plus, for DICOM, "series_uid", "study_uid", "dicom_files".
     """
     path = Path(path).expanduser()
+    fmt = _preflight(path)
+    if fmt == "dicom":
+        from lungseg.io.dicom import read_dicom_series
+
+        return read_dicom_series(path, series_uid=series_uid)
+    if fmt == "nifti":
+        array, affine = _read_nifti(path)
+    else:
+        from lungseg.io.itk import read_itk
+
+        array, affine = read_itk(path, {"nrrd": "NRRD", "mha": "MetaImage"}[fmt])
+    _require_3d(array, path)
+    return Volume(array, affine, {"path": str(path), "format": fmt})
+
+
+def _preflight(path: Path) -> str:
+    """File-level checks before any reader runs; returns the format."""
     if not path.exists():
         raise InputError("no such file or folder", path)
+    require_regular_file(path)  # a FIFO or /dev/zero would block or never end
     fmt = format_of(path)
     if path.is_file():
         if path.stat().st_size == 0:
@@ -66,18 +86,46 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
                 "or a DICOM file or folder)",
                 path,
             )
-    if fmt == "dicom":
-        from lungseg.io.dicom import read_dicom_series
+    return fmt
 
-        return read_dicom_series(path, series_uid=series_uid)
+
+def probe_volume(path: str | Path) -> None:
+    """Every check `read_volume` can make without reading voxels (cheap; no torch, no arrays).
+
+    Refuses a missing path, a FIFO or device, an empty or non-image file, an unknown format
+    and a header declaring more voxels than the file can hold (`io.limits`). DICOM series
+    are only checked at the file level here.
+    """
+    path = Path(path).expanduser()
+    fmt = _preflight(path)
     if fmt == "nifti":
-        array, affine = _read_nifti(path)
-    else:
-        from lungseg.io.itk import read_itk
+        _nifti_header(path)
+    elif fmt != "dicom":
+        from lungseg.io.itk import probe_itk
 
-        array, affine = read_itk(path, {"nrrd": "NRRD", "mha": "MetaImage"}[fmt])
-    _require_3d(array, path)
-    return Volume(array, affine, {"path": str(path), "format": fmt})
+        probe_itk(path, {"nrrd": "NRRD", "mha": "MetaImage"}[fmt])
+
+
+def _nifti_header(path: Path):
+    """nibabel image (lazy: header only), after the declared size was checked against the file."""
+    is_gz = path.name.lower().endswith(".gz")
+    try:
+        img = nib.load(str(path))
+        header = img.header
+        # the header alone says how many bytes the voxels take: refuse a bomb before reading
+        check_declared_size(path, img.shape, header.get_data_dtype().itemsize,
+                            data_bytes=path.stat().st_size - (0 if is_gz else int(header.get_data_offset())),
+                            compression="deflate" if is_gz else None)
+    except InputError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        what = "truncated or corrupt gzip file" if is_gz else "truncated file"
+        raise InputError(f"{what} ({type(exc).__name__}: {exc}); was the download or copy complete?",
+                         path) from None
+    except Exception as exc:  # nibabel raises many kinds
+        msg = " ".join(str(exc).split())
+        raise InputError(f"not a readable NIfTI file ({type(exc).__name__}: {msg[:200]})", path) from None
+    return img
 
 
 def _require_3d(array: np.ndarray, path: Path) -> None:
@@ -95,21 +143,31 @@ def _require_3d(array: np.ndarray, path: Path) -> None:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     is_gz = path.name.lower().endswith(".gz")
+    img = _nifti_header(path)
     try:
-        img = nib.load(str(path))
         array = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         what = "truncated or corrupt gzip file" if is_gz else "truncated file"
         raise InputError(f"{what} ({type(exc).__name__}: {exc}); was the download or copy complete?",
                          path) from None
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError("not enough memory to read the voxels", path) from None
     except Exception as exc:  # nibabel raises many kinds
-        msg = str(exc)
+        msg = " ".join(str(exc).split())
         if "truncated" in msg.lower() or "buffer" in msg.lower() or "cannot reshape" in msg.lower():
             raise InputError(f"truncated file ({msg[:200]})", path) from None
         raise InputError(f"not a readable NIfTI file ({type(exc).__name__}: {msg[:200]})", path) from None
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     affine = np.asarray(img.affine, dtype=np.float64)
+    header = img.header
+    if int(header.get("qform_code", 1)) == 0 and int(header.get("sform_code", 1)) == 0:
+        codes = "".join(nib.aff2axcodes(affine))
+        warnings.warn(f"{path}: NIfTI header has neither qform nor sform (no orientation); assuming "
+                      f"{codes} axes with the stored voxel sizes (nibabel's fallback), so right and left "
+                      "may be swapped: check the file's origin", LungsegWarning, stacklevel=3)
     return array, affine
 
 

@@ -15,21 +15,32 @@ LABELS = {"0": "background", "1": "right lung", "2": "left lung"}
 
 
 def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orientation: str = "RAS",
-          variations: bool = False, progress: bool = True) -> Path:
+          variations: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Write n image/label pairs: out/imagesTr/lung_000.nii.gz, out/labelsTr/lung_000.nii.gz
     and out/dataset.json (with a "phantoms" list of each case's seed and parameters).
-    Case i uses seed `seed + i`. Returns `out`.
+    Case i uses seed `seed + i`. Returns `out`. Existing files are replaced only with
+    `overwrite` (checked before the first phantom is made: OutputError otherwise).
 
     >>> from lungseg.phantoms import synth
-    >>> root = synth(2, "/tmp/lungseg_synth_demo", size=64, progress=False)
+    >>> root = synth(2, "/tmp/lungseg_synth_demo", size=64, progress=False, overwrite=True)
     >>> sorted(p.name for p in (root / "imagesTr").iterdir())
     ['lung_000.nii.gz', 'lung_001.nii.gz']
     """
-    from lungseg.core.errors import LungsegError
+    from lungseg.core.errors import LungsegError, OutputError
+    from lungseg.io.safety import check_output
+    from lungseg.phantoms.grid import MAX_SIZE, MIN_SIZE
 
     if int(n) < 1:
         raise LungsegError(f"n must be at least 1, got {n}")
+    if size is not None and not MIN_SIZE <= int(size) <= MAX_SIZE:
+        raise LungsegError(f"size must be {MIN_SIZE}-{MAX_SIZE} voxels, got {size}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError("output folder is an existing file", out)
+    for i in range(int(n)):
+        for sub in ("imagesTr", "labelsTr"):
+            check_output(out / sub / f"lung_{i:03d}.nii.gz", [], overwrite)
+    check_output(out / "dataset.json", [], overwrite)
     training, phantoms = [], []
     for i in tqdm(range(int(n)), desc="synth", unit="case", disable=not progress):
         name = f"lung_{i:03d}.nii.gz"

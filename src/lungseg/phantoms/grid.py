@@ -83,14 +83,21 @@ class Frame:
         return (grid.zs - self.shift[2]).astype(np.float32)
 
 
+#: `size` bounds: below 32 the in-plane spacing of a wide patient exceeds the 20 mm lungseg
+#: accepts; above 1024 one phantom needs several GiB.
+MIN_SIZE, MAX_SIZE = 32, 1024
+#: Slices of small phantoms are capped below lungseg's 20 mm spacing limit (`io.checks`).
+MAX_SLICE_MM = 19.0
+
+
 def output_shape(p: PhantomParams, size: int | None) -> tuple[int, float, int, float]:
     """(n_inplane, spacing_inplane, n_slices, slice_spacing) for a requested `size`."""
     n = p.n_inplane if size is None else int(size)
-    if n < 8:
-        raise LungsegError(f"size must be at least 8, got {n}")
+    if not MIN_SIZE <= n <= MAX_SIZE:
+        raise LungsegError(f"size must be {MIN_SIZE}-{MAX_SIZE} voxels, got {n}")
     scale = p.n_inplane / n
     sxy = p.spacing_inplane * scale
-    sz = p.slice_thickness * scale
+    sz = min(p.slice_thickness * scale, MAX_SLICE_MM)
     nz = max(4, int(round(p.fov_z / sz)))
     return n, sxy, nz, p.fov_z / nz
 

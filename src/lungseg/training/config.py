@@ -11,7 +11,7 @@ forbids unknown keys, so a misspelt `spacnig:` is refused instead of silently ig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,6 +20,11 @@ from lungseg.core.errors import InputError
 from lungseg.networks import NetworkConfig
 from lungseg.training.recipes import RECIPES, TUTORIAL, RecipeName
 from lungseg.transforms import PreprocessingConfig
+
+#: A config is a page of settings; anything larger is not one.
+MAX_CONFIG_BYTES = 1 << 20
+#: A window edge in voxels (patches, validation windows).
+Window = Annotated[int, Field(ge=16, le=1024)]
 
 
 class TrainConfig(BaseModel):
@@ -34,27 +39,28 @@ class TrainConfig(BaseModel):
     layout: Literal["auto", "pairs", "msd", "nnunet", "csv", "folders"] = "auto"
     label_mapping: str | None = None
     val_data: str | None = Field(None, description="separate validation dataset; default: split data")
-    val_fraction: float = 0.2
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
-    roi_size: list[int] = Field(default_factory=lambda: list(TUTORIAL["roi_size"]))
-    num_samples: int = Field(TUTORIAL["num_samples"],
+    roi_size: list[Window] = Field(default_factory=lambda: list(TUTORIAL["roi_size"]), min_length=3, max_length=3)
+    num_samples: int = Field(TUTORIAL["num_samples"], ge=1, le=256,
                              description="patches drawn per volume per epoch (half lung, half background)")
-    batch_size: int = Field(TUTORIAL["batch_size"], description="patches per optimiser step")
-    lr: float = TUTORIAL["lr"]
+    batch_size: int = Field(TUTORIAL["batch_size"], ge=1, le=1024, description="patches per optimiser step")
+    lr: float = Field(TUTORIAL["lr"], gt=0.0, le=10.0)
     lr_schedule: Literal["constant", "cosine"] = Field(
         TUTORIAL["lr_schedule"], description="constant (reference) | cosine: decays to 1% over "
         "max_epochs or max_minutes, whichever ends first")
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0.0)
     loss: Literal["dice", "dicece"] = TUTORIAL["loss"]
-    max_epochs: int = TUTORIAL["max_epochs"]
-    max_minutes: float | None = None
-    val_every: int = TUTORIAL["val_every"]
-    val_overlap: float = TUTORIAL["val_overlap"]
-    val_roi_size: list[int] = Field(default_factory=lambda: list(TUTORIAL["val_roi_size"]))
+    max_epochs: int = Field(TUTORIAL["max_epochs"], ge=1)
+    max_minutes: float | None = Field(None, gt=0.0)
+    val_every: int = Field(TUTORIAL["val_every"], ge=1)
+    val_overlap: float = Field(TUTORIAL["val_overlap"], ge=0.0, lt=1.0)
+    val_roi_size: list[Window] = Field(default_factory=lambda: list(TUTORIAL["val_roi_size"]),
+                                       min_length=3, max_length=3)
     amp: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = 0
+    num_workers: int = Field(0, ge=0, le=64)
     seed: int = 0
     resume: bool = False
     init_weights: str | None = Field(None, description="checkpoint whose weights start the training "
@@ -72,13 +78,20 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML file; `overrides` that are not None replace its values."""
+        from lungseg.io.limits import require_regular_file
+
         path = Path(path)
+        if not path.exists():
+            raise InputError("config file not found", path)
+        if require_regular_file(path).st_size > MAX_CONFIG_BYTES or path.is_dir():
+            raise InputError("not a YAML config file (a folder, or larger than 1 MiB)", path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"cannot read config ({exc})".splitlines()[0], path) from None
         if not isinstance(raw, dict):
-            raise InputError(f"config must be a mapping of settings, got a {type(raw).__name__}", path)
+            raise InputError(f"config must be a mapping of settings (key: value lines), got a YAML "
+                             f"{type(raw).__name__}", path)
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls.validated(raw, path)
 

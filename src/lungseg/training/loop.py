@@ -112,6 +112,38 @@ def _append_metrics(path: Path, row: dict) -> None:
         w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
 
 
+#: What `last.pt` carries besides the weights, and the types it must have.
+RESUME_FIELDS: dict[str, tuple[type, ...]] = {"optimizer": (dict,), "epoch": (int,), "best_dice": (int, float),
+                                              "step": (int,), "elapsed_s": (int, float)}
+
+
+def _resume_state(cfg: TrainConfig, out: Path) -> dict:
+    """The validated `last.pt` of a run to resume; refuses one from another network or preprocessing."""
+    last = out / "last.pt"
+    if not last.exists():
+        raise InputError("nothing to resume: the run folder has no last.pt (drop --resume to start a new run)",
+                         out)
+    state = load_checkpoint(last)
+    for key, types in RESUME_FIELDS.items():
+        if key not in state:
+            raise InputError(f"checkpoint has no {key} field (not a last.pt written by lungseg train?)", last)
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, types) or (
+                key != "optimizer" and not math.isfinite(value)) or (key in ("epoch", "step") and value < 0):
+            raise InputError(f"checkpoint field {key} is invalid ({type(value).__name__} {str(value)[:40]})", last)
+    if not isinstance(state["optimizer"].get("state"), dict) or not isinstance(
+            state["optimizer"].get("param_groups"), list):
+        raise InputError("checkpoint field optimizer is not an optimizer state (no state/param_groups)", last)
+    wanted = cfg.settings()
+    for part in ("network", "preprocessing"):
+        have, want = state["settings"][part], wanted[part]
+        for key in want:
+            if have.get(key) != want[key]:
+                raise InputError(f"cannot resume: last.pt has settings.{part}.{key} = {have.get(key)}, "
+                                 f"the config has {want[key]} (use the run's config.yaml or a new --out)", last)
+    return state
+
+
 def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     """Train a U-Net with the patch-based recipe; returns a summary dict.
 
@@ -128,6 +160,10 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("run folder (--out) is an existing file, not a folder", out)
+    # a refused --resume must leave the run folder as it was: check it before writing anything
+    resume_state = _resume_state(cfg, out) if cfg.resume else None
     set_determinism(cfg.seed + info.rank)
 
     cases = find_cases(cfg.data, cfg.layout)
@@ -172,17 +208,21 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
 
     start_epoch, best, step, elapsed_before = 0, -1.0, 0, 0.0
-    if cfg.init_weights and not (cfg.resume and (out / "last.pt").exists()):
+    if cfg.init_weights and resume_state is None:
         init = load_checkpoint(cfg.init_weights)
         if init["settings"].get("network") not in (None, cfg.network.model_dump(mode="json")):
             raise InputError("init_weights: its network settings differ from the config's network",
                              cfg.init_weights)
         (model.module if info.enabled else model).load_state_dict(
             {k: v.float() for k, v in init["state_dict"].items()})
-    if cfg.resume and (out / "last.pt").exists():
-        state = load_checkpoint(out / "last.pt")
+    if resume_state is not None:
+        state = resume_state
         (model.module if info.enabled else model).load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise InputError(f"optimizer state does not fit this network ({exc})".splitlines()[0],
+                             out / "last.pt") from None
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_dice"])
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
 
