@@ -13,12 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL = ["chest_cta_cropped.nii.gz", "real_unlabeled/chest_4dct_phase00.nii.gz",
         "real_unlabeled/chest_lungpetctdx_a0001_5mm.nii.gz", "abdomen_ct_dicom"]
 
 
-def snapshot(n_phantoms: int, size: int) -> dict:
+def snapshot(n_phantoms: int, size: int, model: str | None = None) -> dict:
     import lungseg
     from lungseg.evaluation import case_metrics
 
@@ -27,7 +29,7 @@ def snapshot(n_phantoms: int, size: int) -> dict:
     except ImportError:  # before the rename
         from lungseg.quantification import quantify
 
-    predictor = lungseg.Predictor(None)
+    predictor = lungseg.Predictor(model)
     out: dict = {"phantoms": {}, "real": {}}
     for seed in range(90000, 90000 + n_phantoms):
         image, truth = lungseg.make_phantom(seed=seed, size=size, variations=True)
@@ -54,8 +56,9 @@ def main() -> None:
     p.add_argument("--compare", default=None)
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--size", type=int, default=160)
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     args = p.parse_args()
-    snap = snapshot(args.n, args.size)
+    snap = snapshot(args.n, args.size, args.model)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(snap, indent=1))
     if args.compare:
@@ -64,6 +67,9 @@ def main() -> None:
         dv = max((abs(a - b) for k, v in old["real"].items() for a, b in zip(snap["real"][k], v, strict=True)),
                  default=0.0)
         print(f"largest Dice difference {dd:.5f}; largest real-scan volume difference {dv:.2f} mL")
+    for method in ("unet", "classical"):
+        d = [v for k, v in snap["phantoms"].items() if k.endswith(method)]
+        print(f"{method}: mean phantom Dice {np.mean(d):.4f} over {len(d)} (min {np.min(d):.4f})")
 
 
 if __name__ == "__main__":

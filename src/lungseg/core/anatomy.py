@@ -215,11 +215,12 @@ def _named_by_midline(low: np.ndarray, low_sp: np.ndarray, low_aff: np.ndarray, 
     if spanning:
         piece = np.isin(lab, spanning)
         split = _named_by_order(piece, low_sp, low_aff)
-        if split is None:
-            c = np.mean(np.nonzero(piece), axis=1)
-            named[piece] = _side_of(_world_x(low_aff, c), mid)
-        else:
-            named = np.where(split > 0, split, named).astype(np.uint8)
+        if split is not None:
+            cx = [_world_x(low_aff, np.mean(np.nonzero(split == k), axis=1)) for k in (RIGHT, LEFT)]
+        if split is None or not cx[0] > mid > cx[1]:
+            # no two lungs found on either side of the midline: the midline plane splits the piece
+            split = np.where(piece, np.where(right, RIGHT, LEFT), 0).astype(np.uint8)
+        named = np.where(split > 0, split, named).astype(np.uint8)
     return named
 
 

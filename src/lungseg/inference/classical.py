@@ -91,8 +91,13 @@ def _outside_air(air: np.ndarray, hull: np.ndarray, hu: np.ndarray) -> np.ndarra
     return out
 
 
-def _trachea(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray) -> np.ndarray:
-    """Track the trachea and main bronchi down from the top of the air (RAS grid, z up)."""
+def _trachea(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray,
+             centre_i: float | None = None) -> np.ndarray:
+    """Track the trachea and main bronchi down from the top of the air (RAS grid, z up).
+
+    The tube is looked for near `centre_i` (the body's midline as an i index; default: the
+    middle of the body hull, which a crop holding one side of the chest moves off the spine).
+    """
     px = float(sp[0] * sp[1])
     out = np.zeros(cand.shape, bool)
     zs = np.flatnonzero(cand.any(axis=(0, 1)))
@@ -108,7 +113,8 @@ def _trachea(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray)
         hx = np.flatnonzero(hull[:, :, z].any(axis=1))
         if hx.size == 0:
             continue
-        centre, width = (hx[0] + hx[-1]) / 2.0, hx[-1] - hx[0] + 1
+        centre = (hx[0] + hx[-1]) / 2.0 if centre_i is None else centre_i
+        width = max(hx[-1] - hx[0] + 1, 200.0 / sp[0])  # tolerance: 15 % of a body, 30 mm at least
         best = None
         for c in range(1, n + 1):
             comp = lab == c
@@ -223,7 +229,7 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
     if body.sum() * np.prod(sp) / 1000.0 >= min_volume_ml:
         hull = body_hull_per_slice(body)
         cand = air & hull & ~_outside_air(air, hull, hu)
-        airways = _airway_tree(cand, hull, hu, sp)
+        airways = _airway_tree(cand, hull, hu, sp, _index_x(midline_x, ras_aff))
         cand &= ~airways
         lungs = _select_lungs(cand, hu, ras_aff, min_volume_ml, midline_x)
         labels_ras = _finish(lungs, ras_aff, sp, midline_x)
@@ -245,13 +251,19 @@ def central_airways(image: Volume, target_mm: float = 2.0) -> np.ndarray:
     air = grid.hu < AIR_THRESHOLD_HU
     hull = body_hull_per_slice(largest_body(air))
     cand = air & hull & ~_outside_air(air, hull, grid.hu)
-    return grid.back(_airway_tree(cand, hull, grid.hu, grid.spacing))
+    centre_i = _index_x(body_midline_x(arr, np.asarray(image.affine, float)), grid.affine)
+    return grid.back(_airway_tree(cand, hull, grid.hu, grid.spacing, centre_i))
+
+
+def _index_x(world_x: float | None, ras_affine: np.ndarray) -> float | None:
+    """The i index of world x on a RAS grid (None passes through)."""
+    return None if world_x is None else float((world_x - ras_affine[0, 3]) / ras_affine[0, 0])
 
 
 def _airway_tree(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndarray,
-                 reach_mm: float = 30.0, wall_mm: float = 2.0) -> np.ndarray:
+                 centre_i: float | None = None, reach_mm: float = 30.0, wall_mm: float = 2.0) -> np.ndarray:
     """The tracked trachea and main bronchi, grown along their lumen, plus a wall (RAS grid)."""
-    tube = _trachea(cand, hull, hu, sp)
+    tube = _trachea(cand, hull, hu, sp, centre_i)
     if not tube.any():
         return tube
     # the tracked tube can lose a bronchus that runs obliquely; take the dark lumen connected
