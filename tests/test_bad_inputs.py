@@ -144,37 +144,21 @@ def _(d):
     return predict(p, d), "cut.nii"
 
 
-@row("truncated_mha_compressed")
-def _(d):
+def _truncated_itk(d, name: str, compressed: bool):
+    """An ITK file (MetaImage/NRRD) whose last 100 bytes are missing."""
     import SimpleITK as sitk
 
-    p = d / "in" / "cut.mha"
+    p = d / "in" / name
     p.parent.mkdir(parents=True)
-    sitk.WriteImage(sitk.GetImageFromArray(ct_array()), str(p), useCompression=True)
+    sitk.WriteImage(sitk.GetImageFromArray(ct_array()), str(p), useCompression=compressed)
     p.write_bytes(p.read_bytes()[:-100])
-    return predict(p, d), "cut.mha"
+    return predict(p, d), name
 
 
-@row("truncated_mha_raw")
-def _(d):
-    import SimpleITK as sitk
-
-    p = d / "in" / "cut.mha"
-    p.parent.mkdir(parents=True)
-    sitk.WriteImage(sitk.GetImageFromArray(ct_array()), str(p), useCompression=False)
-    p.write_bytes(p.read_bytes()[:-100])
-    return predict(p, d), "cut.mha"
-
-
-@row("truncated_nrrd_gzip")
-def _(d):
-    import SimpleITK as sitk
-
-    p = d / "in" / "cut.nrrd"
-    p.parent.mkdir(parents=True)
-    sitk.WriteImage(sitk.GetImageFromArray(ct_array()), str(p), useCompression=True)
-    p.write_bytes(p.read_bytes()[:-100])
-    return predict(p, d), "cut.nrrd"
+for _name, _file, _compressed in (("truncated_mha_compressed", "cut.mha", True),
+                                  ("truncated_mha_raw", "cut.mha", False),
+                                  ("truncated_nrrd_gzip", "cut.nrrd", True)):
+    row(_name)(lambda d, f=_file, c=_compressed: _truncated_itk(d, f, c))
 
 
 for _kind, _magic in {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff\xe0", "zip": b"PK\x03\x04",

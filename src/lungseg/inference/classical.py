@@ -237,7 +237,7 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
     return image.with_array(grid.back(labels_ras).astype(np.uint8))
 
 
-def central_airways(image: Volume, target_mm: float = 2.0) -> np.ndarray:
+def central_airways(image: Volume, target_mm: float = 2.0, midline_x: float | None = None) -> np.ndarray:
     """Trachea and main bronchi (lumen plus wall), as a bool mask on the image's grid.
 
     The tube is tracked down from the top of the chest (see the module docstring, step 3),
@@ -251,7 +251,9 @@ def central_airways(image: Volume, target_mm: float = 2.0) -> np.ndarray:
     air = grid.hu < AIR_THRESHOLD_HU
     hull = body_hull_per_slice(largest_body(air))
     cand = air & hull & ~_outside_air(air, hull, grid.hu)
-    centre_i = _index_x(body_midline_x(arr, np.asarray(image.affine, float)), grid.affine)
+    if midline_x is None:  # callers that already know the body's midline pass it
+        midline_x = body_midline_x(arr, np.asarray(image.affine, float))
+    centre_i = _index_x(midline_x, grid.affine)
     return grid.back(_airway_tree(cand, hull, grid.hu, grid.spacing, centre_i))
 
 

@@ -100,9 +100,10 @@ class Predictor:
             labels = (prob > 0.5).astype(np.uint8)
         del prob
         if postprocessing:
-            labels = postprocess(labels, image.affine, midline_x=body_midline_x(image.array, image.affine),
-                                 hu=image.array, hull=body_hull(image.array, image.affine))
-            airways = central_airways(image)
+            midline_x = body_midline_x(image.array, image.affine)
+            labels = postprocess(labels, image.affine, midline_x=midline_x, hu=image.array,
+                                 hull=body_hull(image.array, image.affine))
+            airways = central_airways(image, midline_x=midline_x)
             labels = fill_indentations(labels, image.affine, keep_out=airways)  # nodules at the pleura
             labels[airways] = 0  # trachea and main bronchi are not lung
         return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})
