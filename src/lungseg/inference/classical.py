@@ -197,7 +197,46 @@ def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_
                 break  # this component already holds both lungs
         if len(chosen) == 2:
             break
+    if len(chosen) == 1:
+        keep |= _other_lung_cut_by_fov(lab, stats, sizes, hu, aff, chosen[0], midline_x)
     return keep
+
+
+#: A piece of the other lung in a partial view (bases or apex only) can be small: the
+#: posterior recess of a base behind the liver, the apex of a lung with a dense upper lobe.
+PARTIAL_VIEW_MM = 150.0
+OTHER_PIECE_MIN_ML = 2.0
+PARENCHYMA_MAX_MEDIAN_HU = -600.0
+
+
+def _other_lung_cut_by_fov(lab: np.ndarray, stats: dict, sizes: np.ndarray, hu: np.ndarray,
+                           aff: np.ndarray, first: int, midline_x: float | None) -> np.ndarray:
+    """The largest piece of the second lung that a partial view cut below `min_volume_ml`.
+
+    Only in a view at most `PARTIAL_VIEW_MM` tall, with one lung found: a piece on the other
+    side of the body's midline, at least `OTHER_PIECE_MIN_ML`, with lung parenchyma's median
+    HU (not pure gas, not soft tissue), that the field of view cuts at its top or bottom
+    slice (a lung goes on beyond the view; a bowel gas pocket lies inside it).
+    """
+    nz = lab.shape[2]
+    none = np.zeros(lab.shape, bool)
+    if nz * float(spacing_of(aff)[2]) > PARTIAL_VIEW_MM or midline_x is None:
+        return none
+    ijk = np.asarray(stats["centroids"], float)
+    world_x = aff[0, :3] @ ijk.T + aff[0, 3]
+    first_right = world_x[first] > midline_x
+    for c in [int(i) for i in np.argsort(sizes)[::-1] if i > 0 and i != first]:
+        if sizes[c] < OTHER_PIECE_MIN_ML:
+            break
+        if (world_x[c] > midline_x) == first_right:
+            continue
+        zs = stats["bounding_boxes"][c][2]
+        if zs.start > 0 and zs.stop < nz:
+            continue  # inside the view: gas, not a lung cut by it
+        med = float(np.median(hu[lab == c]))
+        if GAS_MEDIAN_HU <= med <= PARENCHYMA_MAX_MEDIAN_HU:
+            return lab == c
+    return none
 
 
 def _reorient(affine: np.ndarray):

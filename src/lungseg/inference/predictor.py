@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import cc3d
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -19,11 +20,19 @@ from monai.inferers import sliding_window_inference
 
 from lungseg.core.anatomy import body_hull, body_midline_x
 from lungseg.core.errors import InputError
+from lungseg.core.geometry import superior_axis
 from lungseg.core.volume import Volume
-from lungseg.inference.classical import central_airways
+from lungseg.inference.classical import central_airways, segment_classical
 from lungseg.inference.postprocess import fill_indentations, postprocess, refine_boundary
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING, infer_transforms, to_metatensor
+
+#: An input at most this tall (mm along the body axis) is a partial view (bases only, apex
+#: only, a slab, one slice; a whole adult lung is 200-300 mm tall): the network sees too
+#: little of the chest there to be sure of a small lung piece (a lung base behind the liver,
+#: the apex of a lung with a dense upper lobe), so aerated lung pieces that the classical
+#: method finds and the network missed entirely are added (`add_missed_pieces`).
+PARTIAL_VIEW_MM = 150.0
 
 #: Where the shipped default model lives inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.pt"
@@ -48,6 +57,35 @@ class InferenceSettings:
         if self.whole_volume_voxels and int(np.prod(whole)) <= self.whole_volume_voxels:
             return whole
         return tuple(self.roi_size)
+
+
+def is_partial_view(image: Volume) -> bool:
+    """True for an input at most `PARTIAL_VIEW_MM` tall (it cannot hold a whole lung)."""
+    ax = superior_axis(image.affine)
+    height = image.shape[ax] * float(np.linalg.norm(np.asarray(image.affine)[:3, ax]))
+    return height <= PARTIAL_VIEW_MM
+
+
+def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float = 0.05) -> np.ndarray:
+    """`labels` plus each connected lung piece of `other` (with its label) that `labels` missed.
+
+    Only whole pieces are added (at most `max_overlap` of a piece may already be lung), so
+    where both methods found a lung its boundary stays the network's.
+    """
+    other = np.asarray(other)
+    comp = cc3d.connected_components(other > 0, connectivity=26)
+    n = int(comp.max())
+    if n == 0:
+        return labels
+    size = np.bincount(comp.ravel(), minlength=n + 1)
+    hit = np.bincount(comp[labels > 0].ravel(), minlength=n + 1)
+    missed = np.flatnonzero((size > 0) & (hit <= max_overlap * size))
+    missed = missed[missed > 0]
+    if missed.size:
+        labels = labels.copy()
+        add = np.isin(comp, missed)
+        labels[add] = other[add]
+    return labels
 
 
 class Predictor:
@@ -103,6 +141,8 @@ class Predictor:
             midline_x = body_midline_x(image.array, image.affine)
             labels = postprocess(labels, image.affine, midline_x=midline_x, hu=image.array,
                                  hull=body_hull(image.array, image.affine))
+            if is_partial_view(image):
+                labels = add_missed_pieces(labels, segment_classical(image).array)
             airways = central_airways(image, midline_x=midline_x)
             labels = fill_indentations(labels, image.affine, keep_out=airways)  # nodules at the pleura
             labels[airways] = 0  # trachea and main bronchi are not lung
