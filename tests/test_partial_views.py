@@ -1,0 +1,59 @@
+"""Partial views (bases only, apex only, slabs): a small piece of the second lung cut by the
+field of view is still a lung; a gas pocket inside the view is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lungseg.core.volume import Volume
+from lungseg.inference.classical import segment_classical
+from lungseg.inference.predictor import add_missed_pieces, is_partial_view
+
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # RAS: larger x index = patient's right
+
+
+def _view(piece_z: slice, piece_hu: float = -850.0, nz: int = 60) -> Volume:
+    """A body (40 HU) with a tall left lung and a small right piece at `piece_z`."""
+    hu = np.full((120, 100, nz), -1000.0, np.float32)
+    hu[10:110, 10:90, :] = 40.0
+    hu[20:55, 25:75, :] = -850.0  # left lung (small x), the whole height of the view
+    hu[65:85, 40:60, piece_z] = piece_hu  # right piece: 20 x 20 x 10 voxels = 32 mL
+    return Volume(hu.astype(np.int16), AFFINE.copy())
+
+
+def test_piece_cut_by_the_view_is_the_other_lung():
+    image = _view(slice(50, 60))  # touches the top slice: the lung goes on above the view
+    labels = segment_classical(image).array
+    piece = labels[65:85, 40:60, 50:60]
+    assert (piece == 1).mean() > 0.9  # right lung, although below the minimum lung volume
+    assert (labels[20:55, 25:75, 30] == 2).mean() > 0.9
+
+
+@pytest.mark.parametrize("piece_z,piece_hu,why", [
+    (slice(25, 35), -850.0, "inside the view: a gas pocket, not a lung cut by the view"),
+    (slice(50, 60), -1000.0, "pure gas"),
+    (slice(50, 60), -300.0, "not aerated lung"),
+])
+def test_other_pieces_are_not_lung(piece_z, piece_hu, why):
+    labels = segment_classical(_view(piece_z, piece_hu)).array
+    assert not (labels[65:85, 40:60, piece_z] > 0).any(), why
+
+
+def test_rule_only_for_partial_views():
+    # 100 slices x 2 mm = 200 mm: a whole chest, where a small piece is not rescued
+    tall = _view(slice(90, 100), nz=100)
+    assert not is_partial_view(tall) and is_partial_view(_view(slice(50, 60)))
+    assert not (segment_classical(tall).array[65:85, 40:60, 90:100] > 0).any()
+
+
+def test_add_missed_pieces_keeps_network_boundary():
+    net = np.zeros((20, 20, 10), np.uint8)
+    net[2:8, 2:18, :] = 2
+    other = np.zeros_like(net)
+    other[1:9, 1:19, :] = 2  # the same lung, larger: must not replace the network's boundary
+    other[12:18, 5:15, :] = 1  # a piece the network missed entirely
+    out = add_missed_pieces(net, other)
+    assert (out[12:18, 5:15, :] == 1).all()
+    assert (out[1, :, :] == 0).all() and (out[2:8, 2:18, :] == 2).all()
+    assert int((out > 0).sum()) == int((net > 0).sum()) + 6 * 10 * 10
