@@ -12,7 +12,8 @@ Steps, on a ~2 mm copy of the image reoriented to RAS (any stored orientation wo
 4. of the remaining air components, at most two plausible lungs are kept: at least
    `min_volume_ml`, not pure gas (median HU above -960, unlike stomach/bowel gas), and a
    second component must reach above the first one's centroid (gas below the diaphragm
-   does not);
+   does not); in a partial view (at most 150 mm tall) with one lung found, a smaller piece
+   of the other lung is kept when the view cuts it at its top or bottom slice;
 5. right/left by anatomy (`split_left_right`), closing with a ~3 mm ball (vessels at the
    lung surface) and hole filling per lung (vessels and nodules inside the lung);
 6. back to exactly the input grid (nearest neighbour).
