@@ -196,12 +196,14 @@ def evaluate(
     ref: Annotated[Path, typer.Option(help="reference mask file or folder")],
     out: Annotated[str | None, typer.Option("--out", "-o", callback=_check_path_text, help="folder for evaluation.json/.csv")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing evaluation.json/.csv")] = False,
+    html: Annotated[bool, typer.Option("--html", help="also write OUT/evaluation.html: false positives "
+                                       "and negatives per case, box plots of Dice and HD95")] = False,
 ) -> None:
     """Dice, HD95, surface distance and volume error per case, with mean ± sd."""
     from lungseg.evaluation import evaluate as run
     from lungseg.evaluation import format_table
 
-    result = run(pred, ref, out, overwrite=overwrite)
+    result = run(pred, ref, out, overwrite=overwrite, html=html)
     typer.echo(format_table(result))
 
 
