@@ -71,8 +71,7 @@ def write_cohort(rows: list[dict], index_html: str | Path, cohort_csv: str | Pat
 
     Report links are written relative to the page's folder, so the folder can be moved.
     """
-    from lungseg import __version__
-    from lungseg.report.html import page_json, render
+    from lungseg.report.html import lungseg_version, page_json, render
 
     index_html, cohort_csv = Path(index_html), Path(cohort_csv)
     rows = sort_doubtful_first(rows)
@@ -85,7 +84,7 @@ def write_cohort(rows: list[dict], index_html: str | Path, cohort_csv: str | Pat
     n_warn = sum(1 for r in rows if r["n_warnings"])
     n_fail = sum(1 for r in rows if r["error"])
     page = render("cohort.html.j2", title=title, rows=shown, n=len(rows), n_warn=n_warn,
-                  n_fail=n_fail, version=__version__, data_json=page_json({"cases": [{k: v for k, v in r.items() if k != "thumbnail"}
+                  n_fail=n_fail, version=lungseg_version(), data_json=page_json({"cases": [{k: v for k, v in r.items() if k != "thumbnail"}
                                                   for r in shown]}))
     with atomic_path(index_html) as tmp:
         tmp.write_text(page, encoding="utf-8")

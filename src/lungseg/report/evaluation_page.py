@@ -92,8 +92,7 @@ def boxplot_figure(cases: list[dict]):
 
 def write_evaluation_html(result: dict, overlays: dict[str, bytes], out: str | Path) -> Path:
     """The evaluation page: summary, box plots and each case's error overlay (PNG bytes by case)."""
-    from lungseg import __version__
-    from lungseg.report.html import page_json, png_uri, render
+    from lungseg.report.html import lungseg_version, page_json, png_uri, render
 
     def clean(v):
         return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -104,9 +103,9 @@ def write_evaluation_html(result: dict, overlays: dict[str, bytes], out: str | P
     page = render("evaluation.html.j2", cases=cases, summary=summary,
                   boxplots=png_uri(png_bytes(boxplot_figure(result["cases"]))),
                   overlays={k: png_uri(v) for k, v in overlays.items()},
-                  colours={name: "#%02x%02x%02x" % tuple(int(255 * c) for c in rgb)
+                  colours={name: matplotlib.colors.to_hex(rgb)
                            for name, rgb in ERROR_COLOURS.values()},
-                  version=__version__, data_json=page_json({"cases": cases, "summary": summary}))
+                  version=lungseg_version(), data_json=page_json({"cases": cases, "summary": summary}))
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")

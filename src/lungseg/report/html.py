@@ -66,6 +66,16 @@ MEASURES = (
 SIDES = (("right", "Right lung"), ("left", "Left lung"), ("total", "Both lungs"))
 
 
+def lungseg_version() -> str:
+    """The installed package's version (the package root is the app layer: not imported here)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lungseg")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def fmt(value: float | None, decimals: int) -> str:
     """A number as the page shows it ('—' for none): the rule the tests hold the page to."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -90,8 +100,8 @@ def render(template: str, **context) -> str:
 
 
 def page_json(data: dict) -> str:
-    """JSON safe inside a <script> element (no '</' to end it early)."""
-    return json.dumps(data, allow_nan=False, default=_plain).replace("</", "<\\/")
+    """JSON safe inside a <script> element (no "<" at all, so no "</script>" can end it early)."""
+    return json.dumps(data, allow_nan=False, default=_plain).replace("<", "\\u003c")
 
 
 def _plain(obj):
@@ -147,7 +157,6 @@ def case_report(image: Volume, mask: Volume, *, qc: dict | None = None, quantiti
     None. `figures=False` leaves the pictures out (fast, for tests of the numbers only).
     Raises GeometryError / LabelError for a mask that is not on the image's grid or not 0/1/2.
     """
-    from lungseg import __version__
     from lungseg.quality import check_mask
     from lungseg.quantification import quantify
 
@@ -173,10 +182,10 @@ def case_report(image: Volume, mask: Volume, *, qc: dict | None = None, quantiti
             "orientation": "".join(nib.orientations.aff2axcodes(image.affine))}
     data = {"title": title, "image": str(image_path) if image_path else None,
             "mask": str(mask_path) if mask_path else None, "quantities": q, "extent": ext,
-            "quality": qc, "grid": grid, "lungseg_version": __version__}
+            "quality": qc, "grid": grid, "lungseg_version": lungseg_version()}
     page = render("case.html.j2", title=title or "lung report", q=q, measures=MEASURES, sides=SIDES,
                   ext=ext, qc=qc, qc_source=qc_source, pictures=pictures, grid=grid,
-                  image_path=image_path, mask_path=mask_path, version=__version__,
+                  image_path=image_path, mask_path=mask_path, version=lungseg_version(),
                   generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
                   data_json=page_json(data), labels=LABEL_NAMES)
     return page, summary

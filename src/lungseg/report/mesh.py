@@ -11,7 +11,7 @@ Example on a phantom (a 20 mm cube of "right lung" on 2 mm voxels)::
     >>> from lungseg.core.volume import Volume
     >>> lab = np.zeros((16, 16, 16), np.uint8); lab[3:13, 3:13, 3:13] = 1
     >>> meshes = lung_meshes(Volume(lab, np.diag([2.0, 2.0, 2.0, 1.0])))
-    >>> sorted(meshes), meshes["right"].is_watertight, round(meshes["right"].volume / 1000, 1)
+    >>> sorted(meshes), meshes["right"].is_watertight, round(float(meshes["right"].volume) / 1000, 1)
     (['right'], True, 7.9)
 """
 
