@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import re
-from html.parser import HTMLParser
 
 import nibabel as nib
 import numpy as np
 import pytest
 import trimesh
 from conftest import assert_no_leftovers
-from report_phantoms import (
+from report_helpers import (
     AXES,
     CENTRE_X,
     analytic_ml,
@@ -21,6 +20,7 @@ from report_phantoms import (
     assert_sides,
     colour_masks,
     ellipsoid_phantom,
+    parse_cells,
     read_png,
 )
 
@@ -47,41 +47,6 @@ def _run(capsys, *args):
 def _save(vol, path):
     nib.save(nib.Nifti1Image(np.asarray(vol.array), vol.affine), str(path))
     return path
-
-
-class Cells(HTMLParser):
-    """Text of every element with a data-key attribute (the numbers a page shows)."""
-
-    def __init__(self):
-        super().__init__()
-        self.cells: dict[str, str] = {}
-        self.rows: list[dict[str, str]] = []
-        self._key = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "tr" and "data-case" in a:
-            self.rows.append({"case": a["data-case"]})
-        if "data-key" in a:
-            self._key = a["data-key"]
-            self.cells[self._key] = ""
-
-    def handle_data(self, data):
-        if self._key is not None:
-            self.cells[self._key] += data
-
-    def handle_endtag(self, tag):
-        if self._key is not None and tag in ("td", "span", "div"):
-            self.cells[self._key] = self.cells[self._key].strip()
-            if self.rows:
-                self.rows[-1][self._key] = self.cells[self._key]
-            self._key = None
-
-
-def parse_cells(page: str) -> Cells:
-    p = Cells()
-    p.feed(page)
-    return p
 
 
 # ------------------------------------------------------------------ numbers

@@ -1,4 +1,5 @@
-"""Ellipsoid 'lungs' of known volume on anisotropic and oblique grids, and colour tests on pictures.
+"""Helpers of the report tests: ellipsoid 'lungs' of known volume on anisotropic and oblique
+grids, colour tests on pictures, and the numbers a page shows (its data-key cells).
 
 Shared by the report tests (plain module, imported by name like conftest's helpers).
 """
@@ -6,6 +7,7 @@ Shared by the report tests (plain module, imported by name like conftest's helpe
 from __future__ import annotations
 
 import io
+from html.parser import HTMLParser
 
 import numpy as np
 
@@ -91,3 +93,38 @@ def assert_sides(rgb: np.ndarray, right_on_left: bool = True, min_pixels: int = 
 def assert_not_uniform(rgb: np.ndarray) -> None:
     assert rgb.std() > 20, rgb.std()
     assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50
+
+
+class Cells(HTMLParser):
+    """Text of every element with a data-key attribute (the numbers a page shows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells: dict[str, str] = {}
+        self.rows: list[dict[str, str]] = []
+        self._key = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "data-case" in a:
+            self.rows.append({"case": a["data-case"]})
+        if "data-key" in a:
+            self._key = a["data-key"]
+            self.cells[self._key] = ""
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self.cells[self._key] += data
+
+    def handle_endtag(self, tag):
+        if self._key is not None and tag in ("td", "span", "div"):
+            self.cells[self._key] = self.cells[self._key].strip()
+            if self.rows:
+                self.rows[-1][self._key] = self.cells[self._key]
+            self._key = None
+
+
+def parse_cells(page: str) -> Cells:
+    p = Cells()
+    p.feed(page)
+    return p
