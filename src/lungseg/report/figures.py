@@ -167,11 +167,17 @@ def montage_figure(image: Volume, mask: Volume, n: int = 12, cols: int = 6):
 
 
 def thumbnail_figure(image: Volume, mask: Volume):
-    """One small coronal slice through the lungs with the mask filled in (for the cohort table)."""
+    """One small slice through the lungs with the mask filled in (for the cohort table): coronal,
+    or axial when the lungs are far wider than tall (a slab of a few slices)."""
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
     c = _lung_centre(lab)
+    idx = np.argwhere(lab > 0)
+    span = (np.ptp(idx, axis=0) + 1) * np.asarray(sp) if len(idx) else np.ones(3)
     fig, ax = plt.subplots(figsize=(1.6, 1.6))
-    _draw(ax, _display(img[:, c[1], :]), _display(lab[:, c[1], :]), sp[2] / sp[0], fill=True)
+    if span[2] >= 0.4 * span[0]:
+        _draw(ax, _display(img[:, c[1], :]), _display(lab[:, c[1], :]), sp[2] / sp[0], fill=True)
+    else:
+        _draw(ax, _display(img[:, :, c[2]]), _display(lab[:, :, c[2]]), sp[1] / sp[0], fill=True)
     fig.subplots_adjust(0, 0, 1, 1)
     return fig

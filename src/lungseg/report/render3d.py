@@ -30,7 +30,7 @@ __all__ = ["surface_figure", "TARGET_MM", "VIEWS"]
 #: Voxel size (mm) the mask is reduced to before marching cubes, for the picture only.
 TARGET_MM = 3.0
 #: Gaussian smoothing (sd, mm) of the reduced mask, so the picture shows the lung, not voxel steps.
-SMOOTH_MM = 2.0
+SMOOTH_MM = 3.0
 AMBIENT = 0.35
 
 
@@ -47,7 +47,7 @@ VIEWS = (("anterior view (patient's right on the left)", 90.0),
          ("posterior view (patient's right on the right)", -90.0))
 
 
-def surface_figure(mask: Volume, elev: float = 12.0, views=VIEWS):
+def surface_figure(mask: Volume, elev: float = 10.0, views=VIEWS):
     """Both lungs' surfaces seen from the front and from the back (`views`: (title, azimuth);
     azimuth 90 puts the camera on the patient's anterior side, +y in RAS); a matplotlib
     Figure. An empty mask gives a figure saying so."""
@@ -60,7 +60,7 @@ def surface_figure(mask: Volume, elev: float = 12.0, views=VIEWS):
         if lung.any():
             smooth = ndimage.gaussian_filter(lung.astype(np.float32), SMOOTH_MM / spacing_of(affine))
             surfaces.append((value, *surface_arrays(smooth, affine)))
-    fig = plt.figure(figsize=(5.2 * len(views), 5.6))
+    fig = plt.figure(figsize=(5.0 * len(views), 5.0))
     for n, (title, azim) in enumerate(views):
         ax = fig.add_subplot(1, len(views), n + 1, projection="3d", computed_zorder=False)
         _draw_view(ax, surfaces, elev, azim)
@@ -87,6 +87,7 @@ def _draw_view(ax, surfaces, elev: float, azim: float) -> None:
     centre, half = (lo + hi) / 2, (hi - lo) / 2
     for setter, c, h in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, half, strict=True):
         setter(c - h, c + h)
-    ax.set_box_aspect(np.maximum(hi - lo, 1e-6))
+    ax.set_proj_type("ortho")
+    ax.set_box_aspect(np.maximum(hi - lo, 1e-6), zoom=1.2)
     ax.view_init(elev=elev, azim=azim)
     ax.set_axis_off()
