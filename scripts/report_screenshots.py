@@ -16,7 +16,7 @@ from PIL import Image
 
 
 def shoot(page: Path, out: Path, width: int = 1200, height: int = 2600, scale: float = 0.75,
-          colours: int = 128) -> Path:
+          colours: int = 256) -> Path:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("chromium not found (apt-get install chromium)")
@@ -28,7 +28,7 @@ def shoot(page: Path, out: Path, width: int = 1200, height: int = 2600, scale: f
                        check=True, capture_output=True, timeout=120)
         img = Image.open(raw).convert("RGB")
     img = img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
-    img = img.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    img = img.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out, optimize=True)
     return out
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=1200)
     ap.add_argument("--height", type=int, default=2600)
     ap.add_argument("--scale", type=float, default=0.75)
-    ap.add_argument("--colours", type=int, default=128)
+    ap.add_argument("--colours", type=int, default=256)
     a = ap.parse_args()
     out = shoot(a.page, a.out, a.width, a.height, a.scale, a.colours)
     print(f"{out}: {out.stat().st_size / 1024:.0f} KB")

@@ -1,7 +1,8 @@
 """The cohort page: one sortable table of every case (index.html) and the same numbers as CSV.
 
 A row per case: its name (linked to its report), right/left/total lung volume (mL), %LAA-950
-and Perc15 of both lungs, and the quality warnings. The table opens sorted with the doubtful
+and Perc15 of both lungs, the lungs' head-foot extent (mm: a short one means a partial scan)
+and the quality warnings. The table opens sorted with the doubtful
 cases first (failed cases, then most warnings); a click on a column header sorts by it
 (inline JavaScript: the page needs no network and opens from disk).
 
@@ -15,7 +16,7 @@ Example::
     >>> [p.name for p in write_cohort(rows, d / "index.html", d / "cohort.csv")]
     ['index.html', 'cohort.csv']
     >>> (d / "cohort.csv").read_text().splitlines()[1]
-    'a,a.html,2500.0,2300.0,4800.0,3.2,-930.0,0,,'
+    'a,a.html,2500.0,2300.0,4800.0,3.2,-930.0,,0,,'
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["COLUMNS", "cohort_row", "failed_row", "sort_doubtful_first", "write_
 
 #: CSV columns (the page shows the same, warnings as a list).
 COLUMNS = ("case", "report", "right_ml", "left_ml", "total_ml", "laa950_percent", "perc15_hu",
-           "n_warnings", "warnings", "error")
+           "extent_mm", "n_warnings", "warnings", "error")
 
 
 def cohort_row(case: str, summary: dict, report: str | Path | None) -> dict:
@@ -40,14 +41,14 @@ def cohort_row(case: str, summary: dict, report: str | Path | None) -> dict:
     warnings = list(summary.get("warnings", []))
     return {"case": case, "report": str(report) if report else "", "thumbnail": summary.get("thumbnail", ""),
             **{k: summary.get(k) for k in ("right_ml", "left_ml", "total_ml", "laa950_percent",
-                                            "perc15_hu")},
+                                            "perc15_hu", "extent_mm")},
             "n_warnings": len(warnings), "warnings": warnings, "error": ""}
 
 
 def failed_row(case: str, error: str) -> dict:
     """A row for a case that produced no mask (its error shown in the warnings column)."""
     return {"case": case, "report": "", "thumbnail": "", "right_ml": None, "left_ml": None, "total_ml": None,
-            "laa950_percent": None, "perc15_hu": None, "n_warnings": 0, "warnings": [], "error": error}
+            "laa950_percent": None, "perc15_hu": None, "extent_mm": None, "n_warnings": 0, "warnings": [], "error": error}
 
 
 def sort_doubtful_first(rows: list[dict]) -> list[dict]:

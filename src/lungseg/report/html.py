@@ -199,6 +199,7 @@ def case_summary(quantities: dict, qc: dict) -> dict:
             "total_ml": round(t["volume_ml"], 2),
             "laa950_percent": None if t["laa950_percent"] is None else round(t["laa950_percent"], 2),
             "perc15_hu": None if t["p15_hu"] is None else round(t["p15_hu"], 1),
+            "extent_mm": qc.get("extent_mm"),
             "warnings": list(qc.get("warnings", []))}
 
 
