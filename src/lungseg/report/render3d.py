@@ -60,7 +60,7 @@ def surface_figure(mask: Volume, elev: float = 10.0, views=VIEWS):
         if lung.any():
             smooth = ndimage.gaussian_filter(lung.astype(np.float32), SMOOTH_MM / spacing_of(affine))
             surfaces.append((value, *surface_arrays(smooth, affine)))
-    fig = plt.figure(figsize=(5.0 * len(views), 5.0))
+    fig = plt.figure(figsize=(5.0 * len(views), 4.6))
     for n, (title, azim) in enumerate(views):
         ax = fig.add_subplot(1, len(views), n + 1, projection="3d", computed_zorder=False)
         _draw_view(ax, surfaces, elev, azim)
