@@ -115,7 +115,8 @@ def pair_folders(images: Path, masks: Path) -> list[tuple[Path, Path]]:
 
 def report_files(paths: Sequence[str | Path], out: str | Path, mesh: str | None = None,
                  overwrite: bool = False, progress: bool = False) -> list[dict]:
-    """Reports for image/mask files: `paths` is IMAGE MASK (out: the page, e.g. case.html),
+    """Reports for image/mask files: `paths` is IMAGE MASK (out: the page, e.g. case.html, or
+    a folder when it ends in '/' or exists),
     several IMAGE MASK pairs, or IMAGE_FOLDER MASK_FOLDER (out: a folder that gets one page per
     case, index.html and cohort.csv). Returns the cohort rows; with several cases, a case that
     fails (bad file, mask off the image's grid) is a row with its `error` and the others go on.
@@ -143,6 +144,8 @@ def report_files(paths: Sequence[str | Path], out: str | Path, mesh: str | None 
     else:
         raise InputError("give IMAGE MASK, several IMAGE MASK pairs, or IMAGE_FOLDER MASK_FOLDER "
                          f"({len(paths)} paths given)", paths[-1] if paths else ".")
+    if single and (Path(out).is_dir() or str(out).endswith(("/", "\\"))):
+        single = False  # one pair into a folder: its page + the cohort page, as for many
     out = Path(out)
     mesh = check_mesh_option(mesh, single)
     inputs = [p for pair in pairs for p in pair]

@@ -91,11 +91,14 @@ def png_uri(png: bytes) -> str:
 def render(template: str, **context) -> str:
     """Render one of the package's Jinja2 templates (report/templates/), autoescaped."""
     import jinja2
+    import markupsafe
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("lungseg.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
+    env.filters["wbr"] = lambda text: markupsafe.Markup(  # long case names break after '_'
+        str(markupsafe.escape(text)).replace("_", "_<wbr>"))
     return env.get_template(template).render(**context)
 
 
