@@ -104,3 +104,13 @@ def test_cohort_page_renders_in_chromium(reports, tmp_path):
         assert rows[case]["total_ml"] == fmt(q["total"]["volume_ml"], 1)
         assert rows[case]["laa950_percent"] == fmt(q["total"]["laa950_percent"], 2)
         assert rows[case]["perc15_hu"] == fmt(q["total"]["p15_hu"], 1)
+
+
+def test_cohort_table_sorts_in_chromium(reports, tmp_path):
+    """The inline sort runs: #sort=-total_ml opens the table by total volume, largest first."""
+    out, quantities = reports
+    totals = {case: q["total"]["volume_ml"] for case, q in quantities.items()}
+    for hash_, reverse in (("#sort=-total_ml", True), ("#sort=total_ml", False)):
+        r = chromium(tmp_path, (out / "index.html").as_uri() + hash_, "--dump-dom")
+        order = [row["case"] for row in parse_cells(r.stdout).rows]
+        assert order == sorted(totals, key=totals.get, reverse=reverse), (hash_, order, totals)
