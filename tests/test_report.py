@@ -215,21 +215,26 @@ def test_report_cli_folders_make_a_cohort(tmp_path, capsys):
 
 def test_predict_report_and_mesh_write_pages_cohort_and_meshes(phantom_data, tmp_path, capsys):
     images = sorted((phantom_data / "imagesTr").glob("*.nii.gz"))[:2]
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume" * 100)
     out = tmp_path / "pred"
-    code, _, err = _run(capsys, "predict", *images, "-o", f"{out}/", "--method", "classical",
+    code, _, err = _run(capsys, "predict", *images, broken, "-o", f"{out}/", "--method", "classical",
                         "--report", "--mesh", "stl")
-    assert code == 0, err
+    assert code == 2 and "broken.nii.gz" in err  # the bad input fails alone
+    assert not (out / "broken.html").exists() and not (out / "broken_right.stl").exists()
     for img in images:
         stem = img.name.removesuffix(".nii.gz")
         assert (out / f"{stem}.html").is_file()
         qc = json.loads((out / f"{stem}.qc.json").read_text())
-        assert f"{stem}.qc.json" and "warnings" in qc
+        assert "warnings" in qc
         right = trimesh.load(out / f"{stem}_right.stl", force="mesh")
         mask = nib.load(out / f"{stem}.nii.gz")
         lab = np.asarray(mask.dataobj)
         mask_ml = np.count_nonzero(lab == 1) * abs(np.linalg.det(mask.affine[:3, :3])) / 1000
         assert right.volume / 1000 == pytest.approx(mask_ml, rel=0.02)
     rows = list(csv.DictReader((out / "cohort.csv").open()))
+    assert rows[0]["case"] == "broken" and rows[0]["error"] and not rows[0]["report"]  # failed first
+    rows = rows[1:]
     assert sorted(r["case"] for r in rows) == sorted(i.name.removesuffix(".nii.gz") for i in images)
     index = (out / "index.html").read_text()
     for r in rows:
