@@ -272,3 +272,29 @@ def test_evaluate_html_shows_false_positives_and_negatives(tmp_path, capsys):
     assert cells["dice_lungs.mean"] == fmt(result["summary"]["dice_lungs"]["mean"], 4)
     code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--html")
     assert code == 2 and "--out" in err
+
+
+def test_real_chest_report_puts_lungs_on_their_sides(tmp_path):
+    """A real chest stored LPS (shared CTA crop, classical mask): pictures show the right lung on
+    the viewer's left from the front, and the page carries the field-of-view warning."""
+    from conftest import SHARED
+
+    from lungseg.inference.segment import segment
+    from lungseg.io.volumes import read_volume
+
+    path = SHARED / "chest_cta_cropped.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"shared data not found: {path}")
+    image = read_volume(path)
+    mask = segment(image, method="classical")
+    surf = read_png(png_bytes(surface_figure(mask)))
+    half = surf.shape[1] // 2
+    assert_sides(surf[:, :half], right_on_left=True)
+    assert_sides(surf[:, half:], right_on_left=False)
+    ov = read_png(png_bytes(overlay_figure(image, mask, fill=True)))
+    third = ov.shape[1] // 3
+    assert_sides(ov[:, :third])
+    assert_sides(ov[:, third:2 * third])
+    page, summary = case_report(image, mask, figures=False)
+    assert summary["warnings"] and "field-of-view" in summary["warnings"][0]
+    assert "field-of-view" in page
