@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench pretrained finetune clean
+.PHONY: setup chromium demo test test-fast lint bench pretrained finetune clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,17 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) scripts/demo.py --out runs/demo
 
-test: setup
+# headless Chromium for the report tests (tests/test_report_browser.py); they skip, saying so,
+# when it cannot be installed (no root, no Debian package source)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  echo "chromium not installed: the browser tests of the reports will be skipped"
+
+test: setup chromium
 	$(PY) -m pytest -q tests
 
-test-fast: setup
+test-fast: setup chromium
 	$(PY) -m pytest -q -m "not slow" tests
 
 lint: setup

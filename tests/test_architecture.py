@@ -17,6 +17,8 @@ LAYERS = {
     "io": 1,
     "transforms": 2, "networks": 2, "inference": 2,
     "training": 3, "evaluation": 3, "quantification": 3, "phantoms": 3, "report": 3, "quality": 3,
+    "report.figures": 3, "report.render3d": 3, "report.mesh": 3, "report.html": 3, "report.cohort": 3,
+    "report.build": 3, "report.evaluation_page": 3,
     "batch": 4, "cli": 4, "__main__": 4, "__init__": 4,
 }
 

@@ -34,13 +34,16 @@ class CaseResult:
     error: str | None = None
     #: one line per failed quality check (`lungseg.quality`), also in the `.qc.json` sidecar
     warnings: list[str] = field(default_factory=list)
+    #: with `report`: the cohort table's numbers (`lungseg.report.html.case_summary`)
+    summary: dict | None = None
 
 
 def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str | Path | None = None,
                   method: str = "unet", device: str = "auto", png: bool = False,
                   overwrite: bool = False, series_uid: str | None = None,
                   settings: InferenceSettings | dict[str, Any] | None = None, progress: bool = True,
-                  jobs: int = 1, qc: bool = True) -> list[CaseResult]:
+                  jobs: int = 1, qc: bool = True, report: bool = False,
+                  mesh: str | None = None) -> list[CaseResult]:
     """Segment files; `output` is the mask path for one input, a folder for several.
 
     `jobs` > 1 runs that many worker processes, each loading the model once and using
@@ -55,6 +58,10 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     The quality checks (`lungseg.quality.check_mask`) always run; with `qc` (default) and
     method "unet", the classical method also segments each image (a few seconds) and a large
     disagreement becomes a warning. Failed checks are listed in `CaseResult.warnings`.
+
+    `report` writes `<mask stem>.html` beside each mask (`lungseg.report`) and, when `output`
+    is a folder, `index.html` + `cohort.csv` there; `mesh` (stl, ply or obj; for one input also
+    a file name) writes each lung's surface (`<mask stem>_right.stl`, ...).
     """
     from lungseg.io.safety import check_output
 
@@ -67,6 +74,7 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     for p in inputs:  # before loading a model: a typo should fail in a second
         if not p.exists():
             raise InputError("no such file or folder", p)
+    extras = _report_plan(targets, single, report, mesh, inputs, overwrite, output)
     for p, t in zip(inputs, targets, strict=True):  # every file a case writes, companions included
         check_output(t, inputs, overwrite)
         check_output(_qc_path(t), inputs, overwrite)
@@ -89,17 +97,32 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
         if isinstance(settings, dict):
             settings = InferenceSettings(**settings)
         if jobs > 1 and len(pairs) > 1:
-            done = _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress, qc)
+            done = _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress, qc,
+                                 extras)
         else:
             predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
-            done = [_run_case(path, target, method, predictor, png, series_uid, qc)
+            done = [_run_case(path, target, method, predictor, png, series_uid, qc, extras)
                     for path, target in tqdm(pairs, desc="predict", disable=not progress or len(pairs) < 2)]
     ran = iter(done)
-    return [refused[i] if i in refused else next(ran) for i in range(len(inputs))]
+    results = [refused[i] if i in refused else next(ran) for i in range(len(inputs))]
+    if report and not single:
+        from lungseg.report.build import write_batch_cohort
+
+        write_batch_cohort(results, output)
+    return results
+
+
+def _report_plan(targets, single, report, mesh, inputs, overwrite, output) -> dict | None:
+    """Check the report/mesh outputs of every case (and the cohort page) before any work."""
+    if not report and mesh is None:
+        return None
+    from lungseg.report.build import check_batch_outputs
+
+    return check_batch_outputs(targets, single, report, mesh, inputs, overwrite, output)
 
 
 def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None, png: bool,
-              series_uid: str | None, qc: bool = True) -> CaseResult:
+              series_uid: str | None, qc: bool = True, extras: dict | None = None) -> CaseResult:
     """One input to its mask (+ QC sidecar, + SEG, + overlay); a failed case removes what it wrote."""
     from lungseg.inference.segment import segment
     from lungseg.quantification import quantify
@@ -120,6 +143,13 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
             written.append(plot_overlay(image, mask, _png_path(target), title=path.name))
         if image.meta.get("format") == "dicom":
             written.append(_write_dicom_seg(image, mask, target))
+        if extras is not None:  # --report / --mesh
+            from lungseg.report.build import write_case_outputs
+
+            files, res.summary = write_case_outputs(image, mask, extras[target], qc=report,
+                                                    quantities=q, title=path.name,
+                                                    image_path=path, mask_path=target)
+            written += files
     except LungsegError as exc:
         for f in written:  # a failed case leaves no output, not a mask without its SEG
             if f is not None:
@@ -142,12 +172,14 @@ def _init_worker(model, method, device, settings, threads, qc) -> None:
     _WORKER["predictor"] = Predictor(model, device=device, settings=settings) if method == "unet" else None
 
 
-def _worker_case(path: Path, target: Path, png: bool, series_uid: str | None) -> CaseResult:
-    return _run_case(path, target, _WORKER["method"], _WORKER["predictor"], png, series_uid, _WORKER["qc"])
+def _worker_case(path: Path, target: Path, png: bool, series_uid: str | None,
+                 extras: dict | None = None) -> CaseResult:
+    return _run_case(path, target, _WORKER["method"], _WORKER["predictor"], png, series_uid, _WORKER["qc"],
+                     extras)
 
 
 def _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid, progress,
-                  qc) -> list[CaseResult]:
+                  qc, extras=None) -> list[CaseResult]:
     """Cases spread over `jobs` processes (spawned: safe with torch's thread pools)."""
     import multiprocessing as mp
     import os
@@ -156,7 +188,7 @@ def _run_parallel(pairs, jobs, model, method, device, settings, png, series_uid,
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(model, method, device, settings, threads, qc)) as pool:
-        futures = [pool.submit(_worker_case, p, t, png, series_uid) for p, t in pairs]
+        futures = [pool.submit(_worker_case, p, t, png, series_uid, extras) for p, t in pairs]
         return [f.result() for f in tqdm(futures, desc="predict", disable=not progress)]
 
 

@@ -58,6 +58,10 @@ def _check_path_text(value: str | None) -> str | None:
     return value
 
 
+MESH_HELP = ("also write each lung's surface mesh (patient mm): a format, stl, ply or obj, writes "
+             "CASE_right.stl and CASE_left.stl beside each output; a file name such as lungs.stl (one "
+             "case) writes lungs_right.stl and lungs_left.stl")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="3D lung segmentation on CT: synth, train, predict, evaluate, quantify.")
 
@@ -134,6 +138,9 @@ def predict(
     qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
                                      "it disagrees with the network (costs a few seconds per scan; "
                                      "the other quality checks always run)")] = True,
+    report: Annotated[bool, typer.Option("--report", help="also write MASK.html (volumes, density, "
+                                         "warnings, pictures); for a folder also index.html + cohort.csv")] = False,
+    mesh: Annotated[str | None, typer.Option(help=MESH_HELP)] = None,
 ) -> None:
     """Segment the lungs: mask on the input's grid, right=1, left=2.
 
@@ -144,7 +151,7 @@ def predict(
     settings = {"roi_size": (roi, roi, roi), "overlap": overlap}  # built once torch is needed
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
-                            progress=sys.stderr.isatty(), jobs=jobs, qc=qc)
+                            progress=sys.stderr.isatty(), jobs=jobs, qc=qc, report=report, mesh=mesh)
     failed = 0
     for r in results:
         if r.error:
@@ -159,17 +166,44 @@ def predict(
 
 
 @app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="IMAGE MASK, several IMAGE MASK pairs, or IMAGE_FOLDER MASK_FOLDER")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=_check_path_text, help="case.html for one case; a folder for several (one page each + index.html + cohort.csv)")],
+    mesh: Annotated[str | None, typer.Option(help=MESH_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace existing outputs")] = False,
+) -> None:
+    """Self-contained HTML report of lung masks: volumes, density, warnings, overlays, 3D view."""
+    from lungseg.report.build import report_files
+
+    rows = report_files(paths, out, mesh=mesh, overwrite=overwrite, progress=sys.stderr.isatty())
+    for r in rows:
+        if r["error"]:
+            typer.echo(f"lungseg: error: {_one_line(r['error'])}", err=True)
+            continue
+        laa = "n/a" if r["laa950_percent"] is None else f"{r['laa950_percent']:.1f}%"
+        typer.echo(f"{r['case']}: right {r['right_ml']:.0f} mL, left {r['left_ml']:.0f} mL, "
+                   f"%LAA-950 {laa}, {r['n_warnings']} warning(s)")
+        for w in r["warnings"]:
+            typer.echo(f"lungseg: warning: {r['case']}: {w}", err=True)
+    typer.echo(f"wrote {out}")
+    if any(r["error"] for r in rows):
+        raise typer.Exit(2)
+
+
+@app.command()
 def evaluate(
     pred: Annotated[Path, typer.Option(help="predicted mask file or folder")],
     ref: Annotated[Path, typer.Option(help="reference mask file or folder")],
     out: Annotated[str | None, typer.Option("--out", "-o", callback=_check_path_text, help="folder for evaluation.json/.csv")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing evaluation.json/.csv")] = False,
+    html: Annotated[bool, typer.Option("--html", help="also write OUT/evaluation.html: false positives "
+                                       "and negatives per case, box plots of Dice and HD95")] = False,
 ) -> None:
     """Dice, HD95, surface distance and volume error per case, with mean ± sd."""
     from lungseg.evaluation import evaluate as run
     from lungseg.evaluation import format_table
 
-    result = run(pred, ref, out, overwrite=overwrite)
+    result = run(pred, ref, out, overwrite=overwrite, html=html)
     typer.echo(format_table(result))
 
 

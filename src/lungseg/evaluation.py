@@ -159,7 +159,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, html: bool = False) -> dict:
     """Evaluate predictions against references (two folders matched by file name, or two files).
 
     Returns {"cases": [per-case metrics with "case"], "summary": {metric: {"mean", "sd", "n"},
@@ -167,18 +167,28 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None,
     With `out`, writes out/evaluation.json (NaN as null) and out/evaluation.csv atomically.
     A reference case without a prediction raises InputError naming it. `out` is checked
     before any work: a file, an unwritable folder, or an existing evaluation.json/.csv
-    without `overwrite` raises OutputError.
+    without `overwrite` raises OutputError. `html` (needs `out`) also writes out/evaluation.html:
+    per-case pictures of false positives and negatives, box plots of Dice and HD95
+    (`lungseg.report.evaluation_page`).
     """
+    if html and out is None:
+        raise OutputError("--html needs --out FOLDER for evaluation.html", ".")
     if out is not None:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise OutputError("output folder is an existing file", out)
-        for name in ("evaluation.json", "evaluation.csv"):
+        for name in ("evaluation.json", "evaluation.csv") + (("evaluation.html",) if html else ()):
             check_output(out / name, [pred, ref], overwrite)
     pairs = _pairs(Path(pred), Path(ref))
-    cases = []
+    cases, overlays = [], {}
     for case, p, r in pairs:
-        cases.append({"case": case, **case_metrics(read_volume(p), read_volume(r))})
+        pv, rv = read_volume(p), read_volume(r)
+        cases.append({"case": case, **case_metrics(pv, rv)})
+        if html:
+            from lungseg.report.evaluation_page import error_overlay_figure
+            from lungseg.report.figures import png_bytes
+
+            overlays[case] = png_bytes(error_overlay_figure(pv, rv))
     result = {"cases": cases, "summary": _summary(cases)}
     if out is not None:
         try:
@@ -192,6 +202,10 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None,
         for c in cases:
             writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in c.items()})
         _write_atomic(out / "evaluation.csv", buf.getvalue())
+        if html:
+            from lungseg.report.evaluation_page import write_evaluation_html
+
+            write_evaluation_html(result, overlays, out / "evaluation.html")
     return result
 
 

@@ -1,8 +1,14 @@
-"""Figures people look at: training curves and mask overlays on the three planes."""
+"""Figures people look at: training curves, mask overlays on the three planes, a slice montage.
+
+Display convention (radiological, as in every viewer): the patient's right is on the viewer's
+left in axial and coronal views, superior and anterior up. The right lung (label 1) is red,
+the left lung (label 2) blue, in every figure lungseg draws.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +23,7 @@ from lungseg.io.safety import atomic_path  # noqa: E402
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU, the usual lung window (level -600, width 1500)
 COLOURS = {1: "tab:red", 2: "tab:blue"}
+LEGEND = (("right lung", "tab:red"), ("left lung", "tab:blue"))
 
 
 def _save(fig, path: Path) -> Path:
@@ -26,6 +33,16 @@ def _save(fig, path: Path) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (for embedding in a page), closed afterwards."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
@@ -54,39 +71,113 @@ def _canonical(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
     return arr, tuple(float(s) for s in spacing)
 
 
+def _display(plane: np.ndarray) -> np.ndarray:
+    """A plane of a RAS-ordered array as shown on screen: superior/anterior up, patient's
+    right (high x) or anterior (high y) on the viewer's left."""
+    return np.flipud(plane.T)[:, ::-1]
+
+
+def _draw(ax, im: np.ndarray, lb: np.ndarray, aspect: float, fill: bool) -> None:
+    ax.imshow(im, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], aspect=aspect,
+              interpolation="nearest")
+    for value, colour in COLOURS.items():
+        inside = lb == value
+        if not inside.any():
+            continue
+        if fill:
+            rgba = np.zeros((*inside.shape, 4))
+            rgba[inside] = matplotlib.colors.to_rgba(colour, 0.35)
+            ax.imshow(rgba, aspect=aspect, interpolation="nearest")
+        ax.contour(inside, levels=[0.5], colors=colour, linewidths=1.0)
+    ax.set_axis_off()
+
+
+def _lung_centre(lab: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(lab > 0)
+    centre = idx.mean(axis=0).astype(int) if len(idx) else np.array(lab.shape) // 2
+    right = np.argwhere(lab == 1)
+    if len(right):  # sagittal through the right lung, not the mediastinum
+        centre[0] = int(right[:, 0].mean())
+    return centre
+
+
+def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = False):
+    """Axial, coronal and sagittal slices through the lungs' centre with the mask drawn on
+    (contours; with `fill`, also a translucent fill); a matplotlib Figure."""
+    img, sp = _canonical(image)
+    lab, _ = _canonical(mask)
+    c = _lung_centre(lab)
+    planes = [
+        ("axial", img[:, :, c[2]], lab[:, :, c[2]], sp[1] / sp[0]),
+        ("coronal", img[:, c[1], :], lab[:, c[1], :], sp[2] / sp[0]),
+        ("sagittal", img[c[0], :, :], lab[c[0], :, :], sp[2] / sp[1]),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    for ax, (name, im, lb, aspect) in zip(axes, planes, strict=True):
+        _draw(ax, _display(im), _display(lb), aspect, fill)
+        ax.set_title(name)
+    handles = [plt.Line2D([], [], color=c, lw=3, label=n) for n, c in LEGEND]
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot_overlay(image: Volume, mask: Volume, out_png: str | Path, title: str = "") -> Path:
     """Axial, coronal and sagittal slices through the lungs with the mask's contours.
 
     Radiological convention: the patient's right lung (label 1, red) appears on the
     left of axial and coronal views.
     """
+    return _save(overlay_figure(image, mask, title), out_png)
+
+
+def montage_figure(image: Volume, mask: Volume, n: int = 12, cols: int = 6):
+    """`n` axial slices evenly spaced from the lung apices to the bases, cropped to the lungs,
+    each labelled with its distance below the apex (mm); a matplotlib Figure."""
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
-    idx = np.argwhere(lab > 0)
-    centre = idx.mean(axis=0).astype(int) if len(idx) else np.array(img.shape) // 2
-    right = np.argwhere(lab == 1)
-    if len(right):  # sagittal through the right lung, not the mediastinum
-        centre[0] = int(right[:, 0].mean())
-    planes = [
-        ("axial", img[:, :, centre[2]], lab[:, :, centre[2]], (sp[0], sp[1])),
-        ("coronal", img[:, centre[1], :], lab[:, centre[1], :], (sp[0], sp[2])),
-        ("sagittal", img[centre[0], :, :], lab[centre[0], :, :], (sp[1], sp[2])),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
-    for ax, (name, im, lb, (s0, s1)) in zip(axes, planes, strict=True):
-        # RAS axes point to the patient's right/anterior/superior: put superior/anterior up,
-        # and the patient's right (high x) or anterior (high y) on the viewer's left.
-        im_d = np.flipud(im.T)[:, ::-1]
-        lb_d = np.flipud(lb.T)[:, ::-1]
-        ax.imshow(im_d, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1],
-                  aspect=s1 / s0, interpolation="nearest")
-        for value, colour in COLOURS.items():
-            if (lb_d == value).any():
-                ax.contour(lb_d == value, levels=[0.5], colors=colour, linewidths=1.0)
-        ax.set_title(name)
+    z_any = np.flatnonzero((lab > 0).any(axis=(0, 1)))
+    if len(z_any) == 0:
+        z_any = np.arange(lab.shape[2])
+    top, bottom = int(z_any[-1]), int(z_any[0])  # RAS: high k is superior (apex)
+    ks = np.unique(np.round(np.linspace(top, bottom, n)).astype(int))[::-1]
+    xy = np.argwhere((lab > 0).any(axis=2))
+    if len(xy):
+        pad = 8
+        lo = np.maximum(xy.min(axis=0) - pad, 0)
+        hi = np.minimum(xy.max(axis=0) + pad + 1, lab.shape[:2])
+    else:
+        lo, hi = np.zeros(2, int), np.array(lab.shape[:2])
+    rows = int(np.ceil(len(ks) / cols))
+    w = (hi[0] - lo[0]) * sp[0]
+    h = (hi[1] - lo[1]) * sp[1]
+    tile = 2.2
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * tile, rows * tile * h / max(w, 1e-6) + 0.5),
+                             squeeze=False)
+    for ax in axes.flat:
         ax.set_axis_off()
-    handles = [plt.Line2D([], [], color=c, label=n) for n, c in (("right lung", "tab:red"), ("left lung", "tab:blue"))]
-    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, out_png)
+    for ax, k in zip(axes.flat, ks, strict=False):
+        im = img[lo[0]:hi[0], lo[1]:hi[1], k]
+        lb = lab[lo[0]:hi[0], lo[1]:hi[1], k]
+        _draw(ax, _display(im), _display(lb), sp[1] / sp[0], fill=True)
+        ax.set_title(f"{(top - k) * sp[2]:.0f} mm below apex", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def thumbnail_figure(image: Volume, mask: Volume):
+    """One small slice through the lungs with the mask filled in (for the cohort table): coronal,
+    or axial when the lungs are far wider than tall (a slab of a few slices)."""
+    img, sp = _canonical(image)
+    lab, _ = _canonical(mask)
+    c = _lung_centre(lab)
+    idx = np.argwhere(lab > 0)
+    span = (np.ptp(idx, axis=0) + 1) * np.asarray(sp) if len(idx) else np.ones(3)
+    fig, ax = plt.subplots(figsize=(1.6, 1.6))
+    if span[2] >= 0.4 * span[0]:
+        _draw(ax, _display(img[:, c[1], :]), _display(lab[:, c[1], :]), sp[2] / sp[0], fill=True)
+    else:
+        _draw(ax, _display(img[:, :, c[2]]), _display(lab[:, :, c[2]]), sp[1] / sp[0], fill=True)
+    fig.subplots_adjust(0, 0, 1, 1)
+    return fig
