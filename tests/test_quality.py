@@ -72,7 +72,17 @@ def test_one_lung_too_small_and_no_lung(chest):
     f = quality.check_both_lungs(image, truth.with_array(small))
     share = np.count_nonzero(small == 2) / np.count_nonzero(small)
     assert f.passed is False and f.value == pytest.approx(share, abs=1e-4) and share < quality.MIN_LUNG_SHARE
-    assert f.message.startswith(f"left lung only {100 * share:.0f}% of the lung volume (expected at least 15%)")
+    assert f.message.startswith(f"left lung only {100 * share:.0f}% of the lung volume (expected at least {100 * quality.MIN_LUNG_SHARE:.0f}%)")
+    # a lung at ~30 % of the total (a dense lobe left out) is doubtful too
+    lopsided = truth.array.copy()
+    right = np.count_nonzero(lopsided == 1)
+    for z in np.nonzero((lopsided == 2).any(axis=(0, 1)))[0][::-1]:  # drop left slices from the top
+        if np.count_nonzero(lopsided == 2) < 0.3 / 0.7 * right:
+            break
+        lopsided[:, :, z][lopsided[:, :, z] == 2] = 0
+    f30 = quality.check_both_lungs(image, truth.with_array(lopsided))
+    assert f30.passed is False and 0.2 < f30.value < quality.MIN_LUNG_SHARE, f30
+    assert quality.check_both_lungs(image, truth).passed is True
     none = quality.check_both_lungs(image, truth.with_array(np.zeros_like(truth.array)))
     assert (none.passed, none.value, none.message) == (False, 0.0, "no lung found in the mask")
 

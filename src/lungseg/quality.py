@@ -47,10 +47,12 @@ WHOLE_CHEST_MIN_EXTENT_MM = 150.0
 #: of their largest axial cross-section. A thinner tip of an apex or of a costophrenic recess
 #: in the end slice loses only a few mL and is still counted as covered.
 END_SLICE_FRACTION = 0.10
-#: In a whole chest, each lung holds at least this share of the total lung volume (a lung
-#: reduced to less is rare: pneumonectomy, complete collapse or effusion; more often the
-#: segmentation missed it or called both lungs one side).
-MIN_LUNG_SHARE = 0.15
+#: In a whole chest, each lung holds at least this share of the total lung volume. A lung
+#: normally holds 44-56 %; much less means the mask missed a dense part of it (collapse,
+#: consolidation, a large tumour: LIDC-0314's right lung with a dense upper lobe came out
+#: at 33 %), missed it whole or called both lungs one side, or the lung is truly reduced
+#: (lobectomy, pneumonectomy, effusion): worth a look either way.
+MIN_LUNG_SHARE = 0.35
 #: Plausible total lung volume (mL) of a whole chest, adults in expiration to large inspiration.
 MIN_TOTAL_ML, MAX_TOTAL_ML = 1000.0, 9000.0
 #: Plausible volume of one lung (mL) in a whole chest.
