@@ -149,10 +149,11 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     pairs = [(p, t) for i, (p, t) in enumerate(zip(inputs, targets, strict=True)) if i not in refused]
     done: list[CaseResult] = []
     if pairs:
-        from lungseg.inference.predictor import InferenceSettings, Predictor
+        if method == "unet":  # torch and MONAI (~2 s to import) only for the network
+            from lungseg.inference.predictor import InferenceSettings, Predictor
 
-        if isinstance(settings, dict):
-            settings = InferenceSettings(**settings)
+            if isinstance(settings, dict):
+                settings = InferenceSettings(**settings)
         opts = {"png": png, "series_uid": series_uid, "overwrite": overwrite, "folder": not single}
         if jobs > 1 and len(pairs) > 1:
             done = _run_parallel(pairs, jobs, model, method, device, settings, progress, qc, opts)
@@ -173,13 +174,12 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     The companions are published first, the mask last (`CaseFiles`); any failure removes
     what the case wrote. In a batch (`folder`) an internal error is reported, not raised.
     """
-    from lungseg.inference.segment import segment
     from lungseg.io.safety import CaseFiles
     from lungseg.quantification import quantify
 
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
-        mask = segment(image, method=method, predictor=predictor)
+        mask = _segment(image, method, predictor)
         q = quantify(image, mask)
         res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
         report = _quality_report(image, mask, path, target, method, predictor, qc)
@@ -209,6 +209,19 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     return res
 
 
+def _segment(image: Volume, method: str, predictor: Predictor | None) -> Volume:
+    """`lungseg.segment`, without importing torch for the classical method."""
+    if method == "classical":
+        from lungseg.inference.classical import segment_classical
+        from lungseg.io.checks import check_image
+
+        check_image(image, image.meta.get("path"))
+        return segment_classical(image)
+    from lungseg.inference.segment import segment
+
+    return segment(image, method=method, predictor=predictor)
+
+
 _WORKER: dict = {}
 
 
@@ -226,14 +239,16 @@ def _init_worker(model, method, device, settings, threads, qc) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
-    import torch
-
-    from lungseg.inference.predictor import Predictor
-
-    torch.set_num_threads(threads)
     _WORKER["method"] = method
     _WORKER["qc"] = qc
-    _WORKER["predictor"] = Predictor(model, device=device, settings=settings) if method == "unet" else None
+    _WORKER["predictor"] = None
+    if method == "unet":
+        import torch
+
+        from lungseg.inference.predictor import Predictor
+
+        torch.set_num_threads(threads)
+        _WORKER["predictor"] = Predictor(model, device=device, settings=settings)
 
 
 def _worker_case(path: Path, target: Path, opts: dict) -> CaseResult:
