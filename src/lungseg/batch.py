@@ -267,7 +267,7 @@ def _run_parallel(pairs, jobs, model, method, device, settings, progress, qc, op
     """Cases spread over `jobs` processes (spawned: safe with torch's thread pools).
 
     On Ctrl-C (or any error here) the queued cases are cancelled, the workers are stopped
-    (SIGTERM; each removes the files of the case it was on; SIGKILL after a grace period)
+    (SIGTERM; each removes the files of the case it was on; SIGKILL after 1 s, e.g. inside a long torch call)
     and lungseg's temporaries left in the output folders are removed, all within ~2 s.
     """
     import multiprocessing as mp
@@ -301,7 +301,7 @@ def _run_parallel(pairs, jobs, model, method, device, settings, progress, qc, op
     return results
 
 
-def _stop_pool(pool, folders, grace_s: float = 1.5) -> None:
+def _stop_pool(pool, folders, grace_s: float = 1.0) -> None:
     """Cancel queued cases, stop the workers, remove their temporaries."""
     import time
 
