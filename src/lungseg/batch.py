@@ -122,6 +122,9 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
         inputs = shard_of(inputs, *shard)
     single = len(inputs) == 1 and not folder_out
     targets = [output_path(output)] if single else [output / mask_name(p) for p in inputs]
+    if not single and not output.is_dir() and strip_suffix(output.name) != output.name:
+        raise LungsegError(f"{len(inputs)} inputs need a folder for -o (end it with /), not a mask file name",
+                           output)
     if not single and len({t.name for t in targets}) != len(targets):
         raise LungsegError("several inputs map to the same output name; use separate calls", output)
     for p in inputs:  # before loading a model: a typo should fail in a second

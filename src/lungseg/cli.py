@@ -210,7 +210,7 @@ def quantify(
     from lungseg.io.volumes import read_volume
     from lungseg.quantification import quantify as run
 
-    typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
+    typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2, allow_nan=False))
 
 
 def _one_line(text: object) -> str:
