@@ -171,16 +171,19 @@ def test_shard_splits_with_no_overlap_and_no_gap(small_cts, tmp_path, capfd, mon
 
 
 def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
-    from lungseg.io.safety import STALE_AFTER_S, atomic_path
+    from lungseg.io.safety import STALE_AFTER_S, _host, atomic_path
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         old = time.time() - STALE_AFTER_S - 60
-        stale = [tmp_path / f".m.tmp-{dead.pid}-abcd1234.nii.gz", tmp_path / ".x.tmp-k2j4_9zz.nii.gz",
-                 tmp_path / f".y.tmp-{dead.pid}-zzzzzzzz"]
-        keep = [tmp_path / f".m.tmp-{live.pid}-abcd1234.nii.gz", tmp_path / ".fresh.tmp-abcdefgh.json",
+        host = _host()
+        other = "000000" if host != "000000" else "111111"
+        stale = [tmp_path / f".m.tmp-{dead.pid}-{host}-abcd1234.nii.gz", tmp_path / ".x.tmp-k2j4_9zz.nii.gz",
+                 tmp_path / f".y.tmp-{dead.pid}-{host}-zzzzzzzz"]
+        keep = [tmp_path / f".m.tmp-{live.pid}-{host}-abcd1234.nii.gz", tmp_path / ".fresh.tmp-abcdefgh.json",
+                tmp_path / f".n.tmp-{dead.pid}-{other}-abcd1234.nii.gz",  # another host's writer
                 tmp_path / ".hidden", tmp_path / "notes.tmp-12345678.txt"]
         for p in stale[:2] + keep:
             p.write_bytes(b"")

@@ -90,16 +90,25 @@ def _writable(folder: Path) -> bool:
     return True
 
 
-#: lungseg's temporary names: `.NAME.tmp-PID-XXXXXXXX[SUFFIX]` (files or folders); the pid
-#: tells a later run whether the writer is still alive. Older runs wrote `.NAME.tmp-XXXXXXXX`.
-TEMP_RE = re.compile(r"^\.(?P<stem>.+)\.tmp-(?:(?P<pid>\d+)-)?[a-z0-9_]{8}(?:\..*)?$")
-#: a temporary without a pid, or whose pid may have been reused, is stale after this long
+#: lungseg's temporary names: `.NAME.tmp-PID-HOST-XXXXXXXX[SUFFIX]` (files or folders), HOST a
+#: 6-hex hash of the host name: a later run on the same host tells from the pid whether the
+#: writer is still alive. Older runs wrote `.NAME.tmp-XXXXXXXX`.
+TEMP_RE = re.compile(r"^\.(?P<stem>.+)\.tmp-(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-)?[a-z0-9_]{8}(?:\..*)?$")
+#: a temporary of another host, without a pid, or whose pid may have been reused, is stale
+#: after this long
 STALE_AFTER_S = 6 * 3600
 _CLEANED: set[Path] = set()
 
 
+def _host() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
 def _temp_prefix(stem: str) -> str:
-    return f".{stem}.tmp-{os.getpid()}-"
+    return f".{stem}.tmp-{os.getpid()}-{_host()}-"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -116,7 +125,7 @@ def remove_stale_temps(folder: str | Path, force: bool = False) -> list[Path]:
     """Remove lungseg temporaries left in `folder` by a killed run; return what was removed.
 
     Only names of lungseg's own pattern (`TEMP_RE`), and only those whose writer is gone: its
-    pid is not alive, or (no pid in the name, or a pid reused since) older than
+    pid (on this host) is not alive, or (another host, no pid, or a pid reused since) older than
     `STALE_AFTER_S`. A concurrent run's live temporaries are never touched. Each folder is
     scanned once per process unless `force`.
     """
@@ -139,10 +148,10 @@ def remove_stale_temps(folder: str | Path, force: bool = False) -> list[Path]:
             age = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        pid = m.group("pid")
-        if pid is not None and int(pid) == os.getpid():
+        pid = int(m.group("pid")) if m.group("pid") and m.group("host") == _host() else None
+        if pid == os.getpid():
             continue  # ours, in use
-        if not (age > STALE_AFTER_S or (pid is not None and not _pid_alive(int(pid)))):
+        if not (age > STALE_AFTER_S or (pid is not None and not _pid_alive(pid))):
             continue
         path = Path(entry.path)
         try:
