@@ -268,3 +268,26 @@ def test_ctrl_c_stops_a_parallel_batch_at_once(small_cts, tmp_path):
     assert len(after) == 3 * len(masks), after  # no companion without its mask
     assert_no_leftovers(out)
     json.loads((out / masks[0].replace(".nii.gz", ".qc.json")).read_text())
+
+
+def test_device_cuda_uses_the_gpu(small_cts, tmp_path, capfd):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here (the refusal is a row of test_bad_inputs)")
+    torch.cuda.reset_peak_memory_stats()
+    code, _, err = _run(capfd, "predict", small_cts[0], "-o", tmp_path / "m.nii.gz", "--device", "cuda", "--no-qc")
+    assert code == 0, err
+    assert torch.cuda.max_memory_allocated() > 0
+
+
+def test_a_missing_input_is_one_failed_case_and_a_bad_model_stops_jobs_at_once(small_cts, tmp_path, capfd):
+    out = tmp_path / "out"
+    code, stdout, err = _run(capfd, "predict", small_cts[0], tmp_path / "typo.nii.gz", "-o", out,
+                             "--method", "classical", "--no-qc")
+    assert code == 1 and "summary: 1 done, 1 failed, 0 skipped" in stdout, stdout + err
+    assert "typo.nii.gz: no such file or folder" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not torch")
+    code, _, err = _run(capfd, "predict", *small_cts[:2], "-o", tmp_path / "o2", "--jobs", "2", "--model", bad)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "bad.pt" in err, err
+    assert not (tmp_path / "o2").exists()

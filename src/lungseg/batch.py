@@ -127,21 +127,23 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
                            output)
     if not single and len({t.name for t in targets}) != len(targets):
         raise LungsegError("several inputs map to the same output name; use separate calls", output)
-    for p in inputs:  # before loading a model: a typo should fail in a second
-        if not p.exists():
-            raise InputError("no such file or folder", p)
-    skipped: dict[int, CaseResult] = {}
+    settled: dict[int, CaseResult] = {}  # missing inputs (failed) and existing masks (skipped)
     for i, (p, t) in enumerate(zip(inputs, targets, strict=True)):  # every file a case writes
+        if not p.exists():  # before loading a model: a typo fails in a second (in a batch: that case)
+            if single:
+                raise InputError("no such file or folder", p)
+            settled[i] = CaseResult(str(p), None, error=str(InputError("no such file or folder", p)))
+            continue
         companions = [_qc_path(t)] + ([_seg_path(t)] if _is_dicom_input(p) else []) + ([_png_path(t)] if png else [])
         if not single and not overwrite and t.exists():  # done by an earlier (killed) run
             check_output(t, inputs, overwrite=True)
-            skipped[i] = CaseResult(str(p), str(t), skipped=True)
+            settled[i] = CaseResult(str(p), str(t), skipped=True)
             continue
         check_output(t, inputs, overwrite)
         for c in companions:  # in a folder, companions without their mask are an interrupted run's
             check_output(c, inputs, overwrite or not single)
     # header checks before torch loads: a header bomb or a FIFO is refused in milliseconds
-    refused: dict[int, CaseResult] = dict(skipped)
+    refused: dict[int, CaseResult] = dict(settled)
     for i, p in enumerate(inputs):
         if i in refused:
             continue
@@ -159,6 +161,10 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
                 settings = InferenceSettings(**settings)
         opts = {"png": png, "series_uid": series_uid, "overwrite": overwrite, "folder": not single}
         if jobs > 1 and len(pairs) > 1:
+            if method == "unet" and model is not None:  # a bad checkpoint: one line here, not N workers failing
+                from lungseg.networks import load_checkpoint
+
+                load_checkpoint(model)
             done = _run_parallel(pairs, jobs, model, method, device, settings, progress, qc, opts)
         else:
             predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
