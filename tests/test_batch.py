@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import assert_no_leftovers
 from dicom_factory import write_series_sitk
@@ -107,7 +106,6 @@ def test_seg_unavailable_is_a_warning_and_the_mask_is_written(small_cts, tmp_pat
 
 def test_a_seg_that_cannot_be_written_fails_the_case_leaving_nothing(small_cts, tmp_path, capfd, monkeypatch):
     import lungseg.io.seg as seg
-
     from lungseg.io.volumes import read_volume
 
     ct = read_volume(small_cts[0])
