@@ -96,3 +96,47 @@ def write_series(
 
 def read_back(path: Path) -> Dataset:
     return pydicom.dcmread(path, force=True)
+
+
+def write_series_sitk(folder: str | Path, hu: np.ndarray, affine: np.ndarray) -> list[Path]:
+    """A CT series as SimpleITK writes one (its DICOM series example): no SliceThickness,
+    one slice per file named `slice_000.dcm`..., identifiers made up by ITK/GDCM."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:  # ITK/GDCM's DICOM writer sets the process locale to "C": later text I/O would be ASCII
+        return _write_series_sitk(folder, hu, affine)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_series_sitk(folder, hu, affine) -> list[Path]:
+    import SimpleITK as sitk
+
+    from lungseg.io.itk import array_affine_to_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(array_affine_to_image(np.asarray(hu), affine), sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series_uid = generate_uid()
+    study_uid = generate_uid()
+    direction = image.GetDirection()
+    common = [("0008|0031", "120000"), ("0008|0021", "20240101"), ("0008|0008", "DERIVED\\SECONDARY"),
+              ("0020|000e", series_uid), ("0020|000d", study_uid), ("0008|0060", "CT"),
+              ("0020|0037", "\\".join(map(str, (direction[0], direction[3], direction[6],
+                                                  direction[1], direction[4], direction[7])))),
+              ("0008|103e", "sitk series")]
+    paths = []
+    for k in range(image.GetDepth()):
+        sl = image[:, :, k]
+        for tag, value in common:
+            sl.SetMetaData(tag, value)
+        sl.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))))
+        sl.SetMetaData("0020|0013", str(k + 1))
+        path = folder / f"slice_{k:03d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(sl)
+        paths.append(path)
+    return paths

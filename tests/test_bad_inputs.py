@@ -324,6 +324,27 @@ def _(d):
     return predict(d / "in" / "series", d, "--series", "1.2.3.999"), "1.2.3.999"
 
 
+def _set_orientation(files, iop) -> None:
+    import pydicom
+
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.ImageOrientationPatient = iop
+        ds.save_as(f)
+
+
+@row("dicom_orientation_all_zero")
+def _(d):
+    _set_orientation(write_series(d / "in" / "series", ct_array(), AFFINE), [0, 0, 0, 0, 0, 0])
+    return predict(d / "in" / "series", d), ("series", "ImageOrientationPatient [0, 0, 0, 0, 0, 0]")
+
+
+@row("dicom_orientation_not_perpendicular")
+def _(d):
+    _set_orientation(write_series(d / "in" / "series", ct_array(), AFFINE), [1, 0, 0, 1, 0, 0])
+    return predict(d / "in" / "series", d), ("series", "ImageOrientationPatient")
+
+
 # ---- images that are not CT -------------------------------------------------------------
 
 @row("mr_like_no_air")
@@ -381,6 +402,24 @@ def _(d):
 def _(d):
     write_series(d / "in" / "series", ct_array(), AFFINE)
     return ["predict", d / "in" / "series", "-o", d / "in" / "series" / "m.nii.gz", "--method", "classical"], "m.nii.gz"
+
+
+@row("predict_several_inputs_one_name")
+def _(d):
+    a, b = ct(d / "in" / "a"), ct(d / "in" / "b")
+    return ["predict", a, b, "-o", d / "out", "--method", "classical"], "same output name"
+
+
+@row("predict_several_inputs_to_a_file_name")
+def _(d):
+    a, b = ct(d / "in", "a.nii.gz"), ct(d / "in", "b.nii.gz")
+    return ["predict", a, b, "-o", d / "out" / "m.nii.gz", "--method", "classical"], "m.nii.gz"
+
+
+@row("predict_folder_of_scans_to_a_file_name")
+def _(d):
+    ct(d / "in", "a.nii.gz"), ct(d / "in", "b.nii.gz")
+    return ["predict", d / "in", "-o", d / "out" / "m.nii.gz", "--method", "classical"], "m.nii.gz"
 
 
 @row("predict_out_empty")
@@ -651,6 +690,23 @@ def _(d):
     return ["train", "--data", d, "--layout", "bogus", "--out", d / "run"], "layout"
 
 
+@row("train_device_cuda_without_cuda")
+def _(d):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return ["train", "--data", d, "--device", "cuda"], "'--device'"
+
+
+@row("train_corrupt_image")
+def _(d):
+    nifti(d / "data" / "images" / "a.nii.gz", ct_array())
+    nifti(d / "data" / "labels" / "a.nii.gz", label_array())
+    p = nifti(d / "data" / "images" / "b.nii.gz", ct_array())
+    p.write_bytes(p.read_bytes()[:-80])
+    nifti(d / "data" / "labels" / "b.nii.gz", label_array())
+    return ["train", "--data", d / "data", "--layout", "folders", "--out", d / "run", "--max-epochs", "1"], "b.nii.gz"
+
+
 @row("train_label_values_0_7")
 def _(d):
     nifti(d / "data" / "images" / "a.nii.gz", ct_array())
@@ -665,7 +721,9 @@ def _(d):
 for _kind, _opt, _val in [("overlap_1_5", "--overlap", "1.5"), ("overlap_1", "--overlap", "1"),
                           ("overlap_negative", "--overlap", "-0.1"), ("roi_0", "--roi", "0"),
                           ("roi_huge", "--roi", "100000"), ("device_bogus", "--device", "bogus"),
-                          ("method_bogus", "--method", "bogus"), ("jobs_0", "--jobs", "0")]:
+                          ("method_bogus", "--method", "bogus"), ("jobs_0", "--jobs", "0"),
+                          ("shard_out_of_range", "--shard", "2/2"), ("shard_not_i_over_n", "--shard", "half"),
+                          ("shard_zero_shards", "--shard", "0/0")]:
     def _make(d, opt=_opt, val=_val):
         return ["predict", ct(d / "in"), "-o", d / "out" / "m.nii.gz", opt, val], f"'{opt}'"
     row(f"predict_{_kind}")(_make)
@@ -743,6 +801,19 @@ def _(d):
 def _(d):
     write(d / "ev" / "evaluation.json", "{}")
     return evaluate(d, None, "-o", d / "ev"), "evaluation.json"
+
+
+@row("quantify_image_missing")
+def _(d):
+    return ["quantify", d / "in" / "none.nii.gz", nifti(d / "in" / "m.nii.gz", label_array())], "none.nii.gz"
+
+
+@row("quantify_mask_is_fifo")
+def _(d):
+    p = d / "in" / "m.nii.gz"
+    p.parent.mkdir(parents=True)
+    os.mkfifo(p)
+    return ["quantify", ct(d / "in"), p], "m.nii.gz"
 
 
 @row("quantify_shape_mismatch")
@@ -884,3 +955,17 @@ def test_header_bomb_peak_memory_below_300_mb(tmp_path):
     peak_mb = int(res.stdout.strip().splitlines()[-1])
     assert peak_mb < 300, peak_mb
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_train_and_synth_print_no_progress_bars_into_a_pipe(tmp_path, capfd):
+    """Progress bars only on a terminal: stderr here is a pipe (capfd), so nothing of tqdm."""
+    assert main(["synth", "--out", str(tmp_path / "ph"), "--n", "2", "--size", "32"]) == 0
+    cfg = write(tmp_path / "cfg.yaml", "preprocessing: {spacing: [8.0, 8.0, 8.0]}\nroi_size: [16, 16, 16]\n"
+                "val_roi_size: [64, 64, 64]\nval_fraction: 0.5\ndevice: cpu\n"
+                "network: {channels: [4, 8], strides: [2], num_res_units: 0}\n")
+    assert main(["train", "--config", str(cfg), "--data", str(tmp_path / "ph"), "--out", str(tmp_path / "run"),
+                 "--max-epochs", "2"]) == 0
+    out, err = capfd.readouterr()
+    assert "wrote 2 phantoms" in out and (tmp_path / "run" / "last.pt").is_file()
+    for mark in ("\r", "it/s", "s/it", "%|", "synth:", "train:"):
+        assert mark not in err, (mark, err)

@@ -74,7 +74,7 @@ def test_leftover_check_fails_on_planted_and_real_temporaries(tmp_path):
     planted.unlink()
     with atomic_path(tmp_path / "sub" / "m.nii.gz") as tmp:  # the writer's real temporary name
         tmp.write_bytes(b"x")
-        with pytest.raises(AssertionError, match=r"sub/\.m\.tmp-\w+\.nii\.gz"):
+        with pytest.raises(AssertionError, match=r"sub/\.m\.tmp-[\w-]+\.nii\.gz"):
             assert_no_leftovers(tmp_path)
     with atomic_folder(tmp_path / "m.mha") as tmpdir:  # a hidden folder, for .mhd + .raw
         (tmpdir / "m.mha").write_bytes(b"x")

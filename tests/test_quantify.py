@@ -57,3 +57,39 @@ def test_grid_mismatch_and_bad_labels():
     bad[0, 0, 0] = 7
     with pytest.raises(LabelError):
         quantify(image, Volume(bad, AFF))
+
+
+def test_nan_and_inf_inside_the_lung_give_strict_json(tmp_path, capfd):
+    """NaN/inf voxels in the lung: left out of the HU statistics, counted, one warning; the
+    printed JSON parses strictly (no NaN/Infinity tokens)."""
+    import json
+
+    import nibabel as nib
+
+    from lungseg.cli import main
+
+    hu = np.full((10, 10, 10), -900, np.float32)
+    hu[:, :, :5] = -960
+    mask = np.zeros((10, 10, 10), np.uint8)
+    mask[:5] = 1
+    mask[5:] = 2
+    hu[1, 1, 1] = np.nan
+    hu[2, 2, 2] = np.inf
+    hu[7, 7, 7] = -np.inf
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "m.nii.gz")
+    capfd.readouterr()
+    assert main(["quantify", str(tmp_path / "ct.nii.gz"), str(tmp_path / "m.nii.gz")]) == 0
+    out, err = capfd.readouterr()
+
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    q = json.loads(out, parse_constant=no_constants)
+    assert q["right"]["nonfinite_voxels"] == 2 and q["left"]["nonfinite_voxels"] == 1
+    assert q["total"]["nonfinite_voxels"] == 3 and q["total"]["voxels"] == 1000
+    assert q["right"]["volume_ml"] == 0.5
+    assert q["right"]["mean_hu"] == pytest.approx((248 * -960 + 250 * -900) / 498)
+    assert q["total"]["laa950_percent"] == pytest.approx(100 * 498 / 997)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "ct.nii.gz" in lines[0] and "3 NaN or infinite" in lines[0], err

@@ -195,13 +195,13 @@ def test_report_cli_folders_make_a_cohort(tmp_path, capsys):
         expected[f"case{n}"] = quantify(image, mask)
     code, _, err = _run(capsys, "report", tmp_path / "img", tmp_path / "msk", "-o", tmp_path / "out")
     assert code == 0, err
-    rows = list(csv.DictReader((tmp_path / "out" / "cohort.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "out" / "cohort.csv").open(encoding="utf-8")))
     assert [r["case"] for r in rows] == ["case1", "case0"]  # doubtful first
     for r in rows:
         q = expected[r["case"]]
         assert float(r["total_ml"]) == pytest.approx(q["total"]["volume_ml"], abs=0.01)
         assert (tmp_path / "out" / r["report"]).is_file()
-    page = (tmp_path / "out" / "index.html").read_text()
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     table = {r["case"]: r for r in parse_cells(page).rows}
     for case, q in expected.items():
         assert table[case]["right_ml"] == fmt(q["right"]["volume_ml"], 1)
@@ -220,23 +220,23 @@ def test_predict_report_and_mesh_write_pages_cohort_and_meshes(phantom_data, tmp
     out = tmp_path / "pred"
     code, _, err = _run(capsys, "predict", *images, broken, "-o", f"{out}/", "--method", "classical",
                         "--report", "--mesh", "stl")
-    assert code == 2 and "broken.nii.gz" in err  # the bad input fails alone
+    assert code == 1 and "broken.nii.gz" in err  # the bad input fails alone (a batch: exit 1)
     assert not (out / "broken.html").exists() and not (out / "broken_right.stl").exists()
     for img in images:
         stem = img.name.removesuffix(".nii.gz")
         assert (out / f"{stem}.html").is_file()
-        qc = json.loads((out / f"{stem}.qc.json").read_text())
+        qc = json.loads((out / f"{stem}.qc.json").read_text(encoding="utf-8"))
         assert "warnings" in qc
         right = trimesh.load(out / f"{stem}_right.stl", force="mesh")
         mask = nib.load(out / f"{stem}.nii.gz")
         lab = np.asarray(mask.dataobj)
         mask_ml = np.count_nonzero(lab == 1) * abs(np.linalg.det(mask.affine[:3, :3])) / 1000
         assert right.volume / 1000 == pytest.approx(mask_ml, rel=0.02)
-    rows = list(csv.DictReader((out / "cohort.csv").open()))
+    rows = list(csv.DictReader((out / "cohort.csv").open(encoding="utf-8")))
     assert rows[0]["case"] == "broken" and rows[0]["error"] and not rows[0]["report"]  # failed first
     rows = rows[1:]
     assert sorted(r["case"] for r in rows) == sorted(i.name.removesuffix(".nii.gz") for i in images)
-    index = (out / "index.html").read_text()
+    index = (out / "index.html").read_text(encoding="utf-8")
     for r in rows:
         assert f'href="{r["report"]}"' in index
     # a second run refuses before any work; the cohort page is an output like the others
@@ -265,9 +265,9 @@ def test_evaluate_html_shows_false_positives_and_negatives(tmp_path, capsys):
     code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref",
                         "-o", tmp_path / "ev", "--html")
     assert code == 0, err
-    page = (tmp_path / "ev" / "evaluation.html").read_text()
+    page = (tmp_path / "ev" / "evaluation.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 2  # box plots + one case
-    result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    result = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))
     cells = parse_cells(page).cells
     assert cells["dice_lungs.mean"] == fmt(result["summary"]["dice_lungs"]["mean"], 4)
     code, _, err = _run(capsys, "evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--html")

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 def chromium(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess:
     cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", *args, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    return subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=90)
 
 
 def screenshot(tmp_path, page, name: str, size: str = "1200,2600") -> np.ndarray:

@@ -51,6 +51,19 @@ def _check_positive(value: float | None) -> float | None:
     return value
 
 
+def _check_shard(value: str | None) -> tuple[int, int] | None:
+    """'i/n', 0-based: this run takes cases i, i+n, i+2n, ... of the (expanded) input list."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not i/n (e.g. 0/4: the first of four shards)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise typer.BadParameter(f"{value}: need 0 <= i < n (shards are numbered from 0)")
+    return i, n
+
+
 def _check_path_text(value: str | None) -> str | None:
     """'' would silently mean the working folder."""
     if value is not None and not value.strip():
@@ -124,17 +137,18 @@ def train(
 
 @app.command()
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="CT files or DICOM folders")],
+    inputs: Annotated[list[Path], typer.Argument(help="CT files, DICOM folders, or folders of CT files")],
     out: Annotated[str, typer.Option("--out", "-o", callback=_check_path_text, help="mask file (one input) or folder (several, or ending in /)")],
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped model)")] = None,
     method: Annotated[str, typer.Option(callback=_check_method, help="unet or classical")] = "unet",
-    device: Annotated[str, typer.Option(callback=_check_device, help="auto, cpu, cuda")] = "auto",
+    device: Annotated[str, typer.Option(callback=_check_device, help="auto, cpu, cuda (a CUDA GPU; refused where none exists)")] = "auto",
     png: Annotated[bool, typer.Option("--png", help="also write an overlay figure")] = False,
-    overwrite: Annotated[bool, typer.Option(help="replace existing outputs")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace existing outputs (into a folder, existing masks are otherwise skipped, so a killed batch resumes)")] = False,
     series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
     overlap: Annotated[float, typer.Option(callback=_check_overlap, help="sliding-window overlap, 0 to below 1")] = 0.25,
     roi: Annotated[int, typer.Option(min=16, max=1024, help="sliding-window size (voxels, cubic), 16-1024")] = 160,
-    jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs; each holds one scan and one model, so memory grows with N (the CPU threads are shared out)")] = 1,
+    shard: Annotated[str | None, typer.Option(callback=_check_shard, help="i/n: this run takes every n-th case from the i-th (0-based), for n machines; under torchrun, RANK/WORLD_SIZE are used when not given")] = None,
     qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
                                      "it disagrees with the network (costs a few seconds per scan; "
                                      "the other quality checks always run)")] = True,
@@ -145,24 +159,39 @@ def predict(
     """Segment the lungs: mask on the input's grid, right=1, left=2.
 
     Quality checks (one lung missing, implausible volume, lung cut by the field of view, network vs classical disagreement) go to MASK.qc.json beside each mask; each failed check prints "lungseg: warning: INPUT: what" on stderr (exit code still 0).
-    """
-    from lungseg.batch import predict_files
 
+    Into a folder (several inputs): a case that fails leaves none of its files and the others go on; a summary (done, failed, skipped) ends the run; exit 1 when any case failed.
+    """
+    from lungseg.batch import env_shard, predict_files
+
+    shard = shard or env_shard()
     settings = {"roi_size": (roi, roi, roi), "overlap": overlap}  # built once torch is needed
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
-                            progress=sys.stderr.isatty(), jobs=jobs, qc=qc, report=report, mesh=mesh)
-    failed = 0
+                            progress=sys.stderr.isatty(), jobs=jobs, qc=qc, shard=shard,
+                            report=report, mesh=mesh)
+    failed = [r for r in results if r.error]
     for r in results:
         if r.error:
-            failed += 1
             typer.echo(f"lungseg: error: {_one_line(r.error)}", err=True)
+        elif r.skipped:
+            typer.echo(f"{r.input}: skipped, {r.output} exists (--overwrite to redo it)")
         else:
             typer.echo(f"{r.input}: right {r.right_ml:.0f} mL, left {r.left_ml:.0f} mL -> {r.output}")
             for w in r.warnings:
-                typer.echo(f"lungseg: warning: {r.input}: {w}", err=True)
-    if failed:
-        raise typer.Exit(2)
+                typer.echo(f"lungseg: warning: {r.input}: {_one_line(w)}", err=True)
+    batch = len(results) > 1 or shard is not None or Path(out).is_dir() or out.endswith("/")
+    if batch:
+        n_skip = sum(r.skipped for r in results)
+        summary = f"{len(results) - len(failed) - n_skip} done, {len(failed)} failed, {n_skip} skipped"
+        if shard:
+            summary += f" (shard {shard[0]}/{shard[1]})"
+        typer.echo(f"summary: {summary}")
+        if failed:
+            typer.echo(f"lungseg: {len(failed)} failed: " + ", ".join(r.input for r in failed), err=True)
+            raise typer.Exit(1)
+    elif failed:
+        raise typer.Exit(1 if failed[0].internal else 2)
 
 
 @app.command()
@@ -216,7 +245,7 @@ def quantify(
     from lungseg.io.volumes import read_volume
     from lungseg.quantification import quantify as run
 
-    typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2))
+    typer.echo(json.dumps(run(read_volume(image), read_volume(mask)), indent=2, allow_nan=False))
 
 
 def _one_line(text: object) -> str:

@@ -153,8 +153,8 @@ def _json_safe(obj):
     return obj
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def _write_atomic(path: Path, text: str, overwrite: bool = True) -> None:
+    with atomic_path(path, overwrite) as tmp:
         tmp.write_text(text, newline="")
 
 
@@ -195,13 +195,13 @@ def evaluate(pred: str | Path, ref: str | Path, out: str | Path | None = None,
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create folder ({exc.strerror})", out) from None
-        _write_atomic(out / "evaluation.json", json.dumps(_json_safe(result), indent=2) + "\n")
+        _write_atomic(out / "evaluation.json", json.dumps(_json_safe(result), indent=2) + "\n", overwrite)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(cases[0]))
         writer.writeheader()
         for c in cases:
             writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in c.items()})
-        _write_atomic(out / "evaluation.csv", buf.getvalue())
+        _write_atomic(out / "evaluation.csv", buf.getvalue(), overwrite)
         if html:
             from lungseg.report.evaluation_page import write_evaluation_html
 

@@ -72,7 +72,7 @@ def detect_layout(root: str | Path) -> str:
 
 def _load_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"not a readable JSON file ({exc})", path) from None
     if not isinstance(data, dict):

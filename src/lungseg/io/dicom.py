@@ -121,6 +121,22 @@ def _keep_main_orientation(series: Series) -> tuple[list[Path], list]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+def _orientation(header, uid: str, folder: Path) -> np.ndarray:
+    """ImageOrientationPatient as 6 floats: two unit vectors at right angles (within 2 %), or
+    an `InputError` (all zeros, as some converters write, gives no slice direction)."""
+    try:
+        iop = np.asarray([float(v) for v in header.ImageOrientationPatient], dtype=np.float64)
+    except (TypeError, ValueError):
+        iop = np.zeros(0)
+    r, c = (iop[:3], iop[3:]) if iop.size == 6 else (np.zeros(3), np.zeros(3))
+    if not (iop.size == 6 and np.all(np.isfinite(iop)) and abs(np.linalg.norm(r) - 1) < 0.02
+            and abs(np.linalg.norm(c) - 1) < 0.02 and abs(float(r @ c)) < 0.02):
+        shown = ", ".join(f"{v:g}" for v in iop) if iop.size else str(header.get("ImageOrientationPatient"))
+        raise InputError(f"series {uid}: ImageOrientationPatient [{shown}] is not two perpendicular unit "
+                         "vectors, so the slice orientation is unknown (corrupt or anonymised header?)", folder)
+    return iop
+
+
 def _pixels(path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
     try:
         ds = pydicom.dcmread(path, force=True)
@@ -172,7 +188,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     files, headers = _keep_main_orientation(series)
     if len(files) < 2:
         raise InputError(f"series {series.uid} has a single slice; lungseg needs a 3D series", folder)
-    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=np.float64)
+    iop = _orientation(headers[0], series.uid, folder)
     r, c = iop[:3], iop[3:]
     normal = np.cross(r, c)
     ipp = np.array([np.asarray(h.ImagePositionPatient, dtype=np.float64) for h in headers])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.core.errors import GeometryError, InputError
+from lungseg.core.errors import GeometryError, InputError, LungsegError
 from lungseg.core.geometry import LPS_TO_RAS, check_same_grid
 from lungseg.core.labels import LEFT, RIGHT, check_labels
 from lungseg.core.volume import Volume
@@ -22,6 +22,14 @@ from lungseg.io.safety import atomic_path
 
 #: SNOMED CT codes for the two segments (label value → (code, meaning)).
 LUNG_SEGMENTS = {RIGHT: ("3341006", "Right lung"), LEFT: ("44029006", "Left lung")}
+
+
+class SegUnavailable(LungsegError):
+    """The source series lacks what a correct DICOM SEG needs (the mask itself is fine)."""
+
+    def __init__(self, reason: str, path=None):
+        super().__init__(reason, path)
+        self.reason = reason
 
 
 def _version() -> str:
@@ -58,8 +66,10 @@ _TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
                      "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
 
 
-def _repair(ds, series_uid: str, study_uid: str):
-    """Fill identifiers that anonymisers blank (SOP class/instance from the file meta)."""
+def _repair(ds, series_uid: str, study_uid: str, slice_spacing: float | None = None):
+    """Fill identifiers that anonymisers blank (SOP class/instance from the file meta), and a
+    SliceThickness that ITK/SimpleITK-written series lack (the slice spacing: the thickness
+    of the mask's voxels, which is what the SEG's pixel measures describe)."""
     from pydicom.uid import CTImageStorage, generate_uid
 
     meta = getattr(ds, "file_meta", None)
@@ -76,6 +86,8 @@ def _repair(ds, series_uid: str, study_uid: str):
         ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
     if "Modality" not in ds:
         ds.Modality = "CT"
+    if not ds.get("SliceThickness") and slice_spacing:
+        ds.SliceThickness = round(float(slice_spacing), 6)
     for keyword in _TYPE2_ATTRIBUTES:  # required to be present, may be empty
         if keyword not in ds:
             setattr(ds, keyword, None)
@@ -90,7 +102,8 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     references the source series, and is written atomically. Returns the path written.
 
     Raises `InputError` if `source` is not a DICOM series, `GeometryError` if the mask is
-    not on its grid, `LabelError` for values other than 0, 1, 2.
+    not on its grid, `LabelError` for values other than 0, 1, 2, and `SegUnavailable` when
+    the source files cannot make a correct SEG (e.g. StudyInstanceUID varies between them).
     """
     import highdicom as hd
     import pydicom
@@ -109,7 +122,7 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     study_uid = source.meta.get("study_uid") or hd.UID()
     datasets, frames = [], []
     for f in files:
-        ds = _repair(pydicom.dcmread(f, force=True), series_uid, study_uid)
+        ds = _repair(pydicom.dcmread(f, force=True), series_uid, study_uid, float(source.spacing[2]))
         lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
         k_float = (inv @ LPS_TO_RAS @ np.append(lps, 1.0))[2]
         k = int(round(k_float))
@@ -120,7 +133,23 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
         frames.append(labels[:, :, k].T.astype(np.uint8))  # (i, j) -> (rows, cols)
     pixel_array = np.stack(frames, axis=0)
     first = datasets[0]
-    seg = hd.seg.Segmentation(
+    studies = {str(ds.StudyInstanceUID) for ds in datasets}
+    if len(studies) > 1:
+        raise SegUnavailable(f"the source slices carry {len(studies)} different StudyInstanceUIDs "
+                             "(anonymised per file?); a SEG must reference one study", path)
+    try:
+        seg = _segmentation(hd, datasets, pixel_array, first, __version__)
+    except (ValueError, AttributeError, TypeError, KeyError) as exc:  # highdicom's checks of the source
+        reason = " ".join(str(exc).split())[:200]
+        raise SegUnavailable(f"the source series cannot make a valid SEG ({type(exc).__name__}: {reason})",
+                             path) from None
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+def _segmentation(hd, datasets, pixel_array, first, __version__):
+    return hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -136,6 +165,3 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
         series_description="lungseg lungs",
         omit_empty_frames=False,
     )
-    with atomic_path(path) as tmp:
-        seg.save_as(tmp)
-    return path

@@ -183,12 +183,13 @@ def output_path(path: str | Path) -> Path:
     return path
 
 
-def write_volume(volume: Volume, path: str | Path) -> Path:
+def write_volume(volume: Volume, path: str | Path, overwrite: bool = True) -> Path:
     """Write `volume` with its geometry; the format follows the suffix (default NIfTI).
 
     Suffixes: .nii.gz, .nii, .nrrd, .mha, .mhd (+ .raw). A path without a known suffix
     gets `.nii.gz` appended. The write is atomic: nothing half-written is ever left at
-    `path`. Returns the path written. Raises `OutputError` if the file cannot be written.
+    `path`. Returns the path written. Raises `OutputError` if the file cannot be written, or
+    (with `overwrite=False`) if `path` exists when the finished file is moved there.
     """
     path = output_path(path)
     name = path.name.lower()
@@ -198,7 +199,7 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
     affine = np.asarray(volume.affine, dtype=np.float64)
     try:
         if format_of(path) == "nifti":
-            with atomic_path(path) as tmp:
+            with atomic_path(path, overwrite) as tmp:
                 img = nib.Nifti1Image(array, affine)
                 img.set_qform(affine, code=1)
                 img.set_sform(affine, code=1)
@@ -206,12 +207,12 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         elif name.endswith(".mhd"):
             from lungseg.io.itk import write_itk
 
-            with atomic_folder(path) as tmpdir:
+            with atomic_folder(path, overwrite) as tmpdir:
                 write_itk(array, affine, tmpdir / path.name)
         else:
             from lungseg.io.itk import write_itk
 
-            with atomic_path(path) as tmp:
+            with atomic_path(path, overwrite) as tmp:
                 write_itk(array, affine, tmp)
     except OSError as exc:
         raise OutputError(f"cannot write ({exc.strerror or exc})", path) from None

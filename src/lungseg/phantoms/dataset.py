@@ -45,8 +45,8 @@ def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orien
     for i in tqdm(range(int(n)), desc="synth", unit="case", disable=not progress):
         name = f"lung_{i:03d}.nii.gz"
         image, label = make_phantom(seed + i, size=size, orientation=orientation, variations=variations)
-        write_volume(image, out / "imagesTr" / name)
-        write_volume(label, out / "labelsTr" / name)
+        write_volume(image, out / "imagesTr" / name, overwrite=overwrite)  # no-clobber at the rename
+        write_volume(label, out / "labelsTr" / name, overwrite=overwrite)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         phantoms.append({"image": f"./imagesTr/{name}", "seed": seed + i,
                          "shape": list(image.shape), "spacing": [round(s, 4) for s in image.spacing],
@@ -65,6 +65,6 @@ def synth(n: int, out: str | Path, seed: int = 0, size: int | None = None, orien
                       "variations": variations},
         "phantoms": phantoms,
     }
-    with atomic_path(out / "dataset.json") as tmp:
+    with atomic_path(out / "dataset.json", overwrite) as tmp:
         tmp.write_text(json.dumps(doc, indent=1))
     return out

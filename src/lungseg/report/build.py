@@ -207,7 +207,9 @@ def write_batch_cohort(results: Sequence, folder: str | Path) -> list[Path]:
     for r in results:
         case = strip_suffix(Path(r.output).name) if r.output else strip_suffix(Path(r.input).name)
         if r.error or r.summary is None:
-            rows.append(failed_row(case, r.error or "no report"))
+            why = r.error or ("skipped: its mask existed (--overwrite to redo it)" if getattr(r, "skipped", False)
+                              else "no report")
+            rows.append(failed_row(case, why))
         else:
             rows.append(cohort_row(case, r.summary, f"{case}.html"))
     return write_cohort(rows, *cohort_paths(Path(folder)))

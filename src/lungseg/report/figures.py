@@ -47,7 +47,7 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
 
 def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
     """Training loss and validation Dice against epoch."""
-    rows = list(csv.DictReader(Path(metrics_csv).open()))
+    rows = list(csv.DictReader(Path(metrics_csv).open(encoding="utf-8")))
     ep = [int(r["epoch"]) + 1 for r in rows if r["train_loss"]]
     loss = [float(r["train_loss"]) for r in rows if r["train_loss"]]
     vep = [int(r["epoch"]) + 1 for r in rows if r.get("val_dice")]

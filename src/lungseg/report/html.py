@@ -122,7 +122,7 @@ def read_qc_sidecar(mask_path: str | Path) -> dict | None:
     mask_path = Path(mask_path)
     side = mask_path.with_name(strip_suffix(mask_path.name) + ".qc.json")
     try:
-        data = json.loads(side.read_text())
+        data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and "warnings" in data else None

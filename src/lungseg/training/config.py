@@ -86,7 +86,7 @@ class TrainConfig(BaseModel):
         if require_regular_file(path).st_size > MAX_CONFIG_BYTES or path.is_dir():
             raise InputError("not a YAML config file (a folder, or larger than 1 MiB)", path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"cannot read config ({exc})".splitlines()[0], path) from None
         if not isinstance(raw, dict):

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import random
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,17 +82,33 @@ def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, devic
     return out
 
 
+def _join_threads_started_since(before: set, timeout_s: float = 120.0) -> None:
+    """Wait for the threads a failed block left running (MONAI's caching ThreadPool stops
+    handing out work on an error but does not wait for the items in flight): a thread still
+    inside ITK or torch when Python exits makes the C++ runtime abort (SIGABRT, exit 134,
+    "terminate called without an active exception")."""
+    deadline = time.monotonic() + timeout_s
+    for t in threading.enumerate():
+        if t not in before and t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
 @contextmanager
 def user_errors_unwrapped():
-    """MONAI wraps transform errors in RuntimeError; surface our LungsegError (-> exit 2)."""
+    """MONAI wraps transform errors in RuntimeError; surface our LungsegError (-> exit 2).
+
+    On any error the data-loading threads the block started are joined first."""
+    before = set(threading.enumerate())
     try:
         yield
-    except RuntimeError as exc:
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, LungsegError):
-                raise cause from None
-            cause = cause.__cause__ or cause.__context__
+    except BaseException as exc:
+        _join_threads_started_since(before)
+        if isinstance(exc, RuntimeError):
+            cause: BaseException | None = exc
+            while cause is not None:
+                if isinstance(cause, LungsegError):
+                    raise cause from None
+                cause = cause.__cause__ or cause.__context__
         raise
 
 
