@@ -14,7 +14,7 @@ from lungseg.core.geometry import spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, fill_holes, pool_any, upsample_nearest
 
-__all__ = ["fill_indentations", "postprocess", "refine_boundary"]
+__all__ = ["fill_indentations", "lung_levels", "postprocess", "refine_boundary", "refine_levels"]
 
 #: Lung pieces kept: two lungs, or lungs cut into pieces by a crop, a slab or fibrosis.
 MAX_PIECES = 4
@@ -127,10 +127,27 @@ def refine_boundary(lung_prob: np.ndarray, hu: np.ndarray, low: float = 0.1, hig
     lung. Only pieces connected to the network's main lung regions (p > 0.5) are kept, so a vague
     network cannot let in air elsewhere (outside the body, bowel) through the rule.
     """
-    sure = lung_prob >= high
-    band = (lung_prob > low) & ~sure
+    return refine_levels(lung_levels(lung_prob, low, high), hu, threshold_hu)
+
+
+def lung_levels(lung_prob: np.ndarray, low: float = 0.1, high: float = 0.9) -> np.ndarray:
+    """P(lung) as the four levels `refine_boundary` tells apart (uint8: a quarter of float32).
+
+    0: p <= low, 1: low < p <= 0.5, 2: 0.5 < p < high, 3: p >= high.
+    """
+    level = (lung_prob > low).view(np.uint8)
+    level += lung_prob > 0.5
+    level += lung_prob >= high
+    return level
+
+
+def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float = -400.0) -> np.ndarray:
+    """`refine_boundary` on P(lung) already reduced to `lung_levels`."""
+    sure = level == 3
+    band = (level == 1) | (level == 2)
     sure[band] = np.asarray(hu)[band] < threshold_hu
-    core = cc3d.connected_components(lung_prob > 0.5, connectivity=26)
+    del band
+    core = cc3d.connected_components(level >= 2, connectivity=26)
     sizes = np.bincount(core.ravel())
     sizes[0] = 0
     if sizes.max() == 0:
