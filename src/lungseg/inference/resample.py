@@ -15,6 +15,9 @@ import numpy as np
 
 __all__ = ["AxisMap", "axis_map", "model_grid", "resample_linear"]
 
+#: Rows of the interpolation matrix multiplied at a time (it is banded: 2 entries a row).
+BAND_ROWS = 32
+
 
 def model_grid(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, ...], np.ndarray]:
     """(shape, affine) of the grid MONAI's `Orientationd(RAS)` + `Spacingd(spacing)` produce."""
@@ -71,35 +74,31 @@ def _weights(n: int, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _interp_axis(a: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
     """1-D linear interpolation of `a` along `axis` at `coords`, clamped at the border (float32).
 
-    Shrinking axes gather the two neighbours; growing ones multiply by the (n_out x n_in)
-    interpolation matrix, which BLAS does on every core far faster than a gather.
+    A multiplication by the (n_out x n_in) interpolation matrix, a band of rows at a time
+    (two entries a row): BLAS does it on every core, far faster than gathering neighbours.
     """
     n = a.shape[axis]
     if n == 1:
         return np.repeat(a.astype(np.float32), len(coords), axis=axis)
     i0, w = _weights(n, coords)
-    if len(coords) <= n:
-        shape = [1] * a.ndim
-        shape[axis] = len(coords)
-        w = w.reshape(shape)
-        lo = np.take(a, i0, axis=axis).astype(np.float32, copy=False)
-        hi = np.take(a, i0 + 1, axis=axis).astype(np.float32, copy=False)
-        hi -= lo
-        hi *= w
-        lo += hi
-        return lo
-    m = np.zeros((len(coords), n), np.float32)
-    rows = np.arange(len(coords))
-    m[rows, i0] = 1.0 - w
-    m[rows, i0 + 1] += w
+    rows_at_once = BAND_ROWS if len(coords) > n else max(1, BAND_ROWS // 4)
     a = a.astype(np.float32, copy=False)
-    if axis == 0:
-        return (m @ a.reshape(n, -1)).reshape((len(coords), *a.shape[1:]))
-    if axis == a.ndim - 1:
-        return (a.reshape(-1, n) @ m.T).reshape((*a.shape[:-1], len(coords)))
-    return np.matmul(m, a.reshape((-1, n, int(np.prod(a.shape[axis + 1:]))))).reshape(
-        (*a.shape[:axis], len(coords), *a.shape[axis + 1:]))
-
+    out = np.empty((*a.shape[:axis], len(coords), *a.shape[axis + 1:]), np.float32)
+    for r0 in range(0, len(coords), rows_at_once):  # the matrix is banded: one block of rows at a time
+        r1 = min(r0 + rows_at_once, len(coords))
+        c0, c1 = int(i0[r0:r1].min()), int(i0[r0:r1].max()) + 2
+        m = np.zeros((r1 - r0, c1 - c0), np.float32)
+        rows = np.arange(r1 - r0)
+        m[rows, i0[r0:r1] - c0] = 1.0 - w[r0:r1]
+        m[rows, i0[r0:r1] + 1 - c0] += w[r0:r1]
+        part = a[(slice(None),) * axis + (slice(c0, c1),)]
+        if axis == a.ndim - 1:
+            out[..., r0:r1] = part @ m.T
+        elif axis == 0:
+            out[r0:r1] = (m @ part.reshape(c1 - c0, -1)).reshape((r1 - r0, *a.shape[1:]))
+        else:
+            out[(slice(None),) * axis + (slice(r0, r1),)] = np.matmul(m, part)
+    return out
 
 def resample_linear(src: np.ndarray, amap: AxisMap, dst_shape) -> np.ndarray:
     """Trilinear resampling of `src` onto a dst grid of `dst_shape` (float32, dst axis order).
@@ -108,7 +107,9 @@ def resample_linear(src: np.ndarray, amap: AxisMap, dst_shape) -> np.ndarray:
     """
     coords = {amap.perm[j]: amap.offset[j] + amap.scale[j] * np.arange(dst_shape[j]) for j in range(3)}
     out = src
-    for ax in sorted(range(3), key=lambda a: len(coords[a]) / max(1, src.shape[a])):
+    # shrinking axes first, in memory order (a gather along the first axis copies whole
+    # planes); then the growing ones, least growth first
+    for ax in sorted(range(3), key=lambda a: (len(coords[a]) > src.shape[a], len(coords[a]) / max(1, src.shape[a]) if len(coords[a]) > src.shape[a] else a)):
         out = _interp_axis(out, ax, coords[ax])
     # out's axes are src axes (resized); lay them out in dst order
     return np.ascontiguousarray(np.transpose(out, amap.perm)) if amap.perm != (0, 1, 2) else out
