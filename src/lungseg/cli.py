@@ -17,6 +17,7 @@ from lungseg.core.errors import LungsegError
 
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = ("unet", "classical")
+BACKENDS = ("torch", "onnxruntime")
 
 
 def _check_device(value: str | None) -> str | None:
@@ -36,6 +37,12 @@ def _check_device(value: str | None) -> str | None:
 def _check_method(value: str) -> str:
     if value not in METHODS:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(METHODS)}")
+    return value
+
+
+def _check_backend(value: str) -> str:
+    if value not in BACKENDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(BACKENDS)}")
     return value
 
 
@@ -134,6 +141,8 @@ def predict(
     qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
                                      "it disagrees with the network (costs a few seconds per scan; "
                                      "the other quality checks always run)")] = True,
+    backend: Annotated[str, typer.Option(callback=_check_backend, help="torch, or onnxruntime (ONNX Runtime; "
+                                         "chosen by itself for an .onnx --model; CUDA where its provider exists)")] = "torch",
 ) -> None:
     """Segment the lungs: mask on the input's grid, right=1, left=2.
 
@@ -141,7 +150,7 @@ def predict(
     """
     from lungseg.batch import predict_files
 
-    settings = {"roi_size": (roi, roi, roi), "overlap": overlap}  # built once torch is needed
+    settings = {"roi_size": (roi, roi, roi), "overlap": overlap, "backend": backend}  # built once torch is needed
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
                             progress=sys.stderr.isatty(), jobs=jobs, qc=qc)
@@ -156,6 +165,24 @@ def predict(
                 typer.echo(f"lungseg: warning: {r.input}: {w}", err=True)
     if failed:
         raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    onnx: Annotated[str, typer.Option("--onnx", callback=_check_path_text, help="ONNX file to write")],
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped model)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+) -> None:
+    """Write the network as ONNX (settings included) for `predict --backend onnxruntime --model FILE.onnx`."""
+    from lungseg.io.safety import check_output
+
+    out = Path(onnx)
+    if model is not None and not model.is_file():
+        raise LungsegError("no such model file", model)
+    check_output(out, [model] if model is not None else [], overwrite)
+    from lungseg.inference.runtime import export_onnx
+
+    typer.echo(f"wrote {export_onnx(model, out)}")
 
 
 @app.command()

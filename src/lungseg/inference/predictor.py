@@ -57,6 +57,8 @@ class InferenceSettings:
     whole_volume_voxels: int = 256**3
     #: the network sees the body's box grown by this much (mm), not the air around it; None: the whole scan
     crop_margin_mm: float | None = 20.0
+    #: "torch", or "onnxruntime" (ONNX Runtime; chosen by itself for an `.onnx` model)
+    backend: str = "torch"
 
     def window_for(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """The window actually used for a volume of `shape` (model-grid voxels)."""
@@ -75,7 +77,9 @@ class Predictor:
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str = "auto",
-                 settings: InferenceSettings | None = None, backend: str = "torch"):
+                 settings: InferenceSettings | None = None, backend: str | None = None):
+        settings = settings or InferenceSettings()
+        backend = backend or settings.backend
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
@@ -94,7 +98,7 @@ class Predictor:
             self.model, self.model_settings = load_model(path, self.device)
         self.backend = backend
         self.preprocessing = {**DEFAULT_PREPROCESSING, **self.model_settings.get("preprocessing", {})}
-        self.settings = settings or InferenceSettings()
+        self.settings = settings
         self.model_path = path
         self._classical: tuple[Volume, ClassicalParts] | None = None
 
