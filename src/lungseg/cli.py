@@ -136,7 +136,8 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="replace existing outputs")] = False,
     series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
     overlap: Annotated[float, typer.Option(callback=_check_overlap, help="sliding-window overlap, 0 to below 1")] = 0.25,
-    roi: Annotated[int, typer.Option(min=16, max=1024, help="sliding-window size (voxels, cubic), 16-1024")] = 160,
+    roi: Annotated[int | None, typer.Option(min=16, max=1024, help="sliding-window size (voxels, cubic), 16-1024; "
+                                            "default: the whole chest as one window when it fits, else 160")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs")] = 1,
     qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
                                      "it disagrees with the network (costs a few seconds per scan; "
@@ -150,7 +151,9 @@ def predict(
     """
     from lungseg.batch import predict_files
 
-    settings = {"roi_size": (roi, roi, roi), "overlap": overlap, "backend": backend}  # built once torch is needed
+    settings = {"overlap": overlap, "backend": backend}  # built once torch is needed
+    if roi is not None:  # a window the user asks for slides, even over a chest that would fit one
+        settings.update(roi_size=(roi, roi, roi), whole_volume_voxels=0)
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
                             progress=sys.stderr.isatty(), jobs=jobs, qc=qc)
