@@ -158,16 +158,22 @@ def lung_levels(lung_prob: np.ndarray, low: float = 0.1, high: float = 0.9) -> n
 
 def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float = -400.0) -> np.ndarray:
     """`refine_boundary` on P(lung) already reduced to `lung_levels`."""
+    level = np.asarray(level, np.uint8)
     sure = level == 3
-    band = (level == 1) | (level == 2)
+    band = (level - np.uint8(1)) < 2  # levels 1 and 2 (level 0 wraps to 255)
     sure[band] = np.asarray(hu)[band] < threshold_hu
     del band
-    core = cc3d.connected_components(level >= 2, connectivity=26)
-    sizes = np.bincount(core.ravel())
+    core, n_core = cc3d.connected_components(level >= 2, connectivity=26, return_N=True)
+    sizes = np.bincount(core.ravel(), minlength=n_core + 1)
     sizes[0] = 0
     if sizes.max() == 0:
         return np.zeros(core.shape, bool)
-    main = np.flatnonzero(sizes >= 0.01 * sizes.max())  # the lungs and their pieces, not specks
-    comp = cc3d.connected_components(sure, connectivity=26)
-    keep = np.unique(comp[np.isin(core, main) & sure])
-    return np.isin(comp, keep[keep > 0])
+    main = sizes >= 0.01 * sizes.max()  # the lungs and their pieces, not specks (a lookup table)
+    main[0] = False
+    comp, n_comp = cc3d.connected_components(sure, connectivity=26, return_N=True)
+    hit = main[core]
+    del core
+    hit &= sure
+    keep = np.bincount(comp[hit], minlength=n_comp + 1) > 0
+    keep[0] = False
+    return keep[comp]
