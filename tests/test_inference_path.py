@@ -109,3 +109,17 @@ def test_no_full_resolution_float_volume(chest, monkeypatch):
     assert mask.array.dtype == np.uint8 and mask.array.any()
     slab = predictor_module.SLAB * big.shape[1] * big.shape[2]
     assert len(made) > 2 and max(made[1:]) <= slab < big.array.size  # made[0]: the model grid
+
+
+@needs_model
+def test_quality_reference_is_the_classical_mask(chest):
+    """The QC's classical mask, rebuilt from the steps predict shared with it, is exactly
+    `segment_classical`'s."""
+    from lungseg.inference.classical import segment_classical
+
+    image, _ = chest
+    pred = Predictor(device="cpu")
+    pred.predict(image)
+    shared = pred.classical_reference(image).array
+    assert np.array_equal(shared, segment_classical(image).array)
+    assert np.array_equal(pred.classical_reference(image).array, shared)  # afresh, same answer
