@@ -15,7 +15,8 @@ N=300, also 600 for memory) and, when ../shared/data is present, the shared real
 - classical: `--method classical`.
 
 Times are from the input path to the files written, after imports (the reference's and the
-CLI's imports are the same); `process s` adds the interpreter and imports. Dice: against the
+CLI's imports are the same); `CPU s` is that part's CPU time over all threads (steadier than
+wall time on a shared machine); `process s` adds the interpreter and imports. Dice: against the
 phantom's truth; on real chests (no truth) against the default's mask.
 
     python bench/infer.py [--slices 300] [--no-real] [--no-600] [--threads 2] [--device cpu]
@@ -86,7 +87,7 @@ def one(cfg: dict) -> dict:
     from lungseg.io.volumes import read_volume, write_volume
 
     out = Path(cfg["out"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if cfg["row"] == "reference":
         write_volume(reference_predict(read_volume(cfg["input"]), cfg["device"]), out)
     else:
@@ -94,7 +95,7 @@ def one(cfg: dict) -> dict:
                             device=cfg["device"], progress=False, settings={"backend": cfg.get("backend", "torch")})
         if res[0].error:
             raise SystemExit(res[0].error)
-    return {"seconds": time.perf_counter() - t0,
+    return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "mask": str(out)}
 
 
@@ -194,13 +195,14 @@ def main() -> None:
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or ''}".strip(", ")
     print(f"\nInference, {args.threads} threads, device {args.device}, {machine}; "
           f"load average at the end {os.getloadavg()[0]:.1f}\n")
-    print("| configuration | wall s | process s | speed-up vs reference | peak RSS (GiB) | Dice |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| configuration | wall s | CPU s | process s | speed-up vs reference (wall) | peak RSS (GiB) | Dice |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     refs = {r["group"]: r["seconds"] for r in rows if r["kind"] == "reference"}
     for r in rows:
         d = "-" if r["dice"] is None else f"{r['dice']:.4f}" + (" vs default" if r in real_rows else " vs truth")
         up = f"{refs[r['group']] / r['seconds']:.1f}x" if r["group"] in refs else "-"
-        print(f"| {r['name']} | {r['seconds']:.1f} | {r['process_s']:.1f} | {up} | {r['rss_gib']:.2f} | {d} |")
+        print(f"| {r['name']} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['process_s']:.1f} | {up} "
+              f"| {r['rss_gib']:.2f} | {d} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ LABEL_NAMES = {RIGHT: "right", LEFT: "left"}
 def check_labels(array: np.ndarray, what: str = "mask", path: str | Path | None = None) -> np.ndarray:
     """Return `array` if it holds only 0/1/2, else raise `LabelError` naming `what` and `path`."""
     a = np.asarray(array)
-    if a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # counting beats sorting a 512x512x300 mask
+    if a.dtype.kind == "u" and (a.size == 0 or a.max() <= LEFT):  # no sort of a 512x512x300 mask
+        return a
+    if a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # counting beats sorting
         values = np.flatnonzero(np.bincount(a.ravel()))
     else:
         values = np.unique(a)

@@ -168,13 +168,13 @@ class Predictor:
         """P(lung) back on the image's grid as `postprocess.lung_levels` (uint8) on a box.
 
         Returns (levels, box): the box (slices of the image grid) holds every voxel whose
-        interpolated P(lung) exceeds `LOW`; outside it the level is 0. None when the network
-        finds no lung at all.
+        interpolated P(lung) exceeds `LOW` and that can connect to P > 0.5 (what the HU
+        refinement may keep); outside it the level is 0. None when the network finds no lung.
         """
         prob, box_aff = self._network(image, hull)
         back = axis_map(box_aff, image.affine)  # image index -> model-box index
         coords = [back.offset[a] + back.scale[a] * np.arange(image.shape[a]) for a in range(3)]
-        above = bbox(prob > LOW, pad=0)
+        above = bbox(_reachable(prob), pad=0)
         if above is None:
             return None, None
         box = []
@@ -260,3 +260,22 @@ class Predictor:
             self._classical = None
             return parts.lungs()
         return segment_classical(image)
+
+
+def _reachable(prob: np.ndarray) -> np.ndarray:
+    """Model-grid voxels with P > `LOW` that a full-grid path of P > `LOW` can join to P > 0.5.
+
+    On the full grid such a path runs through interpolation cells, each with a corner above
+    `LOW`, and corners of neighbouring cells lie at most two model voxels apart: so the
+    components of the one-voxel dilation of P > `LOW` that hold some P > 0.5 contain every
+    voxel the refinement can keep, and stray specks (box corners, far air) fall away.
+    """
+    import cc3d
+    from scipy import ndimage
+
+    above = prob > LOW
+    lab = cc3d.connected_components(ndimage.binary_dilation(above, np.ones((3, 3, 3), bool)), connectivity=26)
+    ids = np.unique(lab[prob > 0.5])
+    keep = np.zeros(int(lab.max()) + 1, bool)
+    keep[ids[ids > 0]] = True
+    return above & keep[lab]
