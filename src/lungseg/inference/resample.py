@@ -74,14 +74,25 @@ def _weights(n: int, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _interp_axis(a: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
     """1-D linear interpolation of `a` along `axis` at `coords`, clamped at the border (float32).
 
-    A multiplication by the (n_out x n_in) interpolation matrix, a band of rows at a time
-    (two entries a row): BLAS does it on every core, far faster than gathering neighbours.
+    Shrinking axes gather the two neighbours; growing ones multiply by the (n_out x n_in)
+    interpolation matrix, a band of rows at a time (two entries a row): BLAS does it on every
+    core, far faster than gathering neighbours into an array larger than the source.
     """
     n = a.shape[axis]
     if n == 1:
         return np.repeat(a.astype(np.float32), len(coords), axis=axis)
     i0, w = _weights(n, coords)
-    rows_at_once = BAND_ROWS if len(coords) > n else max(1, BAND_ROWS // 4)
+    if len(coords) <= n:  # shrinking: gather the two neighbours (basic fancy indexing, not np.take: 8x faster)
+        shape = [1] * a.ndim
+        shape[axis] = len(coords)
+        lead = (slice(None),) * axis
+        lo = a[lead + (i0,)].astype(np.float32, copy=False)
+        hi = a[lead + (i0 + 1,)].astype(np.float32, copy=False)
+        hi -= lo
+        hi *= w.reshape(shape)
+        lo += hi
+        return lo
+    rows_at_once = BAND_ROWS
     a = a.astype(np.float32, copy=False)
     out = np.empty((*a.shape[:axis], len(coords), *a.shape[axis + 1:]), np.float32)
     for r0 in range(0, len(coords), rows_at_once):  # the matrix is banded: one block of rows at a time
