@@ -241,7 +241,7 @@ class ClassicalParts:
         arr = np.asarray(image.array)
         if arr.ndim != 3:
             raise InputError(f"expected a 3D image, got shape {arr.shape}")
-        self.image = image
+        self.shape, self.meta = arr.shape, dict(image.meta)  # not the image: a held parts object must not keep the CT alive
         self.affine = np.asarray(image.affine, float)
         self.midline_x = body_midline_x(arr, self.affine) if midline_x is None else midline_x
         self.grid = _RasGrid(arr, self.affine, target_mm)
@@ -267,7 +267,7 @@ class ClassicalParts:
         """`segment_classical`'s mask."""
         g = self.grid
         if min_volume_ml is None:
-            min_volume_ml = min_lung_volume_ml(self.image.shape, self.affine)
+            min_volume_ml = min_lung_volume_ml(self.shape, self.affine)
         labels_ras = np.zeros(g.hu.shape, np.uint8)
         if self.body.sum() * np.prod(g.spacing) / 1000.0 >= min_volume_ml:
             cand, airways = self._candidates()
@@ -275,7 +275,7 @@ class ClassicalParts:
             lungs = _select_lungs(cand, g.hu, g.affine, min_volume_ml, self.midline_x)
             labels_ras = _finish(lungs, g.affine, g.spacing, self.midline_x)
             labels_ras[airways] = 0  # closing and hole filling must not put the bronchi back
-        return self.image.with_array(g.back(labels_ras).astype(np.uint8))
+        return Volume(g.back(labels_ras).astype(np.uint8), self.affine.copy(), dict(self.meta))
 
 
 def _index_x(world_x: float | None, ras_affine: np.ndarray) -> float | None:

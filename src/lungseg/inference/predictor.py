@@ -13,6 +13,7 @@ well under 2 GiB.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,15 +211,17 @@ class Predictor:
     # --- the mask ---------------------------------------------------------------------------
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
+        self._classical = None
         hu = np.asarray(image.array)
         hull = body_hull(hu, image.affine)
         labels = np.zeros(hu.shape, np.uint8)
         levels, box = self.lung_levels(image, hull)
-        self._classical = None
         if postprocessing:
             midline_x = body_midline_x(hu, image.affine)
             parts = ClassicalParts(image, midline_x=midline_x)
-            self._classical = (image, parts)  # the quality check's classical mask reuses its steps
+            # the quality check's classical mask reuses its steps (a weak reference: a
+            # finished case's CT is not kept alive by the predictor)
+            self._classical = (weakref.ref(image), parts)
         if levels is None:
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
         lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 2
@@ -257,7 +260,7 @@ class Predictor:
     def classical_reference(self, image: Volume) -> Volume:
         """The classical method's mask of `image`, for the quality check: from the steps the
         last `predict` of this very image already worked out, else computed afresh."""
-        if self._classical is not None and self._classical[0] is image:
+        if self._classical is not None and self._classical[0]() is image:
             parts = self._classical[1]
             self._classical = None
             return parts.lungs()
