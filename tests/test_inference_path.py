@@ -123,3 +123,22 @@ def test_quality_reference_is_the_classical_mask(chest):
     shared = pred.classical_reference(image).array
     assert np.array_equal(shared, segment_classical(image).array)
     assert np.array_equal(pred.classical_reference(image).array, shared)  # afresh, same answer
+
+
+@needs_model
+def test_body_crop_option_and_full_probability_agree(chest):
+    """The optional body crop gives nearly the same mask; `lung_probability` (inspection only)
+    is P(lung) on the image grid and agrees with the levels predict uses."""
+    image, _ = chest
+    plain = Predictor(device="cpu")
+    cropped = Predictor(device="cpu", settings=InferenceSettings(crop_margin_mm=20.0))
+    a, b = plain.predict(image).array, cropped.predict(image).array
+    assert _dice(a > 0, b > 0) > 0.97
+    prob = plain.lung_probability(image)
+    assert prob.shape == image.shape and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    levels, box = plain.lung_levels(image)
+    inside = np.zeros(image.shape, bool)
+    inside[box] = True
+    assert not (prob[~inside] > 0.5).any()  # nothing the refinement could keep lies outside the box
+    assert _dice(levels >= 2, prob[box] > 0.5) > 0.99
