@@ -28,7 +28,7 @@ from lungseg.core.morphology import bbox
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import fill_indentations, lung_levels, postprocess, refine_levels
-from lungseg.inference.resample import axis_map, model_grid, resample_linear
+from lungseg.inference.resample import AxisMap, axis_map, model_grid, resample_linear
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING
 
@@ -158,7 +158,7 @@ class Predictor:
             src_lo[a] = int(np.clip(math.floor(ends.min()), 0, image.shape[a] - 1))
             src_hi[a] = int(np.clip(math.ceil(ends.max()) + 1, src_lo[a] + 1, image.shape[a]))
         src = image.array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))]
-        local = amap.__class__(amap.perm, amap.scale,
+        local = AxisMap(amap.perm, amap.scale,
                                amap.offset - np.array([src_lo[a] for a in amap.perm], float))
         x = resample_linear(src, local, shape)
         lo_hu, hi_hu = self.preprocessing["hu_window"]
