@@ -377,8 +377,9 @@ def _quality_report(image: Volume, mask: Volume, path: Path, target: Path, metho
     else:
         from lungseg.inference.classical import segment_classical
 
-        try:
-            reference = segment_classical(image)
+        try:  # the predictor reuses the steps its own airway search shares with the classical method
+            reference = (predictor.classical_reference(image) if predictor is not None
+                         else segment_classical(image))
         except Exception as exc:  # an optional second opinion must not fail the case
             skip = "the classical method failed on this image"
             ref_error = f"{type(exc).__name__}: {exc}"

@@ -17,6 +17,7 @@ from lungseg.core.errors import LungsegError
 
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = ("unet", "classical")
+BACKENDS = ("torch", "onnxruntime")
 
 
 def _check_device(value: str | None) -> str | None:
@@ -36,6 +37,12 @@ def _check_device(value: str | None) -> str | None:
 def _check_method(value: str) -> str:
     if value not in METHODS:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(METHODS)}")
+    return value
+
+
+def _check_backend(value: str) -> str:
+    if value not in BACKENDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(BACKENDS)}")
     return value
 
 
@@ -146,7 +153,8 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="replace existing outputs (into a folder, existing masks are otherwise skipped, so a killed batch resumes)")] = False,
     series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
     overlap: Annotated[float, typer.Option(callback=_check_overlap, help="sliding-window overlap, 0 to below 1")] = 0.25,
-    roi: Annotated[int, typer.Option(min=16, max=1024, help="sliding-window size (voxels, cubic), 16-1024")] = 160,
+    roi: Annotated[int | None, typer.Option(min=16, max=1024, help="sliding-window size (voxels, cubic), 16-1024; "
+                                            "default: the whole chest as one window when it fits, else 160")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes for many inputs; each holds one scan and one model, so memory grows with N (the CPU threads are shared out)")] = 1,
     shard: Annotated[str | None, typer.Option(callback=_check_shard, help="i/n: this run takes every n-th case from the i-th (0-based), for n machines; under torchrun, RANK/WORLD_SIZE are used when not given")] = None,
     qc: Annotated[bool, typer.Option("--qc/--no-qc", help="also run the classical method and warn when "
@@ -155,6 +163,8 @@ def predict(
     report: Annotated[bool, typer.Option("--report", help="also write MASK.html (volumes, density, "
                                          "warnings, pictures); for a folder also index.html + cohort.csv")] = False,
     mesh: Annotated[str | None, typer.Option(help=MESH_HELP)] = None,
+    backend: Annotated[str, typer.Option(callback=_check_backend, help="torch, or onnxruntime (ONNX Runtime; "
+                                         "chosen by itself for an .onnx --model; CUDA where its provider exists)")] = "torch",
 ) -> None:
     """Segment the lungs: mask on the input's grid, right=1, left=2.
 
@@ -165,7 +175,9 @@ def predict(
     from lungseg.batch import env_shard, predict_files
 
     shard = shard or env_shard()
-    settings = {"roi_size": (roi, roi, roi), "overlap": overlap}  # built once torch is needed
+    settings = {"overlap": overlap, "backend": backend}  # built once torch is needed
+    if roi is not None:  # a window the user asks for slides, even over a chest that would fit one
+        settings.update(roi_size=(roi, roi, roi), whole_volume_voxels=0)
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
                             progress=sys.stderr.isatty(), jobs=jobs, qc=qc, shard=shard,
@@ -217,6 +229,24 @@ def report(
     typer.echo(f"wrote {out}")
     if any(r["error"] for r in rows):
         raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    onnx: Annotated[str, typer.Option("--onnx", callback=_check_path_text, help="ONNX file to write")],
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped model)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+) -> None:
+    """Write the network as ONNX (settings included) for `predict --backend onnxruntime --model FILE.onnx`."""
+    from lungseg.io.safety import check_output
+
+    out = Path(onnx)
+    if model is not None and not model.is_file():
+        raise LungsegError("no such model file", model)
+    check_output(out, [model] if model is not None else [], overwrite)
+    from lungseg.inference.runtime import export_onnx
+
+    typer.echo(f"wrote {export_onnx(model, out)}")
 
 
 @app.command()

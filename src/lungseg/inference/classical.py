@@ -60,7 +60,7 @@ from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import ball, fill_holes, pool_mean, upsample_nearest
 from lungseg.core.volume import Volume
 
-__all__ = ["central_airways", "segment_classical"]
+__all__ = ["ClassicalParts", "central_airways", "segment_classical"]
 
 LUMEN_HU = -900.0  # airway lumen at ~2 mm: darker than lung parenchyma
 BRONCHUS_LUMEN_HU = -930.0  # stricter, for growing along a bronchus without entering the lung
@@ -254,27 +254,7 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
     `min_volume_ml` (default 50 mL, less for thin slabs) are not lungs. See the module
     docstring for the method and its limits. Takes a few seconds on a 512x512x300 chest on one core.
     """
-    arr = np.asarray(image.array)
-    if arr.ndim != 3:
-        raise InputError(f"expected a 3D image, got shape {arr.shape}")
-    affine = np.asarray(image.affine, float)
-    if min_volume_ml is None:
-        min_volume_ml = min_lung_volume_ml(arr.shape, affine)
-    midline_x = body_midline_x(arr, affine)
-    grid = _RasGrid(arr, affine, target_mm)
-    hu, ras_aff, sp = grid.hu, grid.affine, grid.spacing
-    labels_ras = np.zeros(hu.shape, np.uint8)
-    air = hu < AIR_THRESHOLD_HU
-    body = largest_body(air)
-    if body.sum() * np.prod(sp) / 1000.0 >= min_volume_ml:
-        hull = body_hull_per_slice(body)
-        cand = air & hull & ~_outside_air(air, hull, hu)
-        airways = _airway_tree(cand, hull, hu, sp, _index_x(midline_x, ras_aff))
-        cand &= ~airways
-        lungs = _select_lungs(cand, hu, ras_aff, min_volume_ml, midline_x)
-        labels_ras = _finish(lungs, ras_aff, sp, midline_x)
-        labels_ras[airways] = 0  # closing and hole filling must not put the bronchi back
-    return image.with_array(grid.back(labels_ras).astype(np.uint8))
+    return ClassicalParts(image, target_mm).lungs(min_volume_ml)
 
 
 def central_airways(image: Volume, target_mm: float = 2.0, midline_x: float | None = None) -> np.ndarray:
@@ -286,15 +266,56 @@ def central_airways(image: Volume, target_mm: float = 2.0, midline_x: float | No
     like lung, and a network that sees them connected to the lungs calls them lung. All
     False when none is found (a scan that starts below the carina, a slab).
     """
-    arr = np.asarray(image.array)
-    grid = _RasGrid(arr, np.asarray(image.affine, float), target_mm)
-    air = grid.hu < AIR_THRESHOLD_HU
-    hull = body_hull_per_slice(largest_body(air))
-    cand = air & hull & ~_outside_air(air, hull, grid.hu)
-    if midline_x is None:  # callers that already know the body's midline pass it
-        midline_x = body_midline_x(arr, np.asarray(image.affine, float))
-    centre_i = _index_x(midline_x, grid.affine)
-    return grid.back(_airway_tree(cand, hull, grid.hu, grid.spacing, centre_i))
+    return ClassicalParts(image, target_mm, midline_x).airways()
+
+
+class ClassicalParts:
+    """The classical method's steps on one image, each worked out once.
+
+    The network path needs the central airways and, for its quality check, the classical
+    mask; both share the ~2 mm RAS grid, the body, its hull and the candidate air, so
+    computing them here once saves most of the classical method's cost.
+    """
+
+    def __init__(self, image: Volume, target_mm: float = 2.0, midline_x: float | None = None):
+        arr = np.asarray(image.array)
+        if arr.ndim != 3:
+            raise InputError(f"expected a 3D image, got shape {arr.shape}")
+        self.shape, self.meta = arr.shape, dict(image.meta)  # not the image: a held parts object must not keep the CT alive
+        self.affine = np.asarray(image.affine, float)
+        self.midline_x = body_midline_x(arr, self.affine) if midline_x is None else midline_x
+        self.grid = _RasGrid(arr, self.affine, target_mm)
+        self.air = self.grid.hu < AIR_THRESHOLD_HU
+        self.body = largest_body(self.air)
+        self._cand = self._tree = None
+
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(air inside the body hull and not outside air, the tracked airway tree) on the RAS grid."""
+        if self._cand is None:
+            g = self.grid
+            hull = body_hull_per_slice(self.body)
+            cand = self.air & hull & ~_outside_air(self.air, hull, g.hu)
+            self._tree = _airway_tree(cand, hull, g.hu, g.spacing, _index_x(self.midline_x, g.affine))
+            self._cand = cand
+        return self._cand, self._tree
+
+    def airways(self) -> np.ndarray:
+        """`central_airways` on the image's grid."""
+        return self.grid.back(self._candidates()[1])
+
+    def lungs(self, min_volume_ml: float | None = None) -> Volume:
+        """`segment_classical`'s mask."""
+        g = self.grid
+        if min_volume_ml is None:
+            min_volume_ml = min_lung_volume_ml(self.shape, self.affine)
+        labels_ras = np.zeros(g.hu.shape, np.uint8)
+        if self.body.sum() * np.prod(g.spacing) / 1000.0 >= min_volume_ml:
+            cand, airways = self._candidates()
+            cand = cand & ~airways
+            lungs = _select_lungs(cand, g.hu, g.affine, min_volume_ml, self.midline_x)
+            labels_ras = _finish(lungs, g.affine, g.spacing, self.midline_x)
+            labels_ras[airways] = 0  # closing and hole filling must not put the bronchi back
+        return Volume(g.back(labels_ras).astype(np.uint8), self.affine.copy(), dict(self.meta))
 
 
 def _index_x(world_x: float | None, ras_affine: np.ndarray) -> float | None:

@@ -1,31 +1,37 @@
 """Sliding-window inference with a trained U-Net; the mask leaves on exactly the input's grid.
 
-Pipeline: image (any orientation/spacing) -> RAS, model spacing, HU window -> sliding
-window -> softmax -> the probabilities are resampled back through the inverse of the
-same MONAI transforms (trilinear, so boundaries stay smooth) -> argmax -> post-processing
-(two lungs, holes filled, sides from the affine).
+Pipeline: the scan (or, with `crop_margin_mm`, only the body's box) resampled onto the
+model's grid (RAS, model spacing: MONAI's `Orientationd` + `Spacingd` grid, computed axis by
+axis, `inference.resample`) -> HU window -> sliding window -> softmax -> P(lung) stays on
+the model grid and is interpolated back (trilinear, so boundaries stay smooth) slab by slab,
+only where it exceeds 0.1, straight into four uint8 levels -> HU boundary refinement ->
+post-processing (two lungs, holes filled, sides from the affine, central airways out) on
+the lungs' box. No full-resolution float volume is ever held: a 512x512x300 scan needs
+well under 2 GiB.
 """
 
 from __future__ import annotations
 
-import copy
+import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import cc3d
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
-from lungseg.core.anatomy import body_hull, body_midline_x
+from lungseg.core.anatomy import body_hull, body_midline_x, min_lung_volume_ml
 from lungseg.core.errors import InputError
-from lungseg.core.geometry import superior_axis
+from lungseg.core.geometry import spacing_of, superior_axis
+from lungseg.core.morphology import bbox
 from lungseg.core.volume import Volume
-from lungseg.inference.classical import central_airways, segment_classical
-from lungseg.inference.postprocess import fill_indentations, postprocess, refine_boundary
+from lungseg.inference.classical import ClassicalParts, segment_classical
+from lungseg.inference.postprocess import fill_indentations, lung_levels, postprocess, refine_levels
+from lungseg.inference.resample import AxisMap, axis_map, model_grid, resample_linear
 from lungseg.networks import load_model, resolve_device
-from lungseg.transforms import DEFAULT_PREPROCESSING, infer_transforms, to_metatensor
+from lungseg.transforms import DEFAULT_PREPROCESSING
 
 #: An input at most this tall (mm along the body axis) is a partial view (bases only, apex
 #: only, a slab, one slice; a whole adult lung is 200-300 mm tall): the network sees too
@@ -36,6 +42,14 @@ PARTIAL_VIEW_MM = 150.0
 
 #: Where the shipped default model lives inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.pt"
+BACKENDS = ("torch", "onnxruntime")
+#: P(lung) below this is background whatever the HU (`refine_boundary`'s `low`).
+LOW, HIGH = 0.1, 0.9
+#: Post-processing runs on the lungs' box grown by this much: farther than anything it looks
+#: at around a lung (the airways' 25 mm keep-out zone of `fill_indentations`).
+POST_MARGIN_MM = 30.0
+#: Slices of the full grid interpolated at a time (a 512x512 slab of 16 is 16 MB of float32).
+SLAB = 16
 
 
 @dataclass
@@ -50,6 +64,12 @@ class InferenceSettings:
     #: a resampled volume up to this many voxels runs as ONE window (no overlap to pay for);
     #: 0 always slides roi_size windows. A chest at 2.5 mm is ~200x200x130.
     whole_volume_voxels: int = 256**3
+    #: None: the network sees the whole scan, as in training (the default); a number: only the
+    #: body's box grown by that many mm. 20 mm saves little here and changed thin-slab crops of
+    #: the shared real chests by up to 0.02 Dice (less context), so it is off.
+    crop_margin_mm: float | None = None
+    #: "torch", or "onnxruntime" (ONNX Runtime; chosen by itself for an `.onnx` model)
+    backend: str = "torch"
 
     def window_for(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """The window actually used for a volume of `shape` (model-grid voxels)."""
@@ -89,61 +109,225 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
 
 
 class Predictor:
-    """A model loaded once, applied to many volumes (batch prediction reuses it)."""
+    """A model loaded once, applied to many volumes (batch prediction reuses it).
+
+    `backend` "torch" runs the checkpoint with PyTorch; "onnxruntime" runs an `.onnx` file
+    (`lungseg export`), or a checkpoint exported on the fly, with ONNX Runtime (CUDA where
+    its CUDA provider and the device allow, else the CPU).
+    """
 
     def __init__(self, model_path: str | Path | None = None, device: str = "auto",
-                 settings: InferenceSettings | None = None):
+                 settings: InferenceSettings | None = None, backend: str | None = None):
+        settings = settings or InferenceSettings()
+        backend = backend or settings.backend
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if model_path is None and not path.is_file():
             raise InputError("no default model is installed; pass --model RUN/best.pt "
                              "(or run `make pretrained`)", path)
         self.device = resolve_device(device)
-        self.model, self.model_settings = load_model(path, self.device)
+        if path.suffix.lower() == ".onnx":
+            backend = "onnxruntime"
+        if backend == "onnxruntime":
+            from lungseg.inference.runtime import OrtModel
+
+            self.model = OrtModel(path, device=self.device.type)
+            self.model_settings = self.model.settings
+        else:
+            self.model, self.model_settings = load_model(path, self.device)
+        self.backend = backend
         self.preprocessing = {**DEFAULT_PREPROCESSING, **self.model_settings.get("preprocessing", {})}
-        self.settings = settings or InferenceSettings()
+        self.settings = settings
         self.model_path = path
+        self._classical: tuple[weakref.ref, ClassicalParts | Volume] | None = None
 
-    @torch.no_grad()
-    def lung_probability(self, image: Volume) -> np.ndarray:
-        """P(lung) on the input grid (float32, image.shape).
+    # --- the network on the model grid -------------------------------------------------
+    def _model_box(self, image: Volume, hull: np.ndarray | None):
+        """(model-grid affine of the box the network sees, its shape, the per-axis map to the image)."""
+        hu = image.array
+        gshape, gaff = model_grid(hu.shape, image.affine, self.preprocessing["spacing"])
+        to_image = axis_map(image.affine, gaff)
+        if to_image is None:  # cannot happen for MONAI's grid (it keeps the direction)
+            raise RuntimeError("model grid is not axis-aligned with the image grid")
+        lo, hi = np.zeros(3, int), np.array(gshape, int)
+        m = self.settings.crop_margin_mm
+        box = bbox(hull, pad=0) if (hull is not None and m is not None) else None
+        if box is not None:
+            pad = np.ceil(m / spacing_of(image.affine)).astype(int)
+            for j in range(3):
+                a = to_image.perm[j]
+                first = max(0, box[a].start - pad[a])
+                last = min(hu.shape[a] - 1, box[a].stop - 1 + pad[a])
+                ends = (np.array([first, last]) - to_image.offset[j]) / to_image.scale[j]
+                lo[j] = max(0, int(math.floor(ends.min())))
+                hi[j] = min(gshape[j], int(math.ceil(ends.max())) + 1)
+        shape = hi - lo
+        whole = np.array(self.settings.window_for(tuple(shape)))
+        if np.array_equal(whole, -(-shape // 16) * 16):  # one window: grow the box to it
+            lo -= (whole - shape) // 2
+            shape = whole
+        box_aff = gaff.copy()
+        box_aff[:3, 3] = gaff[:3, :3] @ lo + gaff[:3, 3]
+        return box_aff, tuple(int(n) for n in shape), to_image.shifted(lo)
 
-        Only this one channel is resampled back to the input grid: it is the costly step
-        for a 512x512x300 scan, and sides are decided by anatomy afterwards anyway.
-        """
-        pre = infer_transforms(self.preprocessing)
-        data = pre({"image": to_metatensor(image)})
-        x: MetaTensor = data["image"]
-        use_amp = self.device.type == "cuda"
+    @torch.inference_mode()
+    def _model_probability(self, x: np.ndarray) -> np.ndarray:
+        """P(lung) on the model grid for a preprocessed [0, 1] volume (float32, same shape)."""
+        t = torch.from_numpy(x)[None, None].to(self.device)
+        use_amp = self.device.type == "cuda" and self.backend == "torch"
         with torch.autocast(self.device.type, enabled=use_amp):
             logits = sliding_window_inference(
-                x.as_tensor()[None].to(self.device), self.settings.window_for(x.shape[1:]),
-                self.settings.sw_batch_size, self.model, overlap=self.settings.overlap,
-                mode=self.settings.mode, padding_mode="replicate",
+                t, self.settings.window_for(x.shape), self.settings.sw_batch_size, self.model,
+                overlap=self.settings.overlap, mode=self.settings.mode, padding_mode="replicate",
             )
-        lung = 1.0 - torch.softmax(logits.float(), dim=1)[0, :1].cpu()
-        out = MetaTensor(lung, meta=copy.deepcopy(x.meta))
-        out.applied_operations = copy.deepcopy(x.applied_operations)
-        back = pre.inverse({"image": out})["image"]
-        back = np.asarray(back.as_tensor().numpy() if hasattr(back, "as_tensor") else back)[0]
-        if back.shape != image.shape:
-            raise RuntimeError(f"inverse resampling gave {back.shape}, expected {image.shape}")
-        return back
+        return (1.0 - torch.softmax(logits.float(), dim=1)[0, 0]).cpu().numpy()
 
+    def _network(self, image: Volume, hull: np.ndarray | None):
+        """(P(lung) on the model box, the box's affine)."""
+        box_aff, shape, amap = self._model_box(image, hull)
+        # only the image's part that the box's trilinear samples touch is read
+        src_lo = [0, 0, 0]
+        src_hi = list(image.shape)
+        for j in range(3):
+            a = amap.perm[j]
+            ends = amap.offset[j] + amap.scale[j] * np.array([0, shape[j] - 1])
+            src_lo[a] = int(np.clip(math.floor(ends.min()), 0, image.shape[a] - 1))
+            src_hi[a] = int(np.clip(math.ceil(ends.max()) + 1, src_lo[a] + 1, image.shape[a]))
+        src = image.array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))]
+        local = AxisMap(amap.perm, amap.scale,
+                               amap.offset - np.array([src_lo[a] for a in amap.perm], float))
+        x = resample_linear(src, local, shape)
+        lo_hu, hi_hu = self.preprocessing["hu_window"]
+        np.clip(x, lo_hu, hi_hu, out=x)
+        x -= lo_hu
+        x /= hi_hu - lo_hu
+        return self._model_probability(x), box_aff
+
+    def lung_levels(self, image: Volume, hull: np.ndarray | None = None):
+        """P(lung) back on the image's grid as `postprocess.lung_levels` (uint8) on a box.
+
+        Returns (levels, box): the box (slices of the image grid) holds every voxel whose
+        interpolated P(lung) exceeds `LOW` and that can connect to P > 0.5 (what the HU
+        refinement may keep); outside it the level is 0. None when the network finds no lung.
+        """
+        prob, box_aff = self._network(image, hull)
+        back = axis_map(box_aff, image.affine)  # image index -> model-box index
+        coords = [back.offset[a] + back.scale[a] * np.arange(image.shape[a]) for a in range(3)]
+        above = bbox(_reachable(prob), pad=0)
+        if above is None:
+            return None, None
+        box = []
+        for a in range(3):
+            j = back.perm[a]
+            c = np.clip(coords[a], 0, prob.shape[j] - 1)
+            idx = np.flatnonzero((c > above[j].start - 1) & (c < above[j].stop))
+            if idx.size == 0:
+                return None, None
+            box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+        box = tuple(box)
+        shape = tuple(s.stop - s.start for s in box)
+        levels = np.zeros(shape, np.uint8)
+        start = np.array([s.start for s in box])
+        for k in range(0, shape[0], SLAB):
+            n = min(SLAB, shape[0] - k)
+            piece = resample_linear(prob, back.shifted(start + [k, 0, 0]), (n, *shape[1:]))
+            levels[k:k + n] = lung_levels(piece, LOW, HIGH)
+        return levels, box
+
+    def lung_probability(self, image: Volume) -> np.ndarray:
+        """P(lung) on the input grid (float32, image.shape): for inspection; `predict` never holds it."""
+        prob, box_aff = self._network(image, body_hull(image.array, image.affine))
+        back = axis_map(box_aff, image.affine)
+        out = np.zeros(image.shape, np.float32)
+        for k in range(0, image.shape[0], SLAB):
+            n = min(SLAB, image.shape[0] - k)
+            out[k:k + n] = resample_linear(prob, back.shifted([k, 0, 0]), (n, *image.shape[1:]))
+        return out
+
+    # --- the mask ---------------------------------------------------------------------------
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
-        prob = self.lung_probability(image)
-        if self.settings.refine:
-            labels = refine_boundary(prob, image.array).astype(np.uint8)
-        else:
-            labels = (prob > 0.5).astype(np.uint8)
-        del prob
+        self._classical = None
+        hu = np.asarray(image.array)
+        hull = body_hull(hu, image.affine)
+        labels = np.zeros(hu.shape, np.uint8)
+        levels, box = self.lung_levels(image, hull)
         if postprocessing:
-            midline_x = body_midline_x(image.array, image.affine)
-            labels = postprocess(labels, image.affine, midline_x=midline_x, hu=image.array,
-                                 hull=body_hull(image.array, image.affine))
-            if is_partial_view(image):
-                labels = add_missed_pieces(labels, segment_classical(image).array)
-            airways = central_airways(image, midline_x=midline_x)
-            labels = fill_indentations(labels, image.affine, keep_out=airways)  # nodules at the pleura
-            labels[airways] = 0  # trachea and main bronchi are not lung
-        return Volume(labels.astype(np.uint8), image.affine.copy(), {"source": image.meta.get("path")})
+            midline_x = body_midline_x(hu, image.affine)
+            parts = ClassicalParts(image, midline_x=midline_x)
+            # the quality check's classical mask reuses its steps (a weak reference: a
+            # finished case's CT is not kept alive by the predictor)
+            self._classical = (weakref.ref(image), parts)
+        if levels is None:
+            if postprocessing and is_partial_view(image):
+                labels = add_missed_pieces(labels, self._partial_reference(image, parts))
+            return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+        lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 2
+        del levels
+        if not postprocessing:
+            labels[box] = lung
+            return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+        pbox = self._post_box(box, image)
+        sub = np.zeros(tuple(s.stop - s.start for s in pbox), np.uint8)
+        sub[tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox, strict=True))] = lung
+        del lung
+        aff = image.affine.copy()
+        aff[:3, 3] = image.affine[:3, :3] @ [s.start for s in pbox] + image.affine[:3, 3]
+        sub = postprocess(sub, aff, min_volume_ml=min_lung_volume_ml(hu.shape, image.affine),
+                          midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
+        del hull
+        airways = parts.airways()[pbox]
+        sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
+        sub[airways] = 0  # trachea and main bronchi are not lung
+        labels[pbox] = sub
+        if is_partial_view(image):  # lung pieces the network missed whole (see PARTIAL_VIEW_MM)
+            labels = add_missed_pieces(labels, self._partial_reference(image, parts))
+        return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+
+    def _partial_reference(self, image: Volume, parts: ClassicalParts) -> np.ndarray:
+        """The classical mask of a partial view, kept for the quality check of the same image."""
+        mask = parts.lungs()
+        self._classical = (weakref.ref(image), mask)
+        return mask.array
+
+    @staticmethod
+    def _post_box(box, image: Volume) -> tuple[slice, ...]:
+        """`box` grown by `POST_MARGIN_MM`, its start on the block grids post-processing pools
+        on (so a box gives exactly the whole grid's answer)."""
+        sp = spacing_of(image.affine)
+        out = []
+        for a, s in enumerate(box):
+            f = math.lcm(int(max(1, math.floor(2.5 / sp[a]))), int(max(1, round(2.0 / sp[a]))))
+            pad = int(math.ceil(POST_MARGIN_MM / sp[a]))
+            start = max(0, (s.start - pad) // f * f)
+            out.append(slice(start, min(image.shape[a], s.stop + pad)))
+        return tuple(out)
+
+    def classical_reference(self, image: Volume) -> Volume:
+        """The classical method's mask of `image`, for the quality check: from the steps the
+        last `predict` of this very image already worked out, else computed afresh."""
+        if self._classical is not None and self._classical[0]() is image:
+            held = self._classical[1]
+            self._classical = None
+            return held if isinstance(held, Volume) else held.lungs()
+        return segment_classical(image)
+
+
+def _reachable(prob: np.ndarray) -> np.ndarray:
+    """Model-grid voxels with P > `LOW` that a full-grid path of P > `LOW` can join to P > 0.5.
+
+    On the full grid such a path runs through interpolation cells, each with a corner above
+    `LOW`, and corners of neighbouring cells lie at most two model voxels apart: so the
+    components of the one-voxel dilation of P > `LOW` that hold some P > 0.5 contain every
+    voxel the refinement can keep, and stray specks (box corners, far air) fall away.
+    """
+    import cc3d
+    from scipy import ndimage
+
+    above = prob > LOW
+    lab = cc3d.connected_components(ndimage.binary_dilation(above, np.ones((3, 3, 3), bool)), connectivity=26)
+    ids = np.unique(lab[prob > 0.5])
+    keep = np.zeros(int(lab.max()) + 1, bool)
+    keep[ids[ids > 0]] = True
+    return above & keep[lab]

@@ -209,17 +209,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
             f"missing slice: series {series.uid} has a gap of {steps[b]:.2f} mm between "
             f"{files[b].name} and {files[b + 1].name} (slice spacing {med:.2f} mm); "
             f"{big.size} gap(s) in all", folder)
-    slices, datasets = [], []
-    for f in files:
-        px, ds = _pixels(f)
-        if px.ndim != 2:
-            raise InputError(f"expected one 2D slice per file, got shape {px.shape}", f)
-        if slices and px.shape[::-1] != slices[0].shape:
-            raise InputError(f"slice size {px.shape} differs from the series' {slices[0].shape[::-1]}",
-                             f)
-        slices.append(_to_hu(px, ds).T)  # (rows, cols) -> (i=col, j=row)
-        datasets.append(ds)
-    array = np.stack(slices, axis=-1)
+    array, datasets = _read_pixels(files)
     spacing = headers[0].get("PixelSpacing") or headers[0].get("ImagerPixelSpacing")
     if spacing is None:
         raise InputError(f"series {series.uid} has no PixelSpacing", folder)
@@ -227,7 +217,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     tol = max(0.01, 0.01 * med)
     resampled = bool(np.any(np.abs(steps - med) > tol))
     if resampled:
-        array = _resample_uniform(array, pos, med)
+        array = _resample_uniform(array.astype(np.float32, copy=False), pos, med).astype(np.float32)
         warnings.warn(f"{folder}: non-uniform slice spacing ({steps.min():.3f}–{steps.max():.3f} mm);"
                       f" resampled to uniform {(pos[-1] - pos[0]) / (array.shape[2] - 1):.3f} mm",
                       LungsegWarning, stacklevel=2)
@@ -238,12 +228,6 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     lps[:3, 2] = (ipp[-1] - ipp[0]) / (n - 1)
     lps[:3, 3] = ipp[0]
     affine = lps_to_ras(lps)
-    integral = all(float(ds.get("RescaleSlope", 1) or 1).is_integer()
-                   and float(ds.get("RescaleIntercept", 0) or 0).is_integer() for ds in datasets)
-    if integral and not resampled and array.min() >= -32768 and array.max() <= 32767:
-        array = array.astype(np.int16)
-    else:
-        array = array.astype(np.float32)
     first = datasets[0]
     meta = {
         "path": str(path), "format": "dicom", "series_uid": series.uid,
@@ -252,6 +236,35 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
         "dicom_files": [str(f) for f in files], "resampled": resampled,
     }
     return Volume(array, affine, meta)
+
+
+def _integral(ds) -> bool:
+    return (float(ds.get("RescaleSlope", 1) or 1).is_integer()
+            and float(ds.get("RescaleIntercept", 0) or 0).is_integer())
+
+
+def _read_pixels(files: list[Path]) -> tuple[np.ndarray, list]:
+    """The slices' HU stacked along k: int16 where every slice's rescale is integral and in
+    range, else float32. Files are decoded by a few threads (file reads overlap) and each
+    slice goes straight into the preallocated volume (no float64 copy of the whole series)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    array, datasets = None, []
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        for k, (f, (px, ds)) in enumerate(zip(files, pool.map(_pixels, files), strict=True)):
+            if px.ndim != 2:
+                raise InputError(f"expected one 2D slice per file, got shape {px.shape}", f)
+            if array is not None and px.shape[::-1] != array.shape[:2]:
+                raise InputError(f"slice size {px.shape} differs from the series' {array.shape[1::-1]}", f)
+            hu = _to_hu(px, ds).T  # (rows, cols) -> (i=col, j=row)
+            if array is None:
+                array = np.empty((*hu.shape, len(files)), np.int16)
+            if array.dtype == np.int16 and not (_integral(ds) and hu.min() >= -32768 and hu.max() <= 32767):
+                array = array.astype(np.float32)
+            array[:, :, k] = hu
+            datasets.append(ds)
+    return array, datasets
 
 
 def _resample_uniform(array: np.ndarray, pos: np.ndarray, step: float) -> np.ndarray:
