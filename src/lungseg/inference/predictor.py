@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,12 +251,17 @@ class Predictor:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
         self._classical = None
         hu = np.asarray(image.array)
-        hull = body_hull(hu, image.affine)
         labels = np.zeros(hu.shape, np.uint8)
-        levels, box = self.lung_levels(image, hull)
-        if postprocessing:
-            midline_x = body_midline_x(hu, image.affine)
-            parts = ClassicalParts(image, midline_x=midline_x)
+        if not postprocessing:
+            levels, box = self.lung_levels(image, body_hull(hu, image.affine))
+        else:
+            # the anatomy (body hull, midline, the classical steps and the airway tree) is
+            # numpy/scipy work that releases the GIL: it runs beside the network
+            with ThreadPoolExecutor(1) as pool:
+                anatomy = pool.submit(_anatomy, image)
+                hull = anatomy.result()[0] if self.settings.crop_margin_mm is not None else None
+                levels, box = self.lung_levels(image, hull)
+                hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
             self._classical = (weakref.ref(image), parts)
@@ -277,7 +283,8 @@ class Predictor:
         sub = postprocess(sub, aff, min_volume_ml=min_lung_volume_ml(hu.shape, image.affine),
                           midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
         del hull
-        airways = parts.airways()[pbox]
+        airways = airways_all[pbox]
+        del airways_all
         sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
         sub[airways] = 0  # trachea and main bronchi are not lung
         labels[pbox] = sub
@@ -312,6 +319,14 @@ class Predictor:
             self._classical = None
             return held if isinstance(held, Volume) else held.lungs()
         return segment_classical(image)
+
+
+def _anatomy(image: Volume):
+    """(body hull, body midline x, the classical steps, the central airways) of `image`."""
+    hu = np.asarray(image.array)
+    midline_x = body_midline_x(hu, image.affine)
+    parts = ClassicalParts(image, midline_x=midline_x)
+    return body_hull(hu, image.affine), midline_x, parts, parts.airways()
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:
