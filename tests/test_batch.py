@@ -233,6 +233,13 @@ def test_two_runs_racing_for_one_output_one_wins(small_cts, tmp_path):
     assert _files(out.parent) == ["m.nii.gz", "m.qc.json"]
 
 
+def _ctrl_c_default() -> None:
+    """In the child before exec: Ctrl-C as in a terminal. A test runner started in the
+    background of a non-interactive shell (as CI may be) inherits SIGINT ignored, and Python
+    keeps an inherited SIG_IGN, so the signal would never reach lungseg."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_parallel_batch_at_once(small_cts, tmp_path):
     """14 inputs, --jobs 2: SIGINT once the first mask is written -> exit 130 within 3 s, and
     no mask appears afterwards, every mask has its companions, no temporary is left."""
@@ -243,7 +250,8 @@ def test_ctrl_c_stops_a_parallel_batch_at_once(small_cts, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "lungseg", "predict", str(inputs), "-o", f"{out}/",
                              "--jobs", "2", "--method", "classical", "--png"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=_ctrl_c_default)
     deadline = time.monotonic() + 120
     while not any(n.endswith(".nii.gz") and not n.startswith(".") for n in _files(out)):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
