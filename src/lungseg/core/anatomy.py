@@ -130,12 +130,23 @@ def body_hull(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> np.
     return upsample_nearest(hull, steps, np.shape(hu))
 
 
+#: A scan at most this tall (mm, head to foot) is a partial view: bases only, apex only, a
+#: slab, one slice (a whole adult lung is 200-300 mm tall). There a lung piece can be small and
+#: the network sees too little of the chest to be sure of it (`inference.predictor`,
+#: `inference.classical`).
+PARTIAL_VIEW_MM = 150.0
+
+
+def scan_height_mm(shape, affine: np.ndarray) -> float:
+    """Head-to-foot extent of the scan (slices along the superior axis x their spacing)."""
+    ax = superior_axis(affine)
+    return float(shape[ax]) * float(spacing_of(affine)[ax])
+
+
 def min_lung_volume_ml(shape, affine: np.ndarray, whole_chest_ml: float = 50.0) -> float:
     """Smallest component kept as a lung: `whole_chest_ml` for a scan at least 10 cm tall,
     proportionally less for a thin slab (a 2 mm slab holds ~20 mL of both lungs)."""
-    ax = superior_axis(affine)
-    height = float(shape[ax]) * float(spacing_of(affine)[ax])
-    return whole_chest_ml * min(1.0, height / 100.0)
+    return whole_chest_ml * min(1.0, scan_height_mm(shape, affine) / 100.0)
 
 
 def _side_of(centroid_x: float, midline_x: float = 0.0) -> int:

@@ -48,10 +48,12 @@ from scipy import ndimage
 from lungseg.core.anatomy import (
     AIR_THRESHOLD_HU,
     GAS_MEDIAN_HU,
+    PARTIAL_VIEW_MM,
     body_hull_per_slice,
     body_midline_x,
     largest_body,
     min_lung_volume_ml,
+    scan_height_mm,
     split_left_right,
 )
 from lungseg.core.errors import InputError
@@ -205,7 +207,6 @@ def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_
 
 #: A piece of the other lung in a partial view (bases or apex only) can be small: the
 #: posterior recess of a base behind the liver, the apex of a lung with a dense upper lobe.
-PARTIAL_VIEW_MM = 150.0
 OTHER_PIECE_MIN_ML = 2.0
 PARENCHYMA_MAX_MEDIAN_HU = -600.0
 
@@ -221,7 +222,7 @@ def _other_lung_cut_by_fov(lab: np.ndarray, stats: dict, sizes: np.ndarray, hu: 
     """
     nz = lab.shape[2]
     none = np.zeros(lab.shape, bool)
-    if nz * float(spacing_of(aff)[2]) > PARTIAL_VIEW_MM or midline_x is None:
+    if scan_height_mm(lab.shape, aff) > PARTIAL_VIEW_MM or midline_x is None:
         return none
     ijk = np.asarray(stats["centroids"], float)
     world_x = aff[0, :3] @ ijk.T + aff[0, 3]

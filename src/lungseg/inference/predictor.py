@@ -23,9 +23,15 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from lungseg.core.anatomy import body_hull, body_midline_x, min_lung_volume_ml
+from lungseg.core.anatomy import (
+    PARTIAL_VIEW_MM,
+    body_hull,
+    body_midline_x,
+    min_lung_volume_ml,
+    scan_height_mm,
+)
 from lungseg.core.errors import InputError
-from lungseg.core.geometry import spacing_of, superior_axis
+from lungseg.core.geometry import spacing_of
 from lungseg.core.morphology import bbox
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
@@ -33,13 +39,6 @@ from lungseg.inference.postprocess import fill_indentations, lung_levels, postpr
 from lungseg.inference.resample import AxisMap, axis_map, model_grid, resample_linear
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING
-
-#: An input at most this tall (mm along the body axis) is a partial view (bases only, apex
-#: only, a slab, one slice; a whole adult lung is 200-300 mm tall): the network sees too
-#: little of the chest there to be sure of a small lung piece (a lung base behind the liver,
-#: the apex of a lung with a dense upper lobe), so aerated lung pieces that the classical
-#: method finds and the network missed entirely are added (`add_missed_pieces`).
-PARTIAL_VIEW_MM = 150.0
 
 #: Where the shipped default model lives inside the package.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.pt"
@@ -81,10 +80,9 @@ class InferenceSettings:
 
 
 def is_partial_view(image: Volume) -> bool:
-    """True for an input at most `PARTIAL_VIEW_MM` tall (it cannot hold a whole lung)."""
-    ax = superior_axis(image.affine)
-    height = image.shape[ax] * float(np.linalg.norm(np.asarray(image.affine)[:3, ax]))
-    return height <= PARTIAL_VIEW_MM
+    """True for an input at most `PARTIAL_VIEW_MM` tall (it cannot hold a whole lung): there the
+    network may miss a small lung piece whole, and the classical method's is added."""
+    return scan_height_mm(image.shape, image.affine) <= PARTIAL_VIEW_MM
 
 
 def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float = 0.05) -> np.ndarray:
