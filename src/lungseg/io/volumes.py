@@ -27,6 +27,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip, isal_zlib
 
 from lungseg.core.errors import InputError, LungsegWarning, OutputError
 from lungseg.core.volume import Volume
@@ -145,8 +146,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     is_gz = path.name.lower().endswith(".gz")
     img = _nifti_header(path)
     try:
-        array = np.asanyarray(img.dataobj)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        if is_gz:  # ISA-L's inflate (python-isal): the same bytes in ~60 % of zlib's time
+            with igzip.open(path, "rb") as f:
+                fast = type(img).from_file_map(type(img).make_file_map({"image": f, "header": f}))
+                array = np.asanyarray(fast.dataobj)
+        else:
+            array = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, isal_zlib.error) as exc:
         what = "truncated or corrupt gzip file" if is_gz else "truncated file"
         raise InputError(f"{what} ({type(exc).__name__}: {exc}); was the download or copy complete?",
                          path) from None
