@@ -207,12 +207,20 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     The companions are published first, the mask last (`CaseFiles`); any failure removes
     what the case wrote. In a batch (`folder`) an internal error is reported, not raised.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from lungseg.io.safety import CaseFiles
+    from lungseg.io.volumes import nifti_bytes
     from lungseg.quantification import quantify
 
+    encoder = ThreadPoolExecutor(1)
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
         mask = _segment(image, method, predictor)
+        # the mask's file is encoded (Fortran-order copy + deflate, both free of the GIL)
+        # while quantify and the quality checks run
+        encoded = (encoder.submit(nifti_bytes, mask, target.name.lower().endswith(".gz"))
+                   if format_of(target) == "nifti" else None)
         q = quantify(image, mask)
         res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
         report = _quality_report(image, mask, path, target, method, predictor, qc)
@@ -237,7 +245,8 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
                                                         image_path=path, mask_path=target)
                 case.adopt(files)
             case.publish()
-            write_volume(mask, target, overwrite=overwrite)
+            write_volume(mask, target, overwrite=overwrite,
+                         data=encoded.result() if encoded is not None else None)
             case.commit()
     except LungsegError as exc:
         res = CaseResult(str(path), None, error=str(exc))
@@ -246,6 +255,8 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
             raise  # one input: a bug shows its traceback (exit 1)
         res = CaseResult(str(path), None, error=f"{path}: internal error ({type(exc).__name__}: {exc})",
                          internal=True)
+    finally:
+        encoder.shutdown(wait=True, cancel_futures=True)
     return res
 
 
