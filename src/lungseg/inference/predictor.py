@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
