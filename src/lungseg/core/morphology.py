@@ -32,10 +32,12 @@ def bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...] | None:
 def holes(mask: np.ndarray) -> np.ndarray:
     """Background not connected to the array border (cc3d; fast even for large volumes)."""
     bg = ~mask
-    lab = cc3d.connected_components(bg, connectivity=4 if mask.ndim == 2 else 6)
-    faces = [np.take(lab, idx, axis=ax) for ax in range(mask.ndim) for idx in (0, -1)]
-    outside = np.unique(np.concatenate([f.ravel() for f in faces]))
-    return bg & ~np.isin(lab, outside)
+    lab, n = cc3d.connected_components(bg, connectivity=4 if mask.ndim == 2 else 6, return_N=True)
+    inside = np.ones(n + 1, bool)  # a lookup table, not np.isin: several times faster
+    for ax in range(mask.ndim):
+        for idx in (0, -1):
+            inside[np.take(lab, idx, axis=ax)] = False
+    return bg & inside[lab]
 
 
 def fill_holes(mask: np.ndarray, slice_axis: int | None = None) -> np.ndarray:
