@@ -178,6 +178,8 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
             done = _run_parallel(pairs, jobs, model, method, device, settings, progress, qc, opts)
         else:
             predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
+            if predictor is not None:
+                predictor.reference_ahead = qc  # the quality check's classical mask, in a thread
             done = [_run_case(path, target, method, predictor, qc, **opts)
                     for path, target in tqdm(pairs, desc="predict", unit="scan",
                                              disable=not progress or len(pairs) < 2)]
@@ -300,6 +302,7 @@ def _init_worker(model, method, device, settings, threads, qc) -> None:
 
         torch.set_num_threads(threads)
         _WORKER["predictor"] = Predictor(model, device=device, settings=settings)
+        _WORKER["predictor"].reference_ahead = qc
 
 
 def _worker_case(path: Path, target: Path, opts: dict) -> CaseResult:

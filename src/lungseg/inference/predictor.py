@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +140,12 @@ class Predictor:
         self.preprocessing = {**DEFAULT_PREPROCESSING, **self.model_settings.get("preprocessing", {})}
         self.settings = settings
         self.model_path = path
-        self._classical: tuple[weakref.ref, ClassicalParts | Volume] | None = None
+        self._classical: tuple[weakref.ref, ClassicalParts | Volume | Future] | None = None
+        #: work out the classical mask for `classical_reference` in a thread while the
+        #: post-processing runs (the batch's quality check asks for it next; off for callers
+        #: that never do, so no core is spent on it)
+        self.reference_ahead = False
+        self._reference_pool: ThreadPoolExecutor | None = None
 
     # --- the network on the model grid -------------------------------------------------
     def _model_box(self, image: Volume, hull: np.ndarray | None):
@@ -279,7 +284,7 @@ class Predictor:
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
-            self._classical = (weakref.ref(image), parts)
+            self._classical = (weakref.ref(image), self._ahead(parts) if self.reference_ahead else parts)
         if levels is None:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._partial_reference(image, parts))
@@ -307,9 +312,17 @@ class Predictor:
             labels = add_missed_pieces(labels, self._partial_reference(image, parts))
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
 
+    def _ahead(self, parts: ClassicalParts) -> Future:
+        """`parts.lungs()` started in a background thread (scipy/numpy/cc3d work, beside the
+        post-processing on the other core)."""
+        if self._reference_pool is None:
+            self._reference_pool = ThreadPoolExecutor(1, thread_name_prefix="lungseg-reference")
+        return self._reference_pool.submit(parts.lungs)
+
     def _partial_reference(self, image: Volume, parts: ClassicalParts) -> np.ndarray:
         """The classical mask of a partial view, kept for the quality check of the same image."""
-        mask = parts.lungs()
+        held = self._classical[1] if self._classical is not None else None
+        mask = held.result() if isinstance(held, Future) else parts.lungs()
         self._classical = (weakref.ref(image), mask)
         return mask.array
 
@@ -332,6 +345,8 @@ class Predictor:
         if self._classical is not None and self._classical[0]() is image:
             held = self._classical[1]
             self._classical = None
+            if isinstance(held, Future):
+                return held.result()
             return held if isinstance(held, Volume) else held.lungs()
         return segment_classical(image)
 
