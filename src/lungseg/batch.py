@@ -209,31 +209,36 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     The companions are published first, the mask last (`CaseFiles`); any failure removes
     what the case wrote. In a batch (`folder`) an internal error is reported, not raised.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     from lungseg.io.safety import CaseFiles
     from lungseg.io.volumes import nifti_bytes
     from lungseg.quantification import quantify
 
-    encoder = ThreadPoolExecutor(1)
+    background = ThreadPoolExecutor(2, thread_name_prefix="lungseg-case")
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
         mask = _segment(image, method, predictor)
-        # the mask's file is encoded (Fortran-order copy + deflate, both free of the GIL)
-        # while quantify and the quality checks run
-        encoded = (encoder.submit(nifti_bytes, mask, target.name.lower().endswith(".gz"))
+        # beside quantify and the quality checks: the mask's file is encoded (Fortran-order
+        # copy + deflate, both free of the GIL) and, for DICOM input, the SEG built and written
+        encoded = (background.submit(nifti_bytes, mask, target.name.lower().endswith(".gz"))
                    if format_of(target) == "nifti" else None)
-        q = quantify(image, mask)
-        res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
-        report = _quality_report(image, mask, path, target, method, predictor, qc)
-        res.warnings = list(report["warnings"])
         replaceable = [] if overwrite or not folder else [_qc_path(target), _seg_path(target), _png_path(target)]
         with CaseFiles(target, overwrite, replaceable) as case:
-            if image.meta.get("format") == "dicom":
-                seg_warning = _write_dicom_seg(image, mask, case, target)
-                if seg_warning:
-                    res.warnings.append(seg_warning)
-                    report["warnings"].append(seg_warning)
+            seg_job = (background.submit(_write_dicom_seg, image, mask, case, target)
+                       if image.meta.get("format") == "dicom" else None)
+            try:
+                q = quantify(image, mask)
+                res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
+                report = _quality_report(image, mask, path, target, method, predictor, qc)
+                res.warnings = list(report["warnings"])
+                seg_warning = seg_job.result() if seg_job is not None else None
+            finally:  # whatever happened, the SEG's writer is done before the case cleans up
+                if seg_job is not None:
+                    wait([seg_job])
+            if seg_warning:
+                res.warnings.append(seg_warning)
+                report["warnings"].append(seg_warning)
             if png:
                 from lungseg.report.figures import plot_overlay
 
@@ -258,7 +263,7 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
         res = CaseResult(str(path), None, error=f"{path}: internal error ({type(exc).__name__}: {exc})",
                          internal=True)
     finally:
-        encoder.shutdown(wait=True, cancel_futures=True)
+        background.shutdown(wait=True, cancel_futures=True)
     return res
 
 

@@ -121,8 +121,11 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     series_uid = source.meta.get("series_uid") or hd.UID()
     study_uid = source.meta.get("study_uid") or hd.UID()
     datasets, frames = [], []
-    for f in files:
-        ds = _repair(pydicom.dcmread(f, force=True), series_uid, study_uid, float(source.spacing[2]))
+    headers = source.meta.get("dicom_headers")
+    if headers is None or len(headers) != len(files):  # an image not from `read_dicom_series`
+        headers = [pydicom.dcmread(f, force=True, stop_before_pixels=True) for f in files]
+    for f, header in zip(files, headers, strict=True):
+        ds = _repair(header, series_uid, study_uid, float(source.spacing[2]))
         lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
         k_float = (inv @ LPS_TO_RAS @ np.append(lps, 1.0))[2]
         k = int(round(k_float))
