@@ -215,22 +215,23 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     from lungseg.io.volumes import nifti_bytes
     from lungseg.quantification import quantify
 
-    background = ThreadPoolExecutor(2, thread_name_prefix="lungseg-case")
+    background = ThreadPoolExecutor(3, thread_name_prefix="lungseg-case")
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
         mask = _segment(image, method, predictor)
-        # beside quantify and the quality checks: the mask's file is encoded (Fortran-order
-        # copy + deflate, both free of the GIL) and, for DICOM input, the SEG built and written
+        # beside the quality checks: quantify, the mask's file encoded (Fortran-order copy +
+        # deflate, both free of the GIL) and, for DICOM input, the SEG built and written
         encoded = (background.submit(nifti_bytes, mask, target.name.lower().endswith(".gz"))
                    if format_of(target) == "nifti" else None)
         replaceable = [] if overwrite or not folder else [_qc_path(target), _seg_path(target), _png_path(target)]
         with CaseFiles(target, overwrite, replaceable) as case:
             seg_job = (background.submit(_write_dicom_seg, image, mask, case, target)
                        if image.meta.get("format") == "dicom" else None)
+            quantities = background.submit(quantify, image, mask)  # numpy that frees the GIL
             try:
-                q = quantify(image, mask)
-                res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
                 report = _quality_report(image, mask, path, target, method, predictor, qc)
+                q = quantities.result()
+                res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
                 res.warnings = list(report["warnings"])
                 seg_warning = seg_job.result() if seg_job is not None else None
             finally:  # whatever happened, the SEG's writer is done before the case cleans up

@@ -13,6 +13,7 @@ well under 2 GiB.
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -276,11 +277,12 @@ class Predictor:
         else:
             # the anatomy (body hull, midline, the classical steps and the airway tree) is
             # numpy/scipy work that releases the GIL: it runs beside the network
+            hull = _Once(body_hull, hu, image.affine)
             with ThreadPoolExecutor(1) as pool:
-                anatomy = pool.submit(_anatomy, image)
-                hull = anatomy.result()[0] if self.settings.crop_margin_mm is not None else None
+                anatomy = pool.submit(_anatomy, image, hull)
                 with self._sharing_a_core():
-                    levels, box = self.lung_levels(image, hull)
+                    levels, box = self.lung_levels(image, hull() if self.settings.crop_margin_mm is not None else None)
+                hull()  # the anatomy thread does it last: taken over here when the network is done first
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
@@ -351,12 +353,32 @@ class Predictor:
         return segment_classical(image)
 
 
-def _anatomy(image: Volume):
-    """(body hull, body midline x, the classical steps, the central airways) of `image`."""
+class _Once:
+    """`fn(*args)`, computed once by whichever thread asks first (a later caller waits for it)."""
+
+    def __init__(self, fn, *args):
+        self._fn, self._args = fn, args
+        self._lock = threading.Lock()
+        self._done, self._value = False, None
+
+    def __call__(self):
+        with self._lock:
+            if not self._done:
+                self._value = self._fn(*self._args)
+                self._done, self._args = True, None
+        return self._value
+
+
+def _anatomy(image: Volume, hull: _Once | None = None):
+    """(body hull, body midline x, the classical steps, the central airways) of `image`.
+
+    `hull`: the body hull as a `_Once`, last here, so the other thread can take it over."""
     hu = np.asarray(image.array)
+    hull = hull or _Once(body_hull, hu, image.affine)
     midline_x = body_midline_x(hu, image.affine)
     parts = ClassicalParts(image, midline_x=midline_x)
-    return body_hull(hu, image.affine), midline_x, parts, parts.airways()
+    airways = parts.airways()
+    return hull(), midline_x, parts, airways
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:
