@@ -344,7 +344,13 @@ class _RasGrid:
     def __init__(self, arr: np.ndarray, affine: np.ndarray, target_mm: float):
         self.shape = arr.shape
         self.factors = tuple(int(max(1, round(target_mm / s))) for s in spacing_of(affine))
-        hu = pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), self.factors)
+        # a slab of whole blocks at a time: the same means without a clipped copy of the scan
+        f0 = self.factors[0]
+        step = f0 * max(1, 32 // f0)
+        hu = np.empty(tuple(-(-n // f) for n, f in zip(arr.shape, self.factors, strict=True)), np.float32)
+        for i in range(0, arr.shape[0], step):
+            block = pool_mean(np.clip(arr[i:i + step], -1024, 1024).astype(np.int16, copy=False), self.factors)
+            hu[i // f0:i // f0 + block.shape[0]] = block
         self.low_shape = hu.shape
         low_aff = downsampled_affine(affine, self.factors)
         self.ornt, self.back_ornt = _reorient(low_aff)
