@@ -40,6 +40,8 @@ Example on a phantom (a box of soft tissue with two air "lungs")::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cc3d
 import nibabel as nib
 import numpy as np
@@ -278,17 +280,30 @@ class ClassicalParts:
     computing them here once saves most of the classical method's cost.
     """
 
-    def __init__(self, image: Volume, target_mm: float = 2.0, midline_x: float | None = None):
+    def __init__(self, image: Volume, target_mm: float = 2.0,
+                 midline_x: float | Callable[[], float | None] | None = None):
+        """`midline_x`: the body's midline (`body_midline_x`), None to work it out here, or a
+        function giving it, called when the airway search first needs it (another thread
+        may be working it out meanwhile)."""
         arr = np.asarray(image.array)
         if arr.ndim != 3:
             raise InputError(f"expected a 3D image, got shape {arr.shape}")
         self.shape, self.meta = arr.shape, dict(image.meta)  # not the image: a held parts object must not keep the CT alive
         self.affine = np.asarray(image.affine, float)
-        self.midline_x = body_midline_x(arr, self.affine) if midline_x is None else midline_x
+        self._midline = midline_x if callable(midline_x) else None
+        self._midline_x = None
+        if self._midline is None:
+            self._midline_x = body_midline_x(arr, self.affine) if midline_x is None else midline_x
         self.grid = _RasGrid(arr, self.affine, target_mm)
         self.air = self.grid.hu < AIR_THRESHOLD_HU
         self.body = largest_body(self.air)
         self._cand = self._tree = None
+
+    @property
+    def midline_x(self) -> float | None:
+        if self._midline is not None:
+            self._midline_x, self._midline = self._midline(), None
+        return self._midline_x
 
     def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(air inside the body hull and not outside air, the tracked airway tree) on the RAS grid."""

@@ -278,11 +278,14 @@ class Predictor:
             # the anatomy (body hull, midline, the classical steps and the airway tree) is
             # numpy/scipy work that releases the GIL: it runs beside the network
             hull = _Once(body_hull, hu, image.affine)
+            midline = _Once(body_midline_x, hu, image.affine)
             with ThreadPoolExecutor(1) as pool:
-                anatomy = pool.submit(_anatomy, image, hull)
+                anatomy = pool.submit(_anatomy, image, hull, midline)
                 with self._sharing_a_core():
                     levels, box = self.lung_levels(image, hull() if self.settings.crop_margin_mm is not None else None)
-                hull()  # the anatomy thread does it last: taken over here when the network is done first
+                # the anatomy thread needs these last: taken over here when the network is done first
+                midline()
+                hull()
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
@@ -369,16 +372,18 @@ class _Once:
         return self._value
 
 
-def _anatomy(image: Volume, hull: _Once | None = None):
+def _anatomy(image: Volume, hull: _Once | None = None, midline: _Once | None = None):
     """(body hull, body midline x, the classical steps, the central airways) of `image`.
 
-    `hull`: the body hull as a `_Once`, last here, so the other thread can take it over."""
+    `hull`, `midline`: the body hull and midline as `_Once`s, needed as late as possible here
+    (the midline by the airway search, after the 2 mm grid and the candidate air; the hull
+    last), so the other thread can take them over."""
     hu = np.asarray(image.array)
     hull = hull or _Once(body_hull, hu, image.affine)
-    midline_x = body_midline_x(hu, image.affine)
-    parts = ClassicalParts(image, midline_x=midline_x)
+    midline = midline or _Once(body_midline_x, hu, image.affine)
+    parts = ClassicalParts(image, midline_x=midline)
     airways = parts.airways()
-    return hull(), midline_x, parts, airways
+    return hull(), midline(), parts, airways
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:
