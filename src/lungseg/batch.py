@@ -218,7 +218,18 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     background = ThreadPoolExecutor(3, thread_name_prefix="lungseg-case")
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
-        mask = _segment(image, method, predictor)
+        if image.meta.get("format") == "dicom":  # highdicom's first SEG loads tables: beside other work
+            from lungseg.io.seg import warm_up
+
+            if predictor is not None:  # where a core is free: beside the post-processing
+                predictor.beside_postprocessing = [warm_up]
+            else:
+                background.submit(warm_up)
+        try:
+            mask = _segment(image, method, predictor)
+        finally:
+            if predictor is not None:
+                predictor.beside_postprocessing = []
         # beside the quality checks: quantify, the mask's file encoded (Fortran-order copy +
         # deflate, both free of the GIL) and, for DICOM input, the SEG built and written
         encoded = (background.submit(nifti_bytes, mask, target.name.lower().endswith(".gz"))

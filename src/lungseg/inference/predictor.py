@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,6 +147,9 @@ class Predictor:
         #: post-processing runs (the batch's quality check asks for it next; off for callers
         #: that never do, so no core is spent on it)
         self.reference_ahead = False
+        #: functions run in that same background thread after it, while the post-processing
+        #: still runs on the main thread (the batch warms up the DICOM SEG writer there)
+        self.beside_postprocessing: list[Callable[[], object]] = []
         self._reference_pool: ThreadPoolExecutor | None = None
 
     # --- the network on the model grid -------------------------------------------------
@@ -289,7 +293,9 @@ class Predictor:
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
-            self._classical = (weakref.ref(image), self._ahead(parts) if self.reference_ahead else parts)
+            self._classical = (weakref.ref(image), self._ahead(parts.lungs) if self.reference_ahead else parts)
+            for fn in self.beside_postprocessing:
+                self._ahead(fn)
         if levels is None:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._partial_reference(image, parts))
@@ -317,12 +323,12 @@ class Predictor:
             labels = add_missed_pieces(labels, self._partial_reference(image, parts))
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
 
-    def _ahead(self, parts: ClassicalParts) -> Future:
-        """`parts.lungs()` started in a background thread (scipy/numpy/cc3d work, beside the
-        post-processing on the other core)."""
+    def _ahead(self, fn: Callable[[], object]) -> Future:
+        """`fn()` queued in the background thread (e.g. the classical mask's scipy/numpy/cc3d
+        work, beside the post-processing on the other core)."""
         if self._reference_pool is None:
             self._reference_pool = ThreadPoolExecutor(1, thread_name_prefix="lungseg-reference")
-        return self._reference_pool.submit(parts.lungs)
+        return self._reference_pool.submit(fn)
 
     def _partial_reference(self, image: Volume, parts: ClassicalParts) -> np.ndarray:
         """The classical mask of a partial view, kept for the quality check of the same image."""
