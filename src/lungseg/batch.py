@@ -212,10 +212,10 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     from concurrent.futures import ThreadPoolExecutor, wait
 
     from lungseg.io.safety import CaseFiles
-    from lungseg.io.volumes import nifti_bytes
+    from lungseg.io.volumes import fortran_order, nifti_bytes
     from lungseg.quantification import quantify
 
-    background = ThreadPoolExecutor(3, thread_name_prefix="lungseg-case")
+    background = ThreadPoolExecutor(4, thread_name_prefix="lungseg-case")
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
         if image.meta.get("format") == "dicom":  # highdicom's first SEG loads tables: beside other work
@@ -232,11 +232,13 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
                 predictor.beside_postprocessing = []
         # beside the quality checks: quantify, the mask's file encoded (Fortran-order copy +
         # deflate, both free of the GIL) and, for DICOM input, the SEG built and written
-        encoded = (background.submit(nifti_bytes, mask, target.name.lower().endswith(".gz"))
+        # one Fortran-ordered copy serves both: NIfTI's voxel order and the SEG's frames
+        fortran = background.submit(lambda: mask.with_array(fortran_order(mask.array)))
+        encoded = (background.submit(lambda: nifti_bytes(fortran.result(), target.name.lower().endswith(".gz")))
                    if format_of(target) == "nifti" else None)
         replaceable = [] if overwrite or not folder else [_qc_path(target), _seg_path(target), _png_path(target)]
         with CaseFiles(target, overwrite, replaceable) as case:
-            seg_job = (background.submit(_write_dicom_seg, image, mask, case, target)
+            seg_job = (background.submit(lambda: _write_dicom_seg(image, fortran.result(), case, target))
                        if image.meta.get("format") == "dicom" else None)
             quantities = background.submit(quantify, image, mask)  # numpy that frees the GIL
             try:
