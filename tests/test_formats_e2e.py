@@ -438,17 +438,19 @@ def test_batch_with_corrupt_second_input(phantom, tmp_path, capsys):
 def test_batch_interrupted_while_writing(phantom, tmp_path, capsys, monkeypatch):
     inputs = _batch_inputs(phantom, tmp_path / "in")
     inputs[1].write_bytes(phantom["nifti"].read_bytes())  # all three good this time
-    real_save = nib.save
+    import lungseg.io.volumes as volumes
+
+    real_write = volumes._write_bytes
     calls = []
 
-    def save_then_interrupt(img, filename):
+    def write_then_interrupt(filename, data):
         calls.append(filename)
         if len(calls) == 2:  # half of the second mask is on disk when Ctrl-C arrives
-            Path(filename).write_bytes(b"\x1f\x8b partial")
+            Path(filename).write_bytes(data[: len(data) // 2])
             raise KeyboardInterrupt
-        real_save(img, filename)
+        real_write(filename, data)
 
-    monkeypatch.setattr(nib, "save", save_then_interrupt)
+    monkeypatch.setattr(volumes, "_write_bytes", write_then_interrupt)
     out = tmp_path / "masks"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

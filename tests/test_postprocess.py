@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 
 from lungseg.core.anatomy import split_left_right
 from lungseg.core.labels import LEFT, RIGHT
@@ -111,3 +112,23 @@ def test_refine_boundary_follows_ct_edge_and_ignores_distant_air():
     assert out[5:20, 5:15, 5:15].all()
     assert not out[3:5].any() and not out[20:22].any()  # rim beyond the CT edge dropped
     assert not out[30:38].any()  # unconnected dark air never let in
+
+
+@pytest.mark.parametrize("shape,factors", [((7, 5, 4), (3, 3, 2)), ((30, 31, 32), (2, 2, 2)),
+                                           ((9, 1, 6), (4, 1, 3)), ((5, 6, 7), (1, 1, 1))])
+def test_block_sum_equals_padded_block_reduction(shape, factors):
+    """`block_sum` (strided slices added axis by axis) gives exactly the sums of np.pad +
+    a (n/f, f, ...) reshape, for both pad modes, bool and int16, partial edge blocks included."""
+    from lungseg.core.morphology import block_sum, pool_any, pool_mean
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(-1024, 1024, shape).astype(np.int16)
+    for arr, mode in ((a, "edge"), (a, "constant"), (a > 100, "constant")):
+        padded = np.pad(arr, [(0, (-n) % f) for n, f in zip(shape, factors, strict=True)], mode=mode)
+        view = padded.reshape([x for n, f in zip(padded.shape, factors, strict=True) for x in (n // f, f)])
+        expected = view.sum(axis=(1, 3, 5), dtype=np.int32)
+        got = block_sum(arr, factors, edge=mode == "edge")
+        assert got.dtype == np.int32 and np.array_equal(got, expected)
+    if max(factors) > 1:
+        assert np.array_equal(pool_mean(a, factors), (block_sum(a, factors, edge=True) / np.prod(factors)).astype(np.float32))
+        assert pool_any(a > 100, factors, 0.5).shape == tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))

@@ -178,6 +178,8 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
             done = _run_parallel(pairs, jobs, model, method, device, settings, progress, qc, opts)
         else:
             predictor = Predictor(model, device=device, settings=settings) if method == "unet" else None
+            if predictor is not None:
+                predictor.reference_ahead = qc  # the quality check's classical mask, in a thread
             done = [_run_case(path, target, method, predictor, qc, **opts)
                     for path, target in tqdm(pairs, desc="predict", unit="scan",
                                              disable=not progress or len(pairs) < 2)]
@@ -207,23 +209,50 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     The companions are published first, the mask last (`CaseFiles`); any failure removes
     what the case wrote. In a batch (`folder`) an internal error is reported, not raised.
     """
+    from concurrent.futures import ThreadPoolExecutor, wait
+
     from lungseg.io.safety import CaseFiles
+    from lungseg.io.volumes import fortran_order, nifti_bytes
     from lungseg.quantification import quantify
 
+    background = ThreadPoolExecutor(4, thread_name_prefix="lungseg-case")
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
-        mask = _segment(image, method, predictor)
-        q = quantify(image, mask)
-        res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
-        report = _quality_report(image, mask, path, target, method, predictor, qc)
-        res.warnings = list(report["warnings"])
+        if image.meta.get("format") == "dicom":  # highdicom's first SEG loads tables: beside other work
+            from lungseg.io.seg import warm_up
+
+            if predictor is not None:  # where a core is free: beside the post-processing
+                predictor.beside_postprocessing = [warm_up]
+            else:
+                background.submit(warm_up)
+        try:
+            mask = _segment(image, method, predictor)
+        finally:
+            if predictor is not None:
+                predictor.beside_postprocessing = []
+        # beside the quality checks: quantify, the mask's file encoded (Fortran-order copy +
+        # deflate, both free of the GIL) and, for DICOM input, the SEG built and written
+        # one Fortran-ordered copy serves both: NIfTI's voxel order and the SEG's frames
+        fortran = background.submit(lambda: mask.with_array(fortran_order(mask.array)))
+        encoded = (background.submit(lambda: nifti_bytes(fortran.result(), target.name.lower().endswith(".gz")))
+                   if format_of(target) == "nifti" else None)
         replaceable = [] if overwrite or not folder else [_qc_path(target), _seg_path(target), _png_path(target)]
         with CaseFiles(target, overwrite, replaceable) as case:
-            if image.meta.get("format") == "dicom":
-                seg_warning = _write_dicom_seg(image, mask, case, target)
-                if seg_warning:
-                    res.warnings.append(seg_warning)
-                    report["warnings"].append(seg_warning)
+            seg_job = (background.submit(lambda: _write_dicom_seg(image, fortran.result(), case, target))
+                       if image.meta.get("format") == "dicom" else None)
+            quantities = background.submit(quantify, image, mask)  # numpy that frees the GIL
+            try:
+                report = _quality_report(image, mask, path, target, method, predictor, qc)
+                q = quantities.result()
+                res = CaseResult(str(path), str(target), q["right"]["volume_ml"], q["left"]["volume_ml"])
+                res.warnings = list(report["warnings"])
+                seg_warning = seg_job.result() if seg_job is not None else None
+            finally:  # whatever happened, the SEG's writer is done before the case cleans up
+                if seg_job is not None:
+                    wait([seg_job])
+            if seg_warning:
+                res.warnings.append(seg_warning)
+                report["warnings"].append(seg_warning)
             if png:
                 from lungseg.report.figures import plot_overlay
 
@@ -237,7 +266,8 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
                                                         image_path=path, mask_path=target)
                 case.adopt(files)
             case.publish()
-            write_volume(mask, target, overwrite=overwrite)
+            write_volume(mask, target, overwrite=overwrite,
+                         data=encoded.result() if encoded is not None else None)
             case.commit()
     except LungsegError as exc:
         res = CaseResult(str(path), None, error=str(exc))
@@ -246,6 +276,8 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
             raise  # one input: a bug shows its traceback (exit 1)
         res = CaseResult(str(path), None, error=f"{path}: internal error ({type(exc).__name__}: {exc})",
                          internal=True)
+    finally:
+        background.shutdown(wait=True, cancel_futures=True)
     return res
 
 
@@ -289,6 +321,7 @@ def _init_worker(model, method, device, settings, threads, qc) -> None:
 
         torch.set_num_threads(threads)
         _WORKER["predictor"] = Predictor(model, device=device, settings=settings)
+        _WORKER["predictor"].reference_ahead = qc
 
 
 def _worker_case(path: Path, target: Path, opts: dict) -> CaseResult:

@@ -32,10 +32,12 @@ def bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...] | None:
 def holes(mask: np.ndarray) -> np.ndarray:
     """Background not connected to the array border (cc3d; fast even for large volumes)."""
     bg = ~mask
-    lab = cc3d.connected_components(bg, connectivity=4 if mask.ndim == 2 else 6)
-    faces = [np.take(lab, idx, axis=ax) for ax in range(mask.ndim) for idx in (0, -1)]
-    outside = np.unique(np.concatenate([f.ravel() for f in faces]))
-    return bg & ~np.isin(lab, outside)
+    lab, n = cc3d.connected_components(bg, connectivity=4 if mask.ndim == 2 else 6, return_N=True)
+    inside = np.ones(n + 1, bool)  # a lookup table, not np.isin: several times faster
+    for ax in range(mask.ndim):
+        for idx in (0, -1):
+            inside[np.take(lab, idx, axis=ax)] = False
+    return bg & inside[lab]
 
 
 def fill_holes(mask: np.ndarray, slice_axis: int | None = None) -> np.ndarray:
@@ -60,19 +62,41 @@ def fill_holes(mask: np.ndarray, slice_axis: int | None = None) -> np.ndarray:
     return out
 
 
-def _blocks(a: np.ndarray, factors: Sequence[int], mode: str) -> np.ndarray:
-    pads = [(0, (-n) % f) for n, f in zip(a.shape, factors, strict=True)]
-    if any(p[1] for p in pads):
-        a = np.pad(a, pads, mode=mode)
-    shp = []
-    for n, f in zip(a.shape, factors, strict=True):
-        shp += [n // f, f]
-    return a.reshape(shp)
+def block_sum(a: np.ndarray, factors: Sequence[int], edge: bool = False) -> np.ndarray:
+    """Sums (int32) over blocks of `factors` of a bool or integer array; a partial block at an
+    edge is padded with zeros, or with `edge` by repeating the last element (np.pad's modes).
+
+    The same integers as padding and summing a (n/f, f, ...) view, without the padded copy:
+    axis by axis, as f strided slices added element-wise (a reduction over small interleaved
+    axes is numpy's slow path; for a 512x512x300 CT this is ~5x faster).
+    """
+    # a mask's counts fit in a byte (a quarter of the memory traffic); the result is int32
+    small = a.dtype == bool and int(np.prod(factors)) < 256
+    out = a
+    for ax, f in enumerate(factors):
+        if f == 1:
+            continue
+        n = out.shape[ax]
+        m = -(-n // f)
+        shape = list(out.shape)
+        shape[ax] = m
+        acc = np.zeros(shape, np.uint8 if small else np.int32)
+
+        def at(sl, ax=ax, ndim=out.ndim):
+            return (slice(None),) * ax + (sl,) + (slice(None),) * (ndim - ax - 1)
+
+        for d in range(f):
+            k = len(range(d, n, f))
+            acc[at(slice(0, k))] += out[at(slice(d, n, f))]
+            if edge and k < m:  # the partial last block repeats the last element
+                acc[at(slice(k, m))] += out[at(slice(n - 1, n))]
+        out = acc
+    return out.astype(np.int32, copy=False)
 
 
 def pool_any(mask: np.ndarray, factors: Sequence[int], frac: float) -> np.ndarray:
     """Block-reduce a mask: a block is on where at least `frac` of it is on."""
-    counts = _blocks(mask, factors, "constant").sum(axis=(1, 3, 5), dtype=np.int32)
+    counts = block_sum(mask, factors)
     return counts >= max(1, int(np.ceil(frac * np.prod(factors))))
 
 
@@ -80,7 +104,7 @@ def pool_mean(a: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """Block mean (float32) of an integer volume; edges padded by repetition."""
     if max(factors) == 1:
         return a.astype(np.float32)
-    s = _blocks(a, factors, "edge").sum(axis=(1, 3, 5), dtype=np.int32)
+    s = block_sum(a, factors, edge=True)
     return (s / float(np.prod(factors))).astype(np.float32)
 
 

@@ -40,6 +40,8 @@ Example on a phantom (a box of soft tissue with two air "lungs")::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cc3d
 import nibabel as nib
 import numpy as np
@@ -278,17 +280,30 @@ class ClassicalParts:
     computing them here once saves most of the classical method's cost.
     """
 
-    def __init__(self, image: Volume, target_mm: float = 2.0, midline_x: float | None = None):
+    def __init__(self, image: Volume, target_mm: float = 2.0,
+                 midline_x: float | Callable[[], float | None] | None = None):
+        """`midline_x`: the body's midline (`body_midline_x`), None to work it out here, or a
+        function giving it, called when the airway search first needs it (another thread
+        may be working it out meanwhile)."""
         arr = np.asarray(image.array)
         if arr.ndim != 3:
             raise InputError(f"expected a 3D image, got shape {arr.shape}")
         self.shape, self.meta = arr.shape, dict(image.meta)  # not the image: a held parts object must not keep the CT alive
         self.affine = np.asarray(image.affine, float)
-        self.midline_x = body_midline_x(arr, self.affine) if midline_x is None else midline_x
+        self._midline = midline_x if callable(midline_x) else None
+        self._midline_x = None
+        if self._midline is None:
+            self._midline_x = body_midline_x(arr, self.affine) if midline_x is None else midline_x
         self.grid = _RasGrid(arr, self.affine, target_mm)
         self.air = self.grid.hu < AIR_THRESHOLD_HU
         self.body = largest_body(self.air)
         self._cand = self._tree = None
+
+    @property
+    def midline_x(self) -> float | None:
+        if self._midline is not None:
+            self._midline_x, self._midline = self._midline(), None
+        return self._midline_x
 
     def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(air inside the body hull and not outside air, the tracked airway tree) on the RAS grid."""
@@ -344,7 +359,13 @@ class _RasGrid:
     def __init__(self, arr: np.ndarray, affine: np.ndarray, target_mm: float):
         self.shape = arr.shape
         self.factors = tuple(int(max(1, round(target_mm / s))) for s in spacing_of(affine))
-        hu = pool_mean(np.clip(arr, -1024, 1024).astype(np.int16, copy=False), self.factors)
+        # a slab of whole blocks at a time: the same means without a clipped copy of the scan
+        f0 = self.factors[0]
+        step = f0 * max(1, 32 // f0)
+        hu = np.empty(tuple(-(-n // f) for n, f in zip(arr.shape, self.factors, strict=True)), np.float32)
+        for i in range(0, arr.shape[0], step):
+            block = pool_mean(np.clip(arr[i:i + step], -1024, 1024).astype(np.int16, copy=False), self.factors)
+            hu[i // f0:i // f0 + block.shape[0]] = block
         self.low_shape = hu.shape
         low_aff = downsampled_affine(affine, self.factors)
         self.ornt, self.back_ornt = _reorient(low_aff)

@@ -159,10 +159,9 @@ def lung_levels(lung_prob: np.ndarray, low: float = 0.1, high: float = 0.9) -> n
 def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float = -400.0) -> np.ndarray:
     """`refine_boundary` on P(lung) already reduced to `lung_levels`."""
     level = np.asarray(level, np.uint8)
-    sure = level == 3
-    band = (level - np.uint8(1)) < 2  # levels 1 and 2 (level 0 wraps to 255)
-    sure[band] = np.asarray(hu)[band] < threshold_hu
-    del band
+    sure = (level - np.uint8(1)) < 2  # levels 1 and 2 (level 0 wraps to 255): the band
+    sure &= np.asarray(hu) < threshold_hu  # element-wise, not a boolean gather: ~5x faster
+    sure |= level == 3
     core, n_core = cc3d.connected_components(level >= 2, connectivity=26, return_N=True)
     sizes = np.bincount(core.ravel(), minlength=n_core + 1)
     sizes[0] = 0

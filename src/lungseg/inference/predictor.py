@@ -13,8 +13,11 @@ well under 2 GiB.
 from __future__ import annotations
 
 import math
+import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +142,15 @@ class Predictor:
         self.preprocessing = {**DEFAULT_PREPROCESSING, **self.model_settings.get("preprocessing", {})}
         self.settings = settings
         self.model_path = path
-        self._classical: tuple[weakref.ref, ClassicalParts | Volume] | None = None
+        self._classical: tuple[weakref.ref, ClassicalParts | Volume | Future] | None = None
+        #: work out the classical mask for `classical_reference` in a thread while the
+        #: post-processing runs (the batch's quality check asks for it next; off for callers
+        #: that never do, so no core is spent on it)
+        self.reference_ahead = False
+        #: functions run in that same background thread after it, while the post-processing
+        #: still runs on the main thread (the batch warms up the DICOM SEG writer there)
+        self.beside_postprocessing: list[Callable[[], object]] = []
+        self._reference_pool: ThreadPoolExecutor | None = None
 
     # --- the network on the model grid -------------------------------------------------
     def _model_box(self, image: Volume, hull: np.ndarray | None):
@@ -244,6 +255,21 @@ class Predictor:
             out[k:k + n] = resample_linear(prob, back.shifted([k, 0, 0]), (n, *image.shape[1:]))
         return out
 
+    @contextmanager
+    def _sharing_a_core(self):
+        """torch on one thread fewer while the anatomy thread runs beside it: on 2 cores, 2 torch
+        threads plus the anatomy's numpy wait on each other at every operator's barrier (the
+        network took 3x longer beside it than with one thread)."""
+        n = torch.get_num_threads()
+        if self.device.type != "cpu" or self.backend != "torch" or n < 2:
+            yield
+            return
+        torch.set_num_threads(n - 1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+
     # --- the mask ---------------------------------------------------------------------------
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
@@ -255,14 +281,21 @@ class Predictor:
         else:
             # the anatomy (body hull, midline, the classical steps and the airway tree) is
             # numpy/scipy work that releases the GIL: it runs beside the network
+            hull = _Once(body_hull, hu, image.affine)
+            midline = _Once(body_midline_x, hu, image.affine)
             with ThreadPoolExecutor(1) as pool:
-                anatomy = pool.submit(_anatomy, image)
-                hull = anatomy.result()[0] if self.settings.crop_margin_mm is not None else None
-                levels, box = self.lung_levels(image, hull)
+                anatomy = pool.submit(_anatomy, image, hull, midline)
+                with self._sharing_a_core():
+                    levels, box = self.lung_levels(image, hull() if self.settings.crop_margin_mm is not None else None)
+                # the anatomy thread needs these last: taken over here when the network is done first
+                midline()
+                hull()
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
-            self._classical = (weakref.ref(image), parts)
+            self._classical = (weakref.ref(image), self._ahead(parts.lungs) if self.reference_ahead else parts)
+            for fn in self.beside_postprocessing:
+                self._ahead(fn)
         if levels is None:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._partial_reference(image, parts))
@@ -290,9 +323,17 @@ class Predictor:
             labels = add_missed_pieces(labels, self._partial_reference(image, parts))
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
 
+    def _ahead(self, fn: Callable[[], object]) -> Future:
+        """`fn()` queued in the background thread (e.g. the classical mask's scipy/numpy/cc3d
+        work, beside the post-processing on the other core)."""
+        if self._reference_pool is None:
+            self._reference_pool = ThreadPoolExecutor(1, thread_name_prefix="lungseg-reference")
+        return self._reference_pool.submit(fn)
+
     def _partial_reference(self, image: Volume, parts: ClassicalParts) -> np.ndarray:
         """The classical mask of a partial view, kept for the quality check of the same image."""
-        mask = parts.lungs()
+        held = self._classical[1] if self._classical is not None else None
+        mask = held.result() if isinstance(held, Future) else parts.lungs()
         self._classical = (weakref.ref(image), mask)
         return mask.array
 
@@ -315,16 +356,40 @@ class Predictor:
         if self._classical is not None and self._classical[0]() is image:
             held = self._classical[1]
             self._classical = None
+            if isinstance(held, Future):
+                return held.result()
             return held if isinstance(held, Volume) else held.lungs()
         return segment_classical(image)
 
 
-def _anatomy(image: Volume):
-    """(body hull, body midline x, the classical steps, the central airways) of `image`."""
+class _Once:
+    """`fn(*args)`, computed once by whichever thread asks first (a later caller waits for it)."""
+
+    def __init__(self, fn, *args):
+        self._fn, self._args = fn, args
+        self._lock = threading.Lock()
+        self._done, self._value = False, None
+
+    def __call__(self):
+        with self._lock:
+            if not self._done:
+                self._value = self._fn(*self._args)
+                self._done, self._args = True, None
+        return self._value
+
+
+def _anatomy(image: Volume, hull: _Once | None = None, midline: _Once | None = None):
+    """(body hull, body midline x, the classical steps, the central airways) of `image`.
+
+    `hull`, `midline`: the body hull and midline as `_Once`s, needed as late as possible here
+    (the midline by the airway search, after the 2 mm grid and the candidate air; the hull
+    last), so the other thread can take them over."""
     hu = np.asarray(image.array)
-    midline_x = body_midline_x(hu, image.affine)
-    parts = ClassicalParts(image, midline_x=midline_x)
-    return body_hull(hu, image.affine), midline_x, parts, parts.airways()
+    hull = hull or _Once(body_hull, hu, image.affine)
+    midline = midline or _Once(body_midline_x, hu, image.affine)
+    parts = ClassicalParts(image, midline_x=midline)
+    airways = parts.airways()
+    return hull(), midline(), parts, airways
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ __all__ = ["AxisMap", "axis_map", "model_grid", "resample_linear"]
 
 #: Rows of the interpolation matrix multiplied at a time (it is banded: 2 entries a row).
 BAND_ROWS = 32
+#: Output rows (first axis) resampled at a time when every axis shrinks.
+SLAB_ROWS = 16
 
 
 def model_grid(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, ...], np.ndarray]:
@@ -117,10 +119,22 @@ def resample_linear(src: np.ndarray, amap: AxisMap, dst_shape) -> np.ndarray:
     The axis that shrinks most goes first, so a 512x512x300 box costs one pass at full size.
     """
     coords = {amap.perm[j]: amap.offset[j] + amap.scale[j] * np.arange(dst_shape[j]) for j in range(3)}
-    out = src
     # shrinking axes first, in memory order (a gather along the first axis copies whole
     # planes); then the growing ones, least growth first
-    for ax in sorted(range(3), key=lambda a: (len(coords[a]) > src.shape[a], len(coords[a]) / max(1, src.shape[a]) if len(coords[a]) > src.shape[a] else a)):
-        out = _interp_axis(out, ax, coords[ax])
+    order = sorted(range(3), key=lambda a: (len(coords[a]) > src.shape[a], len(coords[a]) / max(1, src.shape[a]) if len(coords[a]) > src.shape[a] else a))
+    if all(len(coords[a]) <= src.shape[a] for a in range(3)) and src.flags.c_contiguous:
+        # every axis shrinks: gathers only, each output row of axis 0 from its own two planes,
+        # so a few rows at a time give the same values without a whole float32 intermediate
+        out = np.empty(tuple(len(coords[a]) for a in range(3)), np.float32)
+        for r0 in range(0, out.shape[0], SLAB_ROWS):
+            part = src
+            for ax in order:
+                c = coords[ax][r0:r0 + SLAB_ROWS] if ax == 0 else coords[ax]
+                part = _interp_axis(part, ax, c)
+            out[r0:r0 + SLAB_ROWS] = part
+    else:
+        out = src
+        for ax in order:
+            out = _interp_axis(out, ax, coords[ax])
     # out's axes are src axes (resized); lay them out in dst order
     return np.ascontiguousarray(np.transpose(out, amap.perm)) if amap.perm != (0, 1, 2) else out

@@ -234,6 +234,9 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
         "study_uid": str(first.get("StudyInstanceUID", "") or "")
         or _stand_in_uid(folder, Dataset()), "modality": series.modality,
         "dicom_files": [str(f) for f in files], "resampled": resampled,
+        # the slices' headers (pixel data dropped), in `dicom_files` order: the DICOM SEG
+        # writer needs them and need not read 300 files again
+        "dicom_headers": datasets,
     }
     return Volume(array, affine, meta)
 
@@ -263,6 +266,7 @@ def _read_pixels(files: list[Path]) -> tuple[np.ndarray, list]:
             if array.dtype == np.int16 and not (_integral(ds) and hu.min() >= -32768 and hu.max() <= 32767):
                 array = array.astype(np.float32)
             array[:, :, k] = hu
+            del ds.PixelData  # the header stays (the DICOM SEG references it), not the pixels
             datasets.append(ds)
     return array, datasets
 

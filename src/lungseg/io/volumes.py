@@ -27,6 +27,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip, isal_zlib
 
 from lungseg.core.errors import InputError, LungsegWarning, OutputError
 from lungseg.core.volume import Volume
@@ -34,7 +35,7 @@ from lungseg.io.formats import WRITE_SUFFIXES, format_of, is_dicom_file, sniff
 from lungseg.io.limits import check_declared_size, require_regular_file
 from lungseg.io.safety import atomic_folder, atomic_path
 
-__all__ = ["Volume", "output_path", "probe_volume", "read_volume", "write_volume"]
+__all__ = ["Volume", "fortran_order", "nifti_bytes", "output_path", "probe_volume", "read_volume", "write_volume"]
 
 
 def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
@@ -60,7 +61,24 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
 
         array, affine = read_itk(path, {"nrrd": "NRRD", "mha": "MetaImage"}[fmt])
     _require_3d(array, path)
-    return Volume(array, affine, {"path": str(path), "format": fmt})
+    return Volume(_c_order(array), affine, {"path": str(path), "format": fmt})
+
+
+def _c_order(array: np.ndarray, slab: int = 8) -> np.ndarray:
+    """The voxels in C order (same values and indexing), copied slab by slab.
+
+    NIfTI and ITK files store x fastest, so their arrays come back Fortran-ordered, while the
+    methods (the DICOM reader's arrays, every mask they make, the resampling's gathers along
+    the first axis) work in C order: mixing the two made whole-volume steps several times
+    slower. numpy's own copy (`np.ascontiguousarray`) transposes with a 300-slice stride and
+    takes ~1 s for 512x512x300; a few slices at a time stay in cache (~0.15 s).
+    """
+    if array.ndim != 3 or array.flags.c_contiguous or not array.flags.f_contiguous:
+        return array
+    out = np.empty(array.shape, array.dtype)
+    for k in range(0, array.shape[2], slab):
+        out[:, :, k:k + slab] = array[:, :, k:k + slab]
+    return out
 
 
 def _preflight(path: Path) -> str:
@@ -145,8 +163,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     is_gz = path.name.lower().endswith(".gz")
     img = _nifti_header(path)
     try:
-        array = np.asanyarray(img.dataobj)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        if is_gz:  # ISA-L's inflate (python-isal): the same bytes in ~60 % of zlib's time
+            with igzip.open(path, "rb") as f:
+                fast = type(img).from_file_map(type(img).make_file_map({"image": f, "header": f}))
+                array = np.asanyarray(fast.dataobj)
+        else:
+            array = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, isal_zlib.error) as exc:
         what = "truncated or corrupt gzip file" if is_gz else "truncated file"
         raise InputError(f"{what} ({type(exc).__name__}: {exc}); was the download or copy complete?",
                          path) from None
@@ -183,13 +206,46 @@ def output_path(path: str | Path) -> Path:
     return path
 
 
-def write_volume(volume: Volume, path: str | Path, overwrite: bool = True) -> Path:
+def fortran_order(array: np.ndarray, slab: int = 16) -> np.ndarray:
+    """The voxels in Fortran order (NIfTI's on-disk order; for (i, j, k) also the DICOM SEG's
+    frames, k by k), copied a few i-rows at a time: ~2.5x faster than `np.asfortranarray`."""
+    if array.ndim != 3 or array.flags.f_contiguous:
+        return array
+    out = np.empty(array.shape, array.dtype, order="F")
+    for i in range(0, array.shape[0], slab):
+        out[i:i + slab] = array[i:i + slab]
+    return out
+
+
+def nifti_bytes(volume: Volume, gz: bool = True) -> bytes:
+    """The NIfTI-1 file of `volume` (bool as uint8; qform and sform set), gzip-compressed
+    with ISA-L's deflate at its fastest level when `gz`. Pure work on an array: a mask's file
+    can be encoded in a thread while other work runs (the copy to NIfTI's Fortran order and
+    the deflate release the GIL), then written with `write_volume(..., data=...)`."""
+    array = np.asarray(volume.array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    img = nib.Nifti1Image(fortran_order(array), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    raw = img.to_bytes()
+    return igzip.compress(raw, compresslevel=1) if gz else raw
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def write_volume(volume: Volume, path: str | Path, overwrite: bool = True, data: bytes | None = None) -> Path:
     """Write `volume` with its geometry; the format follows the suffix (default NIfTI).
 
     Suffixes: .nii.gz, .nii, .nrrd, .mha, .mhd (+ .raw). A path without a known suffix
     gets `.nii.gz` appended. The write is atomic: nothing half-written is ever left at
     `path`. Returns the path written. Raises `OutputError` if the file cannot be written, or
     (with `overwrite=False`) if `path` exists when the finished file is moved there.
+    `data`: the file's bytes already encoded by `nifti_bytes` (NIfTI paths only).
     """
     path = output_path(path)
     name = path.name.lower()
@@ -199,11 +255,10 @@ def write_volume(volume: Volume, path: str | Path, overwrite: bool = True) -> Pa
     affine = np.asarray(volume.affine, dtype=np.float64)
     try:
         if format_of(path) == "nifti":
+            if data is None:
+                data = nifti_bytes(Volume(array, affine), gz=name.endswith(".gz"))
             with atomic_path(path, overwrite) as tmp:
-                img = nib.Nifti1Image(array, affine)
-                img.set_qform(affine, code=1)
-                img.set_sform(affine, code=1)
-                nib.save(img, str(tmp))
+                _write_bytes(tmp, data)
         elif name.endswith(".mhd"):
             from lungseg.io.itk import write_itk
 
