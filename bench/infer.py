@@ -20,16 +20,18 @@ CLI's imports are the same); `CPU s` is that part's CPU time over all threads (s
 wall time on a shared machine); `process s` adds the interpreter and imports. Dice: against the
 phantom's truth; on real chests (no truth) against the default's mask.
 
-    python bench/infer.py [--slices 300] [--no-real] [--no-600] [--threads 2] [--device cpu]
+    python bench/infer.py [--slices 300] [--repeat 3] [--no-real] [--no-600] [--threads 2] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,6 +167,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-real", action="store_true", help="skip the shared real chests")
     p.add_argument("--no-600", action="store_true", help="skip the 512x512x600 memory row")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each phantom row, interleaved; the table gives their median (default 3)")
     p.add_argument("--real-reference", action="store_true", help="also run the reference on the real chests (slow)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -179,22 +183,43 @@ def main() -> None:
     img, truth, dcm = phantom(tmp, args.slices, dicom=True)
     rows = []
 
-    def row(name, row_kind, inp, ref_mask, group="phantom", **kw):
-        r = run_row({**base, "row": row_kind, "input": str(inp), "out": str(tmp / f"{len(rows)}.nii.gz"), **kw})
+    def measured(name, row_kind, inp, ref_mask, group, kw, runs):
+        r = dict(runs[0])
+        for key in ("seconds", "cpu_s", "process_s"):
+            r[key] = statistics.median(x[key] for x in runs)
+        r["rss_gib"] = max(x["rss_gib"] for x in runs)
+        r["all_seconds"] = [x["seconds"] for x in runs]
         r["name"], r["dice"] = name, dice(r["mask"], str(ref_mask)) if ref_mask else None
         r["group"], r["kind"] = group, row_kind
         rows.append(r)
-        print(f"  {name}: {r['seconds']:.1f} s, {r['rss_gib']:.2f} GiB", file=sys.stderr, flush=True)
+        spread = "" if len(runs) == 1 else " (runs: " + ", ".join(f"{x:.1f}" for x in r["all_seconds"]) + ")"
+        print(f"  {name}: {r['seconds']:.1f} s{spread}, {r['rss_gib']:.2f} GiB", file=sys.stderr, flush=True)
         return r
 
+    def run_once(row_kind, inp, kw):
+        return run_row({**base, "row": row_kind, "input": str(inp), "out": str(tmp / f"{next(counter)}.nii.gz"), **kw})
+
+    def row(name, row_kind, inp, ref_mask, group="phantom", **kw):
+        return measured(name, row_kind, inp, ref_mask, group, kw, [run_once(row_kind, inp, kw)])
+
+    counter = itertools.count()
     shape = f"512x512x{args.slices}"
-    row(f"reference recipe (1.5x1.5x2.0 mm), phantom {shape}", "reference", img, truth, spacing=[1.5, 1.5, 2.0])
-    row(f"reference at the model's 2.5 mm, phantom {shape}", "reference", img, truth)
-    row(f"lungseg predict, phantom {shape}", "unet", img, truth)
-    row(f"lungseg predict, phantom {shape} as {args.slices} DICOM files", "unet", dcm, truth)
-    row(f"lungseg predict --backend onnxruntime, phantom {shape}", "unet", img, truth, model=str(onnx),
-        backend="onnxruntime")
-    row(f"lungseg predict --method classical, phantom {shape}", "unet", img, truth, method="classical")
+    # the phantom rows, run round-robin `--repeat` times (a load change hits every row alike)
+    phantom_rows = [
+        (f"reference recipe (1.5x1.5x2.0 mm), phantom {shape}", "reference", img, truth, {"spacing": [1.5, 1.5, 2.0]}),
+        (f"reference at the model's 2.5 mm, phantom {shape}", "reference", img, truth, {}),
+        (f"lungseg predict, phantom {shape}", "unet", img, truth, {}),
+        (f"lungseg predict, phantom {shape} as {args.slices} DICOM files", "unet", dcm, truth, {}),
+        (f"lungseg predict --backend onnxruntime, phantom {shape}", "unet", img, truth,
+         {"model": str(onnx), "backend": "onnxruntime"}),
+        (f"lungseg predict --method classical, phantom {shape}", "unet", img, truth, {"method": "classical"}),
+    ]
+    runs = [[] for _ in phantom_rows]
+    for _ in range(max(1, args.repeat)):
+        for i, (_name, kind, inp, _ref, kw) in enumerate(phantom_rows):
+            runs[i].append(run_once(kind, inp, kw))
+    for (name, kind, inp, ref, kw), rr in zip(phantom_rows, runs, strict=True):
+        measured(name, kind, inp, ref, "phantom", kw, rr)
     if not args.no_600:
         img6, truth6, _ = phantom(tmp, 600, dicom=False)
         row("lungseg predict, phantom 512x512x600", "unet", img6, truth6, group="600")
@@ -215,7 +240,8 @@ def main() -> None:
                 real_rows.append(row(f"reference, {name}", "reference", path, d["mask"], group=name))
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or ''}".strip(", ")
     print(f"\nInference, {args.threads} threads, device {args.device}, {machine}; "
-          f"load average at the end {os.getloadavg()[0]:.1f}\n")
+          f"load average at the end {os.getloadavg()[0]:.1f}; phantom rows: median of {max(1, args.repeat)} "
+          f"interleaved runs, other rows: one run\n")
     refs = {}
     for r in rows:
         if r["kind"] == "reference":
@@ -230,6 +256,9 @@ def main() -> None:
         up25 = f"{ref25 / r['seconds']:.1f}x" if r["group"] == "phantom" else "-"
         print(f"| {r['name']} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['process_s']:.1f} | {up} | {up25} "
               f"| {r['rss_gib']:.2f} | {d} |")
+    print(f"\nDICOM folder / NIfTI, same phantom: {rows[3]['seconds'] / rows[2]['seconds']:.2f}x "
+          f"(runs: DICOM {', '.join(f'{x:.1f}' for x in rows[3]['all_seconds'])}; "
+          f"NIfTI {', '.join(f'{x:.1f}' for x in rows[2]['all_seconds'])})")
 
 
 if __name__ == "__main__":

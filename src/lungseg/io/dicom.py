@@ -11,8 +11,9 @@ two rows then flip sign for RAS. Slices are sorted by ImagePositionPatient · no
 
 from __future__ import annotations
 
+import io
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from lungseg.io.formats import VOLUME_SUFFIXES, is_dicom_file
 
 #: Stored values at or below this HU are scanner padding outside the field of view.
 PADDING_HU = -1500.0
+#: files read ahead of the parser (their bytes wait in memory)
+READ_AHEAD = 16
 AIR_FILL_HU = -1024  # value written where the scanner padded (outside the field of view)
 
 
@@ -137,9 +140,10 @@ def _orientation(header, uid: str, folder: Path) -> np.ndarray:
     return iop
 
 
-def _pixels(path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
+def _pixels(path: Path, data: bytes | None = None) -> tuple[np.ndarray, pydicom.Dataset]:
+    """The stored pixels and the header of one slice (`data`: the file's bytes, if read)."""
     try:
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path, force=True)
         if "TransferSyntaxUID" not in ds.file_meta:
             implicit, little = getattr(ds, "original_encoding", (True, True))
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
@@ -151,6 +155,13 @@ def _pixels(path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
     except Exception as exc:
         raise InputError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {str(exc)[:200]})",
                          path) from None
+
+
+def _file_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the DICOM file ({exc.strerror or exc})", path) from None
 
 
 def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
@@ -248,14 +259,21 @@ def _integral(ds) -> bool:
 
 def _read_pixels(files: list[Path]) -> tuple[np.ndarray, list]:
     """The slices' HU stacked along k: int16 where every slice's rescale is integral and in
-    range, else float32. Files are decoded by a few threads (file reads overlap) and each
-    slice goes straight into the preallocated volume (no float64 copy of the whole series)."""
+    range, else float32. A few threads read the files' bytes ahead (file reads free the GIL and
+    overlap on a cold disk); this thread parses and decodes them, since pydicom holds the GIL:
+    parsing on 4 threads made a cached 300-file series ~30 % slower, by contention alone, and
+    slowed the work beside it. Each slice goes straight into the preallocated volume."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     array, datasets = None, []
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        for k, (f, (px, ds)) in enumerate(zip(files, pool.map(_pixels, files), strict=True)):
+        ahead = deque(pool.submit(_file_bytes, f) for f in files[:READ_AHEAD])
+        for k, f in enumerate(files):
+            data = ahead.popleft().result()
+            if k + READ_AHEAD < len(files):  # a few files ahead, not the whole series in memory
+                ahead.append(pool.submit(_file_bytes, files[k + READ_AHEAD]))
+            px, ds = _pixels(f, data)
             if px.ndim != 2:
                 raise InputError(f"expected one 2D slice per file, got shape {px.shape}", f)
             if array is not None and px.shape[::-1] != array.shape[:2]:
