@@ -11,7 +11,8 @@ N=300, also 600 for memory) and, when ../shared/data is present, the shared real
   the model's 2.5 mm is the accuracy reference (second row);
 - default: what `lungseg predict IMAGE -o MASK` runs (`batch.predict_files`: read, segment,
   write the mask, quantify, quality checks with the classical agreement check, write the
-  `.qc.json`), on the NIfTI and on the same scan as a DICOM folder;
+  `.qc.json`), on the NIfTI and on the same scan as a DICOM folder (with the DICOM SEG it also
+  writes by default, and with `--no-seg`: the same outputs as the NIfTI row);
 - onnxruntime: the same with `--backend onnxruntime` and the exported `.onnx`;
 - classical: `--method classical`.
 
@@ -102,7 +103,8 @@ def one(cfg: dict) -> dict:
         write_volume(reference_predict(read_volume(cfg["input"]), cfg["device"], cfg.get("spacing")), out)
     else:
         res = predict_files([cfg["input"]], out, model=cfg.get("model"), method=cfg.get("method", "unet"),
-                            device=cfg["device"], progress=False, settings={"backend": cfg.get("backend", "torch")})
+                            device=cfg["device"], progress=False, settings={"backend": cfg.get("backend", "torch")},
+                            seg=cfg.get("seg", True))
         if res[0].error:
             raise SystemExit(res[0].error)
     return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
@@ -209,7 +211,9 @@ def main() -> None:
         (f"reference recipe (1.5x1.5x2.0 mm), phantom {shape}", "reference", img, truth, {"spacing": [1.5, 1.5, 2.0]}),
         (f"reference at the model's 2.5 mm, phantom {shape}", "reference", img, truth, {}),
         (f"lungseg predict, phantom {shape}", "unet", img, truth, {}),
-        (f"lungseg predict, phantom {shape} as {args.slices} DICOM files", "unet", dcm, truth, {}),
+        (f"lungseg predict, phantom {shape} as {args.slices} DICOM files (+ DICOM SEG)", "unet", dcm, truth, {}),
+        (f"lungseg predict --no-seg, phantom {shape} as {args.slices} DICOM files", "unet", dcm, truth,
+         {"seg": False}),
         (f"lungseg predict --backend onnxruntime, phantom {shape}", "unet", img, truth,
          {"model": str(onnx), "backend": "onnxruntime"}),
         (f"lungseg predict --method classical, phantom {shape}", "unet", img, truth, {"method": "classical"}),
@@ -256,9 +260,13 @@ def main() -> None:
         up25 = f"{ref25 / r['seconds']:.1f}x" if r["group"] == "phantom" else "-"
         print(f"| {r['name']} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['process_s']:.1f} | {up} | {up25} "
               f"| {r['rss_gib']:.2f} | {d} |")
-    print(f"\nDICOM folder / NIfTI, same phantom: {rows[3]['seconds'] / rows[2]['seconds']:.2f}x "
-          f"(runs: DICOM {', '.join(f'{x:.1f}' for x in rows[3]['all_seconds'])}; "
-          f"NIfTI {', '.join(f'{x:.1f}' for x in rows[2]['all_seconds'])})")
+    def runs_of(r):
+        return ", ".join(f"{x:.1f}" for x in r["all_seconds"])
+
+    print(f"\nDICOM folder / NIfTI, same phantom, same outputs (--no-seg): "
+          f"{rows[4]['seconds'] / rows[2]['seconds']:.2f}x; with the DICOM SEG as well: "
+          f"{rows[3]['seconds'] / rows[2]['seconds']:.2f}x (runs: NIfTI {runs_of(rows[2])}; DICOM --no-seg "
+          f"{runs_of(rows[4])}; DICOM + SEG {runs_of(rows[3])})")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,22 @@ def test_batch_isolates_failures_writes_seg_and_resumes(small_cts, tmp_path, cap
     assert {n: (out / n).stat().st_mtime_ns for n in masks[1:]} == stamps
 
 
+def test_no_seg_writes_the_mask_of_a_dicom_series_without_its_seg(small_cts, tmp_path, capfd):
+    from lungseg.io.volumes import read_volume
+
+    ct = read_volume(small_cts[0])
+    write_series_sitk(tmp_path / "dcm", ct.array, ct.affine)
+    for flag, expected in (("--no-seg", ["a.nii.gz", "a.qc.json"]),
+                           ("--seg", ["b.nii.gz", "b.qc.json", "b.seg.dcm"])):
+        name = expected[0]
+        code, _, err = _run(capfd, "predict", tmp_path / "dcm", "-o", tmp_path / "out" / name,
+                            "--method", "classical", flag)
+        assert code == 0, err
+        assert [n for n in _files(tmp_path / "out") if n.startswith(name[0])] == expected
+    assert read_volume(tmp_path / "out" / "a.nii.gz").array.tolist() == \
+        read_volume(tmp_path / "out" / "b.nii.gz").array.tolist()
+
+
 def test_seg_unavailable_is_a_warning_and_the_mask_is_written(small_cts, tmp_path, capfd):
     import pydicom
 

@@ -94,7 +94,7 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
                   overwrite: bool = False, series_uid: str | None = None,
                   settings: InferenceSettings | dict[str, Any] | None = None, progress: bool = True,
                   jobs: int = 1, qc: bool = True, shard: tuple[int, int] | None = None,
-                  report: bool = False, mesh: str | None = None) -> list[CaseResult]:
+                  report: bool = False, mesh: str | None = None, seg: bool = True) -> list[CaseResult]:
     """Segment files; `output` is the mask path for one input, a folder for several.
 
     Folders of volume files are expanded (`expand_inputs`); `shard=(i, n)` keeps every n-th
@@ -109,7 +109,7 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     exists already is skipped (`CaseResult.skipped`) unless `overwrite`, so a killed batch
     resumes where it stopped; for one output file, an existing one is refused unless
     `overwrite`. Every file a case writes (the `.qc.json` quality sidecar; for DICOM input
-    the `.seg.dcm`; with `png` the overlay; the mask last) is checked before any work, and
+    the `.seg.dcm` unless `seg` is False; with `png` the overlay; the mask last) is checked before any work, and
     the companions are in place before the mask appears (`io.safety.CaseFiles`).
 
     The quality checks (`lungseg.quality.check_mask`) always run; with `qc` (default) and
@@ -141,7 +141,7 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
                 raise InputError("no such file or folder", p)
             settled[i] = CaseResult(str(p), None, error=str(InputError("no such file or folder", p)))
             continue
-        companions = [_qc_path(t)] + ([_seg_path(t)] if _is_dicom_input(p) else []) + ([_png_path(t)] if png else [])
+        companions = [_qc_path(t)] + ([_seg_path(t)] if seg and _is_dicom_input(p) else []) + ([_png_path(t)] if png else [])
         if not single and not overwrite and t.exists():  # done by an earlier (killed) run
             check_output(t, inputs, overwrite=True)
             settled[i] = CaseResult(str(p), str(t), skipped=True)
@@ -168,7 +168,7 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
 
             if isinstance(settings, dict):
                 settings = InferenceSettings(**settings)
-        opts = {"png": png, "series_uid": series_uid, "overwrite": overwrite, "folder": not single,
+        opts = {"png": png, "seg": seg, "series_uid": series_uid, "overwrite": overwrite, "folder": not single,
                 "extras": extras}
         if jobs > 1 and len(pairs) > 1:
             if method == "unet" and model is not None:  # a bad checkpoint: one line here, not N workers failing
@@ -203,7 +203,7 @@ def _report_plan(targets, single, report, mesh, inputs, overwrite, output) -> di
 
 def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None, qc: bool = True,
               png: bool = False, series_uid: str | None = None, overwrite: bool = False,
-              folder: bool = False, extras: dict | None = None) -> CaseResult:
+              folder: bool = False, extras: dict | None = None, seg: bool = True) -> CaseResult:
     """One input to its mask (+ QC sidecar, + SEG, + overlay, + report/meshes), all or nothing.
 
     The companions are published first, the mask last (`CaseFiles`); any failure removes
@@ -218,7 +218,8 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
     background = ThreadPoolExecutor(4, thread_name_prefix="lungseg-case")
     try:
         image = read_volume(path, series_uid=series_uid) if series_uid else read_volume(path)
-        if image.meta.get("format") == "dicom":  # highdicom's first SEG loads tables: beside other work
+        dicom_seg = seg and image.meta.get("format") == "dicom"
+        if dicom_seg:  # highdicom's first SEG loads tables: beside other work
             from lungseg.io.seg import warm_up
 
             if predictor is not None:  # where a core is free: beside the post-processing
@@ -239,7 +240,7 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
         replaceable = [] if overwrite or not folder else [_qc_path(target), _seg_path(target), _png_path(target)]
         with CaseFiles(target, overwrite, replaceable) as case:
             seg_job = (background.submit(lambda: _write_dicom_seg(image, fortran.result(), case, target))
-                       if image.meta.get("format") == "dicom" else None)
+                       if dicom_seg else None)
             quantities = background.submit(quantify, image, mask)  # numpy that frees the GIL
             try:
                 report = _quality_report(image, mask, path, target, method, predictor, qc)

@@ -150,6 +150,8 @@ def predict(
     method: Annotated[str, typer.Option(callback=_check_method, help="unet or classical")] = "unet",
     device: Annotated[str, typer.Option(callback=_check_device, help="auto, cpu, cuda (a CUDA GPU; refused where none exists)")] = "auto",
     png: Annotated[bool, typer.Option("--png", help="also write an overlay figure")] = False,
+    seg: Annotated[bool, typer.Option("--seg/--no-seg", help="for DICOM input, also write MASK.seg.dcm "
+                                      "(a DICOM SEG referencing the series; ~1 s a scan)")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace existing outputs (into a folder, existing masks are otherwise skipped, so a killed batch resumes)")] = False,
     series: Annotated[str | None, typer.Option(help="SeriesInstanceUID when a folder holds several")] = None,
     overlap: Annotated[float, typer.Option(callback=_check_overlap, help="sliding-window overlap, 0 to below 1")] = 0.25,
@@ -181,7 +183,7 @@ def predict(
     results = predict_files(inputs, out, model=model, method=method, device=device, png=png,
                             overwrite=overwrite, series_uid=series, settings=settings,
                             progress=sys.stderr.isatty(), jobs=jobs, qc=qc, shard=shard,
-                            report=report, mesh=mesh)
+                            report=report, mesh=mesh, seg=seg)
     failed = [r for r in results if r.error]
     for r in results:
         if r.error:
