@@ -8,7 +8,7 @@ import pytest
 
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import segment_classical
-from lungseg.inference.predictor import add_missed_pieces, is_partial_view
+from lungseg.inference.predictor import add_aerated_lung, add_missed_pieces, is_partial_view
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # RAS: larger x index = patient's right
 
@@ -57,3 +57,26 @@ def test_add_missed_pieces_keeps_network_boundary():
     assert (out[12:18, 5:15, :] == 1).all()
     assert (out[1, :, :] == 0).all() and (out[2:8, 2:18, :] == 2).all()
     assert int((out > 0).sum()) == int((net > 0).sum()) + 6 * 10 * 10
+
+
+def test_add_aerated_lung_takes_only_aerated_parenchyma():
+    net = np.zeros((30, 20, 3), np.uint8)
+    net[2:10, 2:18, :] = 1
+    hu = np.full(net.shape, 40, np.int16)  # soft tissue
+    hu[2:10, 2:18, :] = -850
+    other = np.zeros_like(net)
+    other[1:14, 1:19, :] = 1  # the classical lung reaches further than the network's
+    hu[10:12, 2:18, :] = -860  # aerated rim the network left out: lung
+    hu[12:14, 2:18, :] = -300  # denser rim, classical lung too: stays the network's call
+    other[20:25, 5:10, :] = 2
+    hu[20:25, 5:10, :] = -1000  # a gas piece (a bronchus' lumen): not lung
+    keep_out = np.zeros(net.shape, bool)
+    keep_out[10, 2:5, :] = True  # central airway voxels stay out
+    out = add_aerated_lung(net, other, hu, keep_out=keep_out)
+    added = (out > 0) & (net == 0)
+    expect = np.zeros(net.shape, bool)
+    expect[10:12, 2:18, :] = True
+    expect[10, 2:5, :] = False
+    expect &= other > 0
+    assert np.array_equal(added, expect)
+    assert (out[added] == 1).all() and np.array_equal(out[net > 0], net[net > 0])

@@ -25,6 +25,7 @@ import cc3d
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from scipy import ndimage
 
 from lungseg.core.anatomy import (
     PARTIAL_VIEW_MM,
@@ -82,6 +83,12 @@ class InferenceSettings:
         return tuple(self.roi_size)
 
 
+#: HU below which a classical-lung voxel a partial view's network mask left out is taken as lung
+AERATED_HU = -700.0
+#: median HU below which such a piece is gas (an airway's lumen), not parenchyma
+GAS_HU = -950.0
+
+
 def is_partial_view(image: Volume) -> bool:
     """True for an input at most `PARTIAL_VIEW_MM` tall (it cannot hold a whole lung): there the
     network may miss a small lung piece whole, and the classical method's is added."""
@@ -107,6 +114,37 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
         labels = labels.copy()
         add = np.isin(comp, missed)
         labels[add] = other[add]
+    return labels
+
+
+def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep_out: np.ndarray | None = None,
+                     max_hu: float = AERATED_HU) -> np.ndarray:
+    """`labels` plus the voxels of `other` (with their labels) that are clearly aerated lung.
+
+    In a slab or a single slice the network sees little context and can stop short of lung
+    that is plainly there (a lingula tip, a lateral rim): darker than `max_hu`, found lung by
+    the classical method, not central airway (`keep_out`) and not a piece of pure gas, it is
+    lung. Soft tissue and
+    the boundary stay the network's (the whole-scan mask keeps the same voxels: crops of the
+    shared chests agree with it better, see docs/model.md).
+    """
+    hu = np.asarray(hu)
+    add = (labels == 0) & (np.asarray(other) > 0)
+    add &= hu < max_hu
+    if keep_out is not None:
+        add &= ~keep_out
+    if not add.any():
+        return labels
+    # a piece that is gas rather than parenchyma (median below GAS_HU: a bronchus' lumen at the
+    # hilum, which a thin view's own airway search cannot follow up to the trachea) stays out
+    comp, n = cc3d.connected_components(add, connectivity=26, return_N=True)
+    medians = np.asarray(ndimage.median(hu, comp, np.arange(1, n + 1)), dtype=np.float64)
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = medians > GAS_HU
+    add = keep[comp]
+    if add.any():
+        labels = labels.copy()
+        labels[add] = np.asarray(other)[add]
     return labels
 
 
@@ -320,12 +358,16 @@ class Predictor:
                           midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
         del hull
         airways = airways_all[pbox]
-        del airways_all
+        partial = is_partial_view(image)
+        if not partial:
+            del airways_all
         sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
         sub[airways] = 0  # trachea and main bronchi are not lung
         labels[pbox] = sub
-        if is_partial_view(image):  # lung pieces the network missed whole (see PARTIAL_VIEW_MM)
-            labels = add_missed_pieces(labels, self._partial_reference(image, parts))
+        if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
+            reference = self._partial_reference(image, parts)
+            labels = add_missed_pieces(labels, reference)
+            labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all)
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
 
     def _ahead(self, fn: Callable[[], object]) -> Future:
