@@ -140,10 +140,11 @@ def _orientation(header, uid: str, folder: Path) -> np.ndarray:
     return iop
 
 
-def _pixels(path: Path, data: bytes | None = None) -> tuple[np.ndarray, pydicom.Dataset]:
-    """The stored pixels and the header of one slice (`data`: the file's bytes, if read)."""
+def _pixels(path: Path, data: bytes) -> tuple[np.ndarray, pydicom.Dataset]:
+    """The stored pixels and the header of one slice from its file's bytes (`path` names it
+    in errors)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path, force=True)
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
         if "TransferSyntaxUID" not in ds.file_meta:
             implicit, little = getattr(ds, "original_encoding", (True, True))
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
