@@ -1,20 +1,27 @@
-"""Fine-tune the default model on phantoms with masses and on real chests with teacher masks.
+"""Stage 2 of the default model: fine-tune on masses, real texture, slabs and cut views.
 
-Why: the phantom-only model called real tumours "not lung" and had seen no real texture.
-Stage 2 of the default model (stage 1 is `scripts/pretrained.py`):
+Why: the phantom-only model (stage 1, `scripts/pretrained.py`) calls real tumours "not lung",
+has seen no real texture, and was never shown a thin slab or a bases-only view the way
+inference presents them (edge slices replicated). This stage starts from the stage-1 weights
+and trains on:
 
-1. phantoms with every variation on, including masses of 2-4 cm radius touching the
-   pleura or mediastinum (lung label), seeds 1000... (train) and 5000... (validation);
-2. real scans from ../shared/data, when present, with a teacher mask: the current default
-   pipeline's whole-scan mask (network + HU refinement + airways out + pleural dents filled),
-   plus the labelled tumour / nodule voxels, which belong to the lung. Trained on:
-   4D-CT, LIDC-0314, the IBSI NSCLC crop (GTV), LIDC-0001 and LIDC-0003 slabs (nodules).
-   Held out for honest checks: Lung-PET-CT-Dx A0001 and A0002 (both kernels), LIDC-0002,
-   the cropped CTA and the abdomen series;
-3. training starts from the shipped weights (`init_weights`), `default-model` recipe, a few
-   epochs at a lower learning rate; float16 weights are written to OUT/default.pt.
+1. phantoms with every variation on, two thirds of them with masses of 18-40 mm radius
+   touching the pleura (lung label): the first `n_mass` seeds from 1000 up that draw masses
+   and the first `n_plain` that do not; 4 validation phantoms (seeds 5000...);
+2. real scans from ../shared/data, when present, with a teacher mask: the stage-1 pipeline's
+   whole-scan mask (network + HU refinement + airways out + pleural dents filled) plus the
+   labelled tumour / nodule voxels, which belong to the lung. Trained on: the 4D-CT chest,
+   the IBSI NSCLC crop (GTV; listed `ibsi_copies` times, the only real mass with an exact
+   outline), the LIDC-0001 and LIDC-0003 slabs (nodules). Held out for honest checks:
+   Lung-PET-CT-Dx A0001 (both files) and A0002 (both kernels), LIDC-0314 (its dense right
+   upper lobe is left out by the stage-1 mask, which would teach the wrong answer), the
+   LIDC-0002 slab, the cropped CTA and the abdomen series;
+3. a share of patches (`slab_prob`) turned into 1-8 voxel slabs or top/bottom cuts with the
+   edge slices replicated (`transforms.RandSlabd`), as inference pads a short scan.
 
-    python scripts/finetune.py --out runs/finetune [--epochs 6] [--install]
+Fixed seeds and a fixed epoch count, so a rerun on the same machine gives the same weights.
+
+    python scripts/finetune.py --out runs/finetune [--init runs/pretrained/default.pt] [--install]
 """
 
 from __future__ import annotations
@@ -30,44 +37,77 @@ import typer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 INSTALLED = Path(__file__).resolve().parents[1] / "src" / "lungseg" / "models" / "default.pt"
-#: real scans that train (name -> (image, tumour label or None, minimum reader count))
+#: real scans that train (name -> (image, tumour label or None, minimum reader count, copies))
 REAL_TRAIN = {
-    "real_4dct": ("real_unlabeled/chest_4dct_phase00.nii.gz", None, 0),
-    "real_lidc0314": ("real_unlabeled/chest_lidc0314_thin.nii.gz", None, 0),
-    "real_ibsi": ("real_pathology/ct_ibsi_nsclc_crop.nii.gz", "real_pathology/ct_ibsi_nsclc_crop_tumour.nii.gz", 1),
-    "real_lidc0001": ("real_pathology/ct_lidc0001_slab.nii.gz", "real_pathology/ct_lidc0001_slab_tumour.nii.gz", 1),
-    "real_lidc0003": ("real_pathology/ct_lidc0003_slab.nii.gz", "real_pathology/ct_lidc0003_slab_tumour.nii.gz", 1),
+    "real_4dct": ("real_unlabeled/chest_4dct_phase00.nii.gz", None, 0, 1),
+    "real_ibsi": ("real_pathology/ct_ibsi_nsclc_crop.nii.gz", "real_pathology/ct_ibsi_nsclc_crop_tumour.nii.gz", 1, 3),
+    "real_lidc0001": ("real_pathology/ct_lidc0001_slab.nii.gz", "real_pathology/ct_lidc0001_slab_tumour.nii.gz", 1, 1),
+    "real_lidc0003": ("real_pathology/ct_lidc0003_slab.nii.gz", "real_pathology/ct_lidc0003_slab_tumour.nii.gz", 1, 1),
 }
+#: everything that defines stage 2 (besides the stage-1 weights it starts from)
+STAGE2 = {"n_mass": 16, "n_plain": 8, "size": 224, "seed_train": 1000, "seed_val": 5000, "n_val": 4,
+          "epochs": 36, "lr": 3e-4, "slab_prob": 0.3, "real": {k: v[3] for k, v in REAL_TRAIN.items()}}
 
 
-def teacher_data(out: Path, model: Path) -> list[str]:
-    """Write real images and their teacher masks into OUT/imagesTr, OUT/labelsTr."""
+def phantom_seeds(n_mass: int, n_plain: int, start: int) -> list[int]:
+    """The first n_mass seeds (from start) whose phantom draws masses, and n_plain that do not."""
+    from lungseg.phantoms.params import sample_params
+
+    mass, plain, seed = [], [], start
+    while len(mass) < n_mass or len(plain) < n_plain:
+        group = mass if sample_params(seed, variations=True).masses else plain
+        if len(group) < (n_mass if group is mass else n_plain):
+            group.append(seed)
+        seed += 1
+    return sorted(mass + plain)
+
+
+def phantom_data(root: Path, seeds: list[int], size: int) -> list[dict]:
+    """One phantom per seed into root/imagesTr, root/labelsTr; returns dataset.json entries."""
+    from lungseg.phantoms import synth
+
+    entries = []
+    for s in seeds:
+        tmp = root / f"_seed{s}"
+        synth(1, tmp, seed=s, size=size, variations=True, progress=False, overwrite=True)
+        for sub in ("imagesTr", "labelsTr"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            (tmp / sub / "lung_000.nii.gz").replace(root / sub / f"phantom_{s}.nii.gz")
+        shutil.rmtree(tmp)
+        entries.append({"image": f"./imagesTr/phantom_{s}.nii.gz", "label": f"./labelsTr/phantom_{s}.nii.gz"})
+    return entries
+
+
+def teacher_data(root: Path, model: Path) -> list[dict]:
+    """Real images and their teacher masks into root/imagesTr, root/labelsTr (entries repeated)."""
     import lungseg
     from lungseg.io.volumes import read_volume, write_volume
 
     predictor = lungseg.Predictor(model)
-    names = []
-    for name, (image_rel, tumour_rel, min_readers) in REAL_TRAIN.items():
+    entries = []
+    for name, (image_rel, tumour_rel, min_readers, copies) in REAL_TRAIN.items():
         if not (SHARED / image_rel).exists():
             continue
         image = read_volume(SHARED / image_rel)
         lung = lungseg.segment(image, predictor=predictor).array > 0
         if tumour_rel:
             lung |= read_volume(SHARED / tumour_rel).array >= min_readers
-        write_volume(image, out / "imagesTr" / f"{name}.nii.gz")
-        write_volume(image.with_array(lung.astype(np.uint8)), out / "labelsTr" / f"{name}.nii.gz")
-        names.append(name)
-        print(f"  teacher {name}: {lung.sum() * image.voxel_ml:.0f} mL", flush=True)
-    return names
+        write_volume(image, root / "imagesTr" / f"{name}.nii.gz")
+        write_volume(image.with_array(lung.astype(np.uint8)), root / "labelsTr" / f"{name}.nii.gz")
+        for i in range(1, copies):  # case names must be unique: the extra copies are files too
+            for sub in ("imagesTr", "labelsTr"):
+                shutil.copyfile(root / sub / f"{name}.nii.gz", root / sub / f"{name}_copy{i}.nii.gz")
+        entries += [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"}
+                    for n in [name] + [f"{name}_copy{i}" for i in range(1, copies)]]
+        print(f"  teacher {name}: {lung.sum() * image.voxel_ml:.0f} mL (x{copies})", flush=True)
+    return entries
 
 
 def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/finetune"),
-         epochs: Annotated[int, typer.Option(min=1)] = 6,
-         n_train: Annotated[int, typer.Option(min=1)] = 24,
-         size: Annotated[int, typer.Option(min=96)] = 224,
-         lr: Annotated[float, typer.Option()] = 3e-4,
+         init: Annotated[Path, typer.Option(help="stage-1 weights")] = INSTALLED,
+         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
          install_weights: Annotated[bool, typer.Option("--install", help="copy into src/")] = False) -> None:
-    """Fine-tune the shipped model (see the module docstring)."""
+    """Fine-tune the stage-1 model (see the module docstring)."""
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
@@ -76,21 +116,21 @@ def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/fi
     t0 = time.monotonic()
     data = out / "data"
     if not (data / "train" / "dataset.json").exists():
-        synth(n_train, data / "train", seed=1000, size=size, variations=True)
-        synth(4, data / "val", seed=5000, size=size, variations=True)
-        real = teacher_data(data / "train", INSTALLED)
-        info = json.loads((data / "train" / "dataset.json").read_text())
-        info["training"] += [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in real]
-        (data / "train" / "dataset.json").write_text(json.dumps(info, indent=1))
+        seeds = phantom_seeds(STAGE2["n_mass"], STAGE2["n_plain"], STAGE2["seed_train"])
+        entries = phantom_data(data / "train", seeds, STAGE2["size"])
+        entries += teacher_data(data / "train", init)
+        synth(STAGE2["n_val"], data / "val", seed=STAGE2["seed_val"], size=STAGE2["size"], variations=True,
+              progress=False, overwrite=True)
+        (data / "train" / "dataset.json").write_text(json.dumps({"name": "lungseg stage 2", "training": entries},
+                                                                indent=1))
     print(f"data ready in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(out),
-                      recipe="default-model", max_epochs=epochs, val_every=epochs, lr=lr,
-                      init_weights=str(INSTALLED), seed=0, progress=False)
+                      recipe="default-model", max_epochs=epochs, val_every=epochs, lr=STAGE2["lr"],
+                      slab_prob=STAGE2["slab_prob"], init_weights=str(init), seed=0, progress=False)
     summary = train(cfg)
     model, settings = load_model(out / "last.pt")
     settings["trained"] = {"stage1": "scripts/pretrained.py", "stage2": "scripts/finetune.py",
-                           "epochs": epochs, "n_phantoms": n_train, "real": list(REAL_TRAIN),
-                           "summary": summary}
+                           **STAGE2, "epochs": epochs, "summary": summary}
     save_checkpoint(out / "default.pt", model, settings, half=True)
     print(json.dumps(summary), f"done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     if install_weights:

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from lungseg.core.volume import Volume
-from lungseg.transforms import RandFlipLeftRightd, infer_transforms, to_metatensor
+from lungseg.transforms import RandFlipLeftRightd, RandSlabd, infer_transforms, to_metatensor, train_transforms
 
 
 def test_left_right_flip_swaps_labels():
@@ -28,3 +28,31 @@ def test_infer_transforms_resample_to_model_spacing_in_ras():
     assert np.all(np.diag(np.asarray(out.affine))[:3] > 0)  # RAS
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert np.allclose(out.shape[1:], (20, 15, 30), atol=1)
+
+
+def test_slab_patches_replicate_edge_slices_in_image_and_label():
+    """A slab / cut view keeps a contiguous run of z slices and repeats its edge slices,
+    the same in image and label, as inference pads a short scan."""
+    z = torch.arange(12, dtype=torch.float32)
+    image = z.reshape(1, 1, 1, 12).repeat(1, 3, 2, 1)
+    t = RandSlabd(prob=1.0, max_slab=4)
+    t.set_random_state(3)
+    kinds = set()
+    for _ in range(40):
+        out = t({"image": image, "label": image.clone()})
+        col = out["image"][0, 0, 0]
+        assert torch.equal(out["image"], out["label"])
+        lo, hi = t.bounds
+        assert 0 <= lo < hi <= 12
+        assert torch.equal(col, torch.clamp(z, lo, hi - 1))
+        kinds.add("slab" if hi - lo <= 2 else "cut" if hi - lo >= 5 else "either")
+    assert {"slab", "cut"} <= kinds
+    t0 = RandSlabd(prob=0.0)
+    assert torch.equal(t0({"image": image})["image"], image)
+
+
+def test_train_transforms_add_slabs_only_when_asked():
+    pre = {"spacing": (2.5, 2.5, 2.5), "hu_window": (-1000.0, 1000.0), "axcodes": "RAS"}
+    names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
+    assert "RandSlabd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
+    assert "RandSlabd" in names(train_transforms(pre, (32, 32, 32), 2, slab_prob=0.3)[1])

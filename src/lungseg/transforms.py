@@ -116,6 +116,52 @@ class RandFlipLeftRightd(RandomizableTransform, MapTransform):
         return d
 
 
+class RandSlabd(RandomizableTransform, MapTransform):
+    """Turn a training patch into a thin slab or a cut field of view, edges replicated.
+
+    Why: at inference a scan shorter than the window is padded by replicating its edge
+    slices (`inference.predictor`), so a 2-slice slab or a bases-only crop reaches the
+    network as a column of repeated slices. A network that never saw one in training
+    guesses there; this shows it such patches with their (equally replicated) labels.
+    Half the time a slab of 1-8 voxels at a random height, half the time the patch cut
+    at the top or the bottom (apex-only / bases-only). Axis 3 of (C, x, y, z) is z in RAS.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.25,
+                 max_slab: int = 8):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.max_slab = max_slab
+        self.bounds = (0, 0)
+
+    def randomize(self, nz: int) -> None:
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        if self.R.random() < 0.5:
+            n = int(self.R.randint(1, self.max_slab + 1))
+            lo = int(self.R.randint(0, max(1, nz - n + 1)))
+            self.bounds = (lo, min(nz, lo + n))
+        else:
+            cut = int(self.R.randint(nz // 4, 3 * nz // 4 + 1))
+            self.bounds = (cut, nz) if self.R.random() < 0.5 else (0, cut)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        first = next(self.key_iterator(d), None)
+        if first is None:
+            return d
+        nz = int(d[first].shape[-1])
+        self.randomize(nz)
+        if not self._do_transform:
+            return d
+        lo, hi = self.bounds
+        index = torch.clamp(torch.arange(nz), lo, hi - 1)
+        for key in self.key_iterator(d):
+            d[key] = d[key][..., index]
+        return d
+
+
 def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
     """Orientation + spacing + HU window: the deterministic part shared by all pipelines."""
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
@@ -128,10 +174,12 @@ def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
 
 
 def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
-                     label_mapping: Any = None, binary: bool = True) -> tuple[Compose, Compose]:
+                     label_mapping: Any = None, binary: bool = True,
+                     slab_prob: float = 0.0) -> tuple[Compose, Compose]:
     """(cached deterministic part, random part) for training patches.
 
-    `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks.
+    `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks;
+    `slab_prob` turns that share of patches into slabs / cut views (`RandSlabd`).
     """
     keys = ["image", "label"]
     cached = Compose([
@@ -147,6 +195,7 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
         RandAffined(keys=keys, prob=0.5, rotate_range=(0.0, 0.0, np.pi / 12), scale_range=(0.1, 0.1, 0.1),
                     mode=("bilinear", "nearest"), padding_mode="border"),
         RandFlipLeftRightd(keys, prob=0.5, swap_labels=not binary),
+        *([RandSlabd(keys, prob=slab_prob)] if slab_prob > 0 else []),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
         RandGaussianNoised(keys="image", std=0.02, prob=0.3),

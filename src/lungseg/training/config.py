@@ -58,6 +58,8 @@ class TrainConfig(BaseModel):
     val_overlap: float = Field(TUTORIAL["val_overlap"], ge=0.0, lt=1.0)
     val_roi_size: list[Window] = Field(default_factory=lambda: list(TUTORIAL["val_roi_size"]),
                                        min_length=3, max_length=3)
+    slab_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches turned into thin slabs "
+                             "or cut fields of view, edges replicated as at inference")
     amp: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, le=64)
