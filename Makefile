@@ -42,9 +42,9 @@ bench: setup
 pretrained: setup
 	$(PY) scripts/pretrained.py --out runs/pretrained $(if $(INSTALL),--install,)
 
-# stage 2 of the default model: phantoms with masses + real chests with teacher masks (docs/model.md)
+# stage 2 alone, from a built stage 1 (`make pretrained` runs both stages; docs/model.md)
 finetune: setup
-	$(PY) scripts/finetune.py --out runs/finetune $(if $(INSTALL),--install,)
+	$(PY) scripts/finetune.py --out runs/finetune --init runs/pretrained/stage1.pt
 
 clean:
 	rm -rf runs build dist *.egg-info src/*.egg-info .pytest_cache

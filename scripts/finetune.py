@@ -21,7 +21,9 @@ and trains on:
 
 Fixed seeds and a fixed epoch count, so a rerun on the same machine gives the same weights.
 
-    python scripts/finetune.py --out runs/finetune [--init runs/pretrained/default.pt] [--install]
+    python scripts/finetune.py --out runs/finetune --init runs/pretrained/stage1.pt
+
+`make pretrained` runs stage 1 and this stage in one go and reports the held-out phantoms.
 """
 
 from __future__ import annotations
@@ -103,16 +105,14 @@ def teacher_data(root: Path, model: Path) -> list[dict]:
     return entries
 
 
-def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/finetune"),
-         init: Annotated[Path, typer.Option(help="stage-1 weights")] = INSTALLED,
-         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
-         install_weights: Annotated[bool, typer.Option("--install", help="copy into src/")] = False) -> None:
-    """Fine-tune the stage-1 model (see the module docstring)."""
+def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"]) -> Path:
+    """Train stage 2 from the stage-1 weights `init`; returns OUT/default.pt (float16)."""
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
     from lungseg.training.loop import train
 
+    out = Path(out)
     t0 = time.monotonic()
     data = out / "data"
     if not (data / "train" / "dataset.json").exists():
@@ -123,18 +123,28 @@ def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/fi
               progress=False, overwrite=True)
         (data / "train" / "dataset.json").write_text(json.dumps({"name": "lungseg stage 2", "training": entries},
                                                                 indent=1))
-    print(f"data ready in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    print(f"stage 2 data ready in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(out),
                       recipe="default-model", max_epochs=epochs, val_every=epochs, lr=STAGE2["lr"],
                       slab_prob=STAGE2["slab_prob"], init_weights=str(init), seed=0, progress=False)
     summary = train(cfg)
     model, settings = load_model(out / "last.pt")
+    real = [n for n, v in REAL_TRAIN.items() if (SHARED / v[0]).exists()]
     settings["trained"] = {"stage1": "scripts/pretrained.py", "stage2": "scripts/finetune.py",
-                           **STAGE2, "epochs": epochs, "summary": summary}
+                           **STAGE2, "epochs": epochs, "real_used": real, "summary": summary}
     save_checkpoint(out / "default.pt", model, settings, half=True)
-    print(json.dumps(summary), f"done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    print(json.dumps(summary), f"stage 2 done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    return out / "default.pt"
+
+
+def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/finetune"),
+         init: Annotated[Path, typer.Option(help="stage-1 weights (runs/pretrained/stage1.pt)")] = ...,
+         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
+         install_weights: Annotated[bool, typer.Option("--install", help="copy into src/")] = False) -> None:
+    """Fine-tune stage-1 weights (see the module docstring); `make pretrained` runs both stages."""
+    built = build_stage2(out, init, epochs)
     if install_weights:
-        shutil.copyfile(out / "default.pt", INSTALLED)
+        shutil.copyfile(built, INSTALLED)
         print(f"installed {INSTALLED}")
 
 

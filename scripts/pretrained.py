@@ -1,10 +1,12 @@
-"""`make pretrained`: build the shipped default model from phantoms, reproducibly.
+"""`make pretrained`: build the shipped default model, reproducibly, in two stages.
 
-Steps: synthesise phantoms with every variation on (``lungseg.synth(variations=True)``),
+Stage 1: synthesise phantoms with every variation on (``lungseg.synth(variations=True)``),
 train the reference U-Net at a 2.5 mm working spacing for a fixed number of epochs (fixed
-seeds, so a rerun reproduces the weights up to CPU floating-point noise), store float16
-weights (< 10 MB) and report Dice per variation on held-out phantoms (new seeds) for the
-model and for the classical method. ``--install`` copies the weights into the package.
+seeds, so a rerun reproduces the weights up to CPU floating-point noise) -> OUT/stage1.pt.
+Stage 2 (`scripts/finetune.py`): fine-tune on masses, real scans with teacher masks, slabs
+and cut views -> OUT/stage2/default.pt. Then store float16 weights (< 10 MB) as OUT/default.pt
+and report Dice per variation on held-out phantoms (new seeds) for the model and for the
+classical method. ``--install`` copies the weights and that report into the package.
 
 Measured on 2 CPU cores: see docs/model.md.
 """
@@ -116,7 +118,9 @@ def install(out: str | Path) -> Path:
     report = json.loads((out / "heldout.json").read_text())
     INSTALLED.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "default.pt", INSTALLED)
-    card = {"recipe": RECIPE, "heldout_by_variation": report["by_variation"]}
+    from finetune import STAGE2
+
+    card = {"recipe": RECIPE, "stage2": STAGE2, "heldout_by_variation": report["by_variation"]}
     INSTALLED.with_suffix(".json").write_text(json.dumps(card, indent=1))
     print(f"installed {INSTALLED} ({INSTALLED.stat().st_size / 2**20:.1f} MiB)")
     return INSTALLED
@@ -133,7 +137,8 @@ def compare_with_shipped(report: dict) -> float | None:
     return rebuilt - shipped
 
 
-def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dict:
+def build(out: str | Path = "runs/pretrained", epochs: int | None = None, stage2: bool = True) -> dict:
+    """Stage 1 (phantoms, from scratch) then stage 2 (`scripts/finetune.py`), held-out report."""
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
@@ -152,7 +157,14 @@ def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dic
     summary = train(cfg)
     model, settings = load_model(out / "best.pt")
     settings["trained"] = {"recipe": r, "summary": summary}
-    save_checkpoint(out / "default.pt", model, settings, half=True)
+    save_checkpoint(out / "stage1.pt", model, settings, half=True)
+    print(f"stage 1 done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    if stage2:
+        from finetune import build_stage2  # scripts/finetune.py, beside this file
+
+        shutil.copyfile(build_stage2(out / "stage2", out / "stage1.pt"), out / "default.pt")
+    else:
+        shutil.copyfile(out / "stage1.pt", out / "default.pt")
     print("held-out phantoms (new seeds, all variations):")
     report = heldout_report(out / "default.pt", data / "test", out)
     print(format_variation_table(report))
@@ -164,10 +176,11 @@ def build(out: str | Path = "runs/pretrained", epochs: int | None = None) -> dic
 def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/pretrained"),
          install_weights: Annotated[bool, typer.Option("--install", help="copy the weights into src/")] = False,
          install_only: Annotated[bool, typer.Option(help="install an already built --out")] = False,
-         epochs: Annotated[int | None, typer.Option(min=1)] = None) -> None:
-    """Build the shipped default model from phantoms (and optionally install it)."""
+         epochs: Annotated[int | None, typer.Option(min=1, help="stage-1 epochs")] = None,
+         stage2: Annotated[bool, typer.Option(help="also run stage 2 (scripts/finetune.py)")] = True) -> None:
+    """Build the shipped default model (stage 1 + stage 2) and optionally install it."""
     if not install_only:
-        build(out, epochs)
+        build(out, epochs, stage2)
     if install_weights or install_only:
         install(out)
 
