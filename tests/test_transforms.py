@@ -1,10 +1,16 @@
-"""Training transforms: left-right mirroring swaps the side labels; geometry preprocessing."""
+"""Training transforms: left-right mirroring swaps the side labels; slabs and cut views; geometry."""
 
 import numpy as np
 import torch
 
 from lungseg.core.volume import Volume
-from lungseg.transforms import RandFlipLeftRightd, RandSlabd, infer_transforms, to_metatensor, train_transforms
+from lungseg.transforms import (
+    RandFlipLeftRightd,
+    RandSlabd,
+    infer_transforms,
+    to_metatensor,
+    train_transforms,
+)
 
 
 def test_left_right_flip_swaps_labels():
