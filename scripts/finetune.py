@@ -142,6 +142,9 @@ def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/fi
          epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
          install_weights: Annotated[bool, typer.Option("--install", help="copy into src/")] = False) -> None:
     """Fine-tune stage-1 weights (see the module docstring); `make pretrained` runs both stages."""
+    if not init.is_file():
+        raise typer.BadParameter(f"{init}: no stage-1 weights there (build them with `make pretrained`)",
+                                 param_hint="--init")
     built = build_stage2(out, init, epochs)
     if install_weights:
         shutil.copyfile(built, INSTALLED)
