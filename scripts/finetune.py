@@ -11,8 +11,8 @@ and trains on:
 2. real scans from ../shared/data, when present, with a teacher mask: the stage-1 pipeline's
    whole-scan mask (network + HU refinement + airways out + pleural dents filled) plus the
    labelled tumour / nodule voxels, which belong to the lung. Trained on: the 4D-CT chest,
-   the IBSI NSCLC crop (GTV; listed `ibsi_copies` times, the only real mass with an exact
-   outline), the LIDC-0001 and LIDC-0003 slabs (nodules). Held out for honest checks:
+   the IBSI NSCLC crop (GTV; listed 3 times in `REAL_TRAIN`, the only real mass with an
+   exact outline), the LIDC-0001 and LIDC-0003 slabs (nodules). Held out for honest checks:
    Lung-PET-CT-Dx A0001 (both files) and A0002 (both kernels), LIDC-0314 (its dense right
    upper lobe is left out by the stage-1 mask, which would teach the wrong answer), the
    LIDC-0002 slab, the cropped CTA and the abdomen series;
@@ -38,7 +38,6 @@ import numpy as np
 import typer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-INSTALLED = Path(__file__).resolve().parents[1] / "src" / "lungseg" / "models" / "default.pt"
 #: real scans that train (name -> (image, tumour label or None, minimum reader count, copies))
 REAL_TRAIN = {
     "real_4dct": ("real_unlabeled/chest_4dct_phase00.nii.gz", None, 0, 1),
@@ -139,16 +138,13 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"]) -> Path:
 
 def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/finetune"),
          init: Annotated[Path, typer.Option(help="stage-1 weights (runs/pretrained/stage1.pt)")] = ...,
-         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
-         install_weights: Annotated[bool, typer.Option("--install", help="copy into src/")] = False) -> None:
-    """Fine-tune stage-1 weights (see the module docstring); `make pretrained` runs both stages."""
+         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"]) -> None:
+    """Fine-tune stage-1 weights (see the module docstring). `make pretrained INSTALL=1` runs both
+    stages and installs the weights with their held-out report; this script only builds."""
     if not init.is_file():
         raise typer.BadParameter(f"{init}: no stage-1 weights there (build them with `make pretrained`)",
                                  param_hint="--init")
-    built = build_stage2(out, init, epochs)
-    if install_weights:
-        shutil.copyfile(built, INSTALLED)
-        print(f"installed {INSTALLED}")
+    build_stage2(out, init, epochs)
 
 
 if __name__ == "__main__":
