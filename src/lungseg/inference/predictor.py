@@ -124,9 +124,8 @@ def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep
     In a slab or a single slice the network sees little context and can stop short of lung
     that is plainly there (a lingula tip, a lateral rim): darker than `max_hu`, found lung by
     the classical method, not central airway (`keep_out`) and not a piece of pure gas, it is
-    lung. Soft tissue and
-    the boundary stay the network's (the whole-scan mask keeps the same voxels: crops of the
-    shared chests agree with it better, see docs/model.md).
+    lung. Soft tissue and the boundary stay the network's (the whole-scan mask keeps the same
+    voxels: crops of the shared chests agree with it better, see docs/model.md).
     """
     hu = np.asarray(hu)
     add = (labels == 0) & (np.asarray(other) > 0)
