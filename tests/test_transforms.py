@@ -2,10 +2,12 @@
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from lungseg.core.volume import Volume
 from lungseg.transforms import (
     RandFlipLeftRightd,
+    RandMassd,
     RandSlabd,
     infer_transforms,
     to_metatensor,
@@ -62,3 +64,49 @@ def test_train_transforms_add_slabs_only_when_asked():
     names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
     assert "RandSlabd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
     assert "RandSlabd" in names(train_transforms(pre, (32, 32, 32), 2, slab_prob=0.3)[1])
+
+
+def _chest_patch():
+    """A 48^3 patch at 1.5 x 1.5 x 2 mm: a box of lung (-850 HU) in soft tissue (40 HU)."""
+    hu = np.full((48, 48, 48), 40.0, np.float32)
+    lung = np.zeros(hu.shape, bool)
+    lung[6:42, 6:42, 4:44] = True
+    hu[lung] = -850.0
+    scaled = (hu + 1000.0) / 2000.0
+    return torch.as_tensor(scaled)[None], torch.as_tensor(lung.astype(np.float32))[None]
+
+
+def test_mass_replaces_lung_only_touches_soft_tissue_and_keeps_the_label():
+    image, label = _chest_patch()
+    lung = label[0].numpy() > 0
+    t = RandMassd(prob=1.0, radius_mm=(10.0, 20.0))
+    t.set_random_state(5)
+    placed = 0
+    for _ in range(10):
+        out = t({"image": image, "label": label})
+        assert torch.equal(out["label"], label)  # a mass in the lung is lung
+        hu = out["image"][0].numpy() * 2000.0 - 1000.0
+        changed = np.abs(out["image"][0].numpy() - image[0].numpy()) > 1e-6
+        assert not changed[~lung].any()  # nothing outside the lung is touched
+        dense = lung & (hu > -300)
+        if changed.any():
+            placed += 1
+            assert dense.sum() * 1.5 * 1.5 * 2.0 > 500  # at least 0.5 mL of soft tissue
+            assert -150 < np.median(hu[dense]) < 200
+            # the mass touches the lung's border with soft tissue
+            border = lung & ~ndimage.binary_erosion(lung)
+            assert (dense & border).any()
+    assert placed >= 8
+
+
+def test_mass_needs_lung_and_is_off_by_default_in_the_pipeline():
+    image, label = _chest_patch()
+    empty = torch.zeros_like(label)
+    t = RandMassd(prob=1.0)
+    out = t({"image": image, "label": empty})
+    assert torch.equal(out["image"], image)  # no lung: no mass
+    assert torch.equal(RandMassd(prob=0.0)({"image": image, "label": label})["image"], image)
+    pre = {"spacing": (2.5, 2.5, 2.5), "hu_window": (-1000.0, 1000.0), "axcodes": "RAS"}
+    names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
+    assert "RandMassd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
+    assert "RandMassd" in names(train_transforms(pre, (32, 32, 32), 2, mass_prob=0.3)[1])

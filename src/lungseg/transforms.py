@@ -162,6 +162,103 @@ class RandSlabd(RandomizableTransform, MapTransform):
         return d
 
 
+class RandMassd(RandomizableTransform, MapTransform):
+    """Put a soft-tissue mass into the lung of a training patch; the label stays lung.
+
+    Why: by our convention (docs/model.md) a tumour inside the pleural cavity is lung, but
+    the few labelled real masses we have taught the network only their own shapes and
+    places; masses at the mediastinum, the hilum or on the diaphragm were still cut out.
+    This draws a lobulated mass of `radius_mm` at a random place where the lung meets soft
+    tissue (chest wall, mediastinum, diaphragm), inside the lung of *any* training patch,
+    real or phantom, so the network learns the pleural cavity's outline from the anatomy
+    around a mass rather than from the air inside it. The mass replaces lung voxels only:
+    what was not lung stays as it was, and the label is unchanged. No maintained library
+    synthesises tumours into CT (MONAI has no such transform), hence written here.
+    Expects channel-first (C, x, y, z) patches on `spacing` with HU scaled by `hu_window`.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.3,
+                 radius_mm: tuple[float, float] = (8.0, 45.0), hu: tuple[float, float] = (-40.0, 80.0),
+                 spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
+                 min_lung_voxels: int = 4000):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.radius_mm = radius_mm
+        self.hu = hu
+        self.spacing = np.asarray(spacing, float)
+        self.hu_window = hu_window
+        self.min_lung_voxels = min_lung_voxels
+
+    def _scaled(self, hu: np.ndarray | float) -> np.ndarray | float:
+        lo, hi = self.hu_window
+        return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+    def mass(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        """The patch `image` (x, y, z; scaled) with a mass in `lung` (bool), or None (no room)."""
+        from scipy import ndimage
+
+        if lung.sum() < self.min_lung_voxels:
+            return None
+        soft = ~lung & (image > self._scaled(-300.0))  # chest wall, mediastinum, diaphragm
+        if not soft.any():
+            return None
+        r = float(self.R.uniform(*self.radius_mm))
+        # the centre lies in the lung, 0.2-0.9 radii from a lung voxel that touches soft
+        # tissue, so the mass touches the chest wall, the mediastinum or the diaphragm
+        edge = np.flatnonzero(lung & ndimage.binary_dilation(soft))
+        if edge.size == 0:
+            return None
+        centre = None
+        for _ in range(10):
+            start = np.array(np.unravel_index(edge[self.R.randint(edge.size)], lung.shape))
+            step = self.R.standard_normal(3)
+            step *= self.R.uniform(0.2, 0.9) * r / np.linalg.norm(step) / self.spacing
+            c = np.round(start + step).astype(int)
+            if np.all(c >= 0) and np.all(c < lung.shape) and lung[tuple(c)]:
+                centre = c
+                break
+        if centre is None:
+            return None
+        axes = r * self.R.uniform(0.7, 1.3, 3) / self.spacing  # semi-axes in voxels
+        lo = np.maximum(centre - np.ceil(axes * 1.4).astype(int), 0)
+        hi = np.minimum(centre + np.ceil(axes * 1.4).astype(int) + 1, lung.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        grid = np.meshgrid(*[(np.arange(a, b) - c) / s for a, b, c, s in zip(lo, hi, centre, axes, strict=True)],
+                           indexing="ij")
+        rho = np.sqrt(sum(g * g for g in grid))  # 1 at the ellipsoid's surface
+        lobes = ndimage.gaussian_filter(self.R.standard_normal(rho.shape).astype(np.float32), 2.0)
+        lobes /= lobes.std() + 1e-6
+        inside = (rho < 1.0 + 0.15 * lobes) & lung[box]
+        if inside.sum() < 50:
+            return None
+        hu = float(self.R.uniform(*self.hu))
+        texture = ndimage.gaussian_filter(self.R.standard_normal(rho.shape).astype(np.float32), 1.5)
+        values = hu + float(self.R.uniform(5, 25)) * texture / (texture.std() + 1e-6)
+        if self.R.random() < 0.3:  # a necrotic (darker) centre
+            values -= float(self.R.uniform(20, 60)) * (rho < 0.5)
+        values += float(self.R.uniform(5, 25)) * self.R.standard_normal(rho.shape)  # scanner noise
+        # partial volume at the mass's edge inside the lung; never outside the lung
+        weight = np.clip(ndimage.gaussian_filter(inside.astype(np.float32), 0.7), 0, 1) * lung[box]
+        weight[inside] = 1.0
+        out = image.copy()
+        out[box] = (1 - weight) * image[box] + weight * self._scaled(values)
+        return out
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform or "image" not in d or "label" not in d:
+            return d
+        image = d["image"]
+        lung = np.asarray(d["label"][0] > 0)
+        out = self.mass(np.asarray(image[0], np.float32), lung)
+        if out is not None:
+            new = image.clone()
+            new[0] = torch.as_tensor(out, dtype=image.dtype)
+            d["image"] = new
+        return d
+
+
 def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
     """Orientation + spacing + HU window: the deterministic part shared by all pipelines."""
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
@@ -175,11 +272,12 @@ def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
 
 def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
                      label_mapping: Any = None, binary: bool = True,
-                     slab_prob: float = 0.0) -> tuple[Compose, Compose]:
+                     slab_prob: float = 0.0, mass_prob: float = 0.0) -> tuple[Compose, Compose]:
     """(cached deterministic part, random part) for training patches.
 
     `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks;
-    `slab_prob` turns that share of patches into slabs / cut views (`RandSlabd`).
+    `slab_prob` turns that share of patches into slabs / cut views (`RandSlabd`);
+    `mass_prob` puts a soft-tissue mass into the lung of that share (`RandMassd`).
     """
     keys = ["image", "label"]
     cached = Compose([
@@ -195,6 +293,8 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
         RandAffined(keys=keys, prob=0.5, rotate_range=(0.0, 0.0, np.pi / 12), scale_range=(0.1, 0.1, 0.1),
                     mode=("bilinear", "nearest"), padding_mode="border"),
         RandFlipLeftRightd(keys, prob=0.5, swap_labels=not binary),
+        *([RandMassd(keys, prob=mass_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
+          if mass_prob > 0 else []),
         *([RandSlabd(keys, prob=slab_prob)] if slab_prob > 0 else []),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),

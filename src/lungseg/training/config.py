@@ -60,6 +60,8 @@ class TrainConfig(BaseModel):
                                        min_length=3, max_length=3)
     slab_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches turned into thin slabs "
                              "or cut fields of view, edges replicated as at inference")
+    mass_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches given a soft-tissue "
+                             "mass inside the lung (still labelled lung)")
     amp: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, le=64)
