@@ -8,7 +8,8 @@ checks are self-consistency and anatomy, not Dice against a truth:
    then crop the IMAGE (bases only, apex only, slabs of 1/2/5 slices at 25/50/75 % of the
    lung extent, right or left side up to 2 cm past the midline) and compare each crop's mask
    with the same crop of the reference (binary Dice, label Dice, right/left agreement);
-2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/);
+2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/), in the
+   whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
 3. central airways (bench/airways.py, independent of lungseg): volume and share inside the
    lung mask;
 4. seconds per case; 5. overlays of the worst crops.
@@ -285,10 +286,30 @@ def check_pathology(shared: Path, method: str, predictor) -> list[dict]:
             row.update(inside_lung=round(float((inside > 0).mean()), 4),
                        in_right=round(float((inside == 1).mean()), 4),
                        in_left=round(float((inside == 2).mean()), 4))
+            row["slabs"] = lesion_slabs(image, sel, mask, method, predictor)
         else:
             row["inside_lung"] = 0.0 if err else None
         rows.append(row)
-        log(f"  {method} {name}: {row.get('inside_lung')} inside, {secs:.1f} s" + (f" [{err}]" if err else ""))
+        slabs = " ".join(f"{r['crop']} {fmt(r['inside_lung'])}" for r in row.get("slabs", []))
+        log(f"  {method} {name}: {row.get('inside_lung')} inside ({slabs}), {secs:.1f} s" + (f" [{err}]" if err else ""))
+    return rows
+
+
+def lesion_slabs(image, sel: np.ndarray, whole: np.ndarray, method: str, predictor) -> list[dict]:
+    """A thin scan through the lesion: slabs of SLAB_SLICES slices around the axial slice that
+    holds most of the label, each segmented on its own; the share of the label inside the
+    slab's mask next to the whole-scan mask's share on the same slices."""
+    s_ax, _ = axis_of(image.affine, "SI")
+    per_slice = sel.sum(axis=tuple(a for a in range(3) if a != s_ax))
+    centre = int(np.argmax(per_slice))
+    rows = []
+    for k in SLAB_SLICES:
+        box = _box(s_ax, centre - (k - 1) // 2, centre - (k - 1) // 2 + k - 1, image.shape)
+        mask, secs, err = run_segment(crop_volume(image, box), method, predictor)
+        row = {"crop": f"slab{k}", "error": err, "seconds": round(secs, 2),
+               "whole_scan_inside": round(float((whole[box][sel[box]] > 0).mean()), 4)}
+        row["inside_lung"] = None if mask is None else round(float((mask[sel[box]] > 0).mean()), 4)
+        rows.append(row)
     return rows
 
 
@@ -339,6 +360,9 @@ def table(method: str, res: dict) -> str:
         side = f"R {r['in_right']:.2f} / L {r['in_left']:.2f}" if "in_right" in r else ""
         lines.append(f"| {r['case']} | {r['label']} ({r['label_voxels']} vox) | | | | "
                      f"{fmt(r['inside_lung'])} | {r['seconds']:.1f} | {(r['error'] or side)[:90]} |")
+        for sl in r.get("slabs", []):
+            lines.append(f"| {r['case']} | {sl['crop']} through the lesion | | | | {fmt(sl['inside_lung'])} | "
+                         f"{sl['seconds']:.1f} | whole-scan mask on these slices: {fmt(sl['whole_scan_inside'])} |")
     for r in res["airways"]:
         note = r["error"] or f"airway {r['airway_ml']} mL; trachea inside lung {fmt(r.get('trachea_inside_lung'))}"
         lines.append(f"| {r['chest']} | airways (trachea to lobar bronchi) | | | | "
