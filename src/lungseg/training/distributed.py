@@ -57,5 +57,9 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group together: without the barrier a rank that finished first tore
+    its gloo connections down while rank 0 was still validating and writing, and once in a
+    CI run (of many) it aborted there ("terminate called without an active exception")."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
