@@ -50,7 +50,8 @@ REAL_TRAIN = {
 }
 #: everything that defines stage 2 (besides the stage-1 weights it starts from)
 STAGE2 = {"n_mass": 16, "n_plain": 8, "size": 224, "seed_train": 1000, "seed_val": 5000, "n_val": 4,
-          "epochs": 36, "lr": 3e-4, "slab_prob": 0.3, "mass_prob": 0.3, "real": {k: v[3] for k, v in REAL_TRAIN.items()}}
+          "epochs": 36, "lr": 3e-4, "slab_prob": 0.3, "mass_prob": 0.3,
+          "real": {k: v[3] for k, v in REAL_TRAIN.items()}}
 
 
 def phantom_seeds(n_mass: int, n_plain: int, start: int) -> list[int]:
@@ -128,7 +129,8 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"]) -> Path:
     print(f"stage 2 data ready in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(out),
                       recipe="default-model", max_epochs=epochs, val_every=epochs, lr=STAGE2["lr"],
-                      slab_prob=STAGE2["slab_prob"], mass_prob=STAGE2["mass_prob"], init_weights=str(init), seed=0, progress=False)
+                      slab_prob=STAGE2["slab_prob"], mass_prob=STAGE2["mass_prob"], init_weights=str(init),
+                      seed=0, progress=False)
     summary = train(cfg)
     model, settings = load_model(out / "last.pt")
     real = [n for n, v in REAL_TRAIN.items() if (SHARED / v[0]).exists()]

@@ -247,15 +247,16 @@ class RandMassd(RandomizableTransform, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         self.randomize(None)
-        if not self._do_transform or "image" not in d or "label" not in d:
+        image_key, label_key = self.keys  # the mass goes into the image where the label says lung
+        if not self._do_transform or image_key not in d or label_key not in d:
             return d
-        image = d["image"]
-        lung = np.asarray(d["label"][0] > 0)
+        image = d[image_key]
+        lung = np.asarray(d[label_key][0] > 0)
         out = self.mass(np.asarray(image[0], np.float32), lung)
         if out is not None:
             new = image.clone()
             new[0] = torch.as_tensor(out, dtype=image.dtype)
-            d["image"] = new
+            d[image_key] = new
         return d
 
 
