@@ -172,7 +172,8 @@ def crop_views(image, pred: np.ndarray, ref: np.ndarray) -> dict:
             "coronal": [a[:, y, :].copy() for a in (ct, pr, rf)] if ct.shape[2] * sp[2] >= 10 else None}
 
 
-def plot_crop(views: dict, title: str, paths) -> list[str]:
+def plot_crop(views: dict, title: str, paths,
+              labels: tuple[str, str] = ("crop's mask", "whole-scan mask, same crop")) -> list[str]:
     """Crop's mask vs the whole-scan mask on the same crop (right lung orange, left cyan)."""
     import matplotlib
 
@@ -188,7 +189,7 @@ def plot_crop(views: dict, title: str, paths) -> list[str]:
                              squeeze=False, gridspec_kw={"height_ratios": heights})
     for r, (name, aspect) in enumerate(rows):
         ct, pr, rf = (a[::-1, ::-1].T for a in views[name])  # patient right on image left, A/S up
-        for c, (m, label) in enumerate(((pr, "crop's mask"), (rf, "whole-scan mask, same crop"))):
+        for c, (m, label) in enumerate(((pr, labels[0]), (rf, labels[1]))):
             axes[r, c].imshow(ct, cmap="gray", vmin=-1000, vmax=200, aspect=aspect)
             axes[r, c].imshow(m, cmap=cmap, vmin=0, vmax=2, alpha=0.45, aspect=aspect,
                               interpolation="nearest")

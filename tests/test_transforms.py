@@ -6,10 +6,12 @@ from scipy import ndimage
 
 from lungseg.core.volume import Volume
 from lungseg.transforms import (
+    RandFibrosisd,
     RandFlipLeftRightd,
     RandMassd,
     RandSlabd,
     infer_transforms,
+    paint_fibrosis,
     to_metatensor,
     train_transforms,
 )
@@ -110,3 +112,40 @@ def test_mass_needs_lung_and_is_off_by_default_in_the_pipeline():
     names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
     assert "RandMassd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
     assert "RandMassd" in names(train_transforms(pre, (32, 32, 32), 2, mass_prob=0.3)[1])
+
+
+def test_fibrosis_paints_subpleural_lung_only_and_keeps_the_label():
+    image, label = _chest_patch()
+    lung = label[0].numpy() > 0
+    depth = ndimage.distance_transform_edt(lung, sampling=(1.5, 1.5, 2.0))
+    t = RandFibrosisd(prob=1.0)
+    t.set_random_state(7)
+    painted = 0
+    for _ in range(6):
+        out = t({"image": image, "label": label})
+        assert torch.equal(out["label"], label)  # fibrosis in the lung is lung
+        changed = np.abs(out["image"][0].numpy() - image[0].numpy()) > 1e-6
+        assert not changed[~lung].any()  # nothing outside the lung is touched
+        if not changed.any():
+            continue
+        painted += 1
+        assert depth[changed].max() <= 21.0  # subpleural: within 20 mm of the pleura
+        hu = out["image"][0].numpy() * 2000.0 - 1000.0
+        # honeycomb cysts (air) and walls / lines denser than the lung around them
+        assert (hu[changed] < -880).any() and (hu[changed] > -500).any()
+    assert painted >= 5
+
+
+def test_paint_fibrosis_is_a_pure_function_of_its_seed():
+    hu = np.full((40, 40, 30), -850.0, np.float32)
+    band = np.zeros(hu.shape, bool)
+    band[:, :8] = True
+    a = paint_fibrosis(hu, band, (1.0, 1.0, 1.0), np.random.default_rng(1))
+    b = paint_fibrosis(hu, band, (1.0, 1.0, 1.0), np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert np.array_equal(a[~band], hu[~band])  # only the band is painted
+    assert hu[0, 0, 0] == -850.0  # the input is not modified
+    pre = {"spacing": (2.5, 2.5, 2.5), "hu_window": (-1000.0, 1000.0), "axcodes": "RAS"}
+    names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
+    assert "RandFibrosisd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
+    assert "RandFibrosisd" in names(train_transforms(pre, (32, 32, 32), 2, fibrosis_prob=0.2)[1])

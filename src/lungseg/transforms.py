@@ -260,6 +260,114 @@ class RandMassd(RandomizableTransform, MapTransform):
         return d
 
 
+def paint_fibrosis(hu: np.ndarray, band: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
+                   depth_mm: float = 15.0, cyst_mm: tuple[float, float] = (3.0, 9.0)) -> np.ndarray:
+    """`hu` (float HU) with usual-interstitial-pneumonia-like fibrosis painted into `band`.
+
+    `band` is the subpleural lung to paint (bool, same shape); its outer half (within
+    `depth_mm` / 2 of the pleura) becomes honeycombing (clustered air cysts of `cyst_mm` with
+    thin soft-tissue walls), the inner half reticulation (a network of dense lines in ground
+    glass). A pure function over arrays: the training transform `RandFibrosisd` paints
+    patches with it and `bench/painted_fibrosis.py` paints whole real chests.
+    """
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    out = np.array(hu, np.float32, copy=True)
+    if not band.any():
+        return out
+    sp = np.asarray(spacing, float)
+    # depth below the pleura, measured inside the band's lung
+    depth = ndimage.distance_transform_edt(np.pad(band, 1), sampling=sp)[1:-1, 1:-1, 1:-1][band]
+    idx = np.argwhere(band)
+    pts = idx * sp
+    # honeycomb: Voronoi cells of random seeds; walls where two seeds are nearly equidistant
+    cell = float(rng.uniform(*cyst_mm))
+    n = max(8, int(len(pts) * np.prod(sp) / (0.5 * cell ** 3)))
+    seeds = pts[rng.choice(len(pts), size=min(n, len(pts)), replace=False)]
+    dd, _ = cKDTree(seeds).query(pts, k=2)
+    # thin walls, blurred as a ~1 mm wall is on a coarser grid (partial volume)
+    wall = np.exp(-(((dd[:, 1] - dd[:, 0]) / float(rng.uniform(0.8, 1.6))) ** 2))
+    honey = rng.uniform(-990, -900) + (rng.uniform(-100, 50) + 950) * wall
+    # reticulation: the zero crossings of smoothed noise form a network of lines in ground glass
+    lo, hi = idx.min(0), idx.max(0) + 1
+    field = ndimage.gaussian_filter(rng.standard_normal(tuple(hi - lo)).astype(np.float32),
+                                    float(rng.uniform(2.5, 4.0)) / sp)
+    g = field[tuple((idx - lo).T)]
+    line = np.exp(-((g / (float(rng.uniform(0.15, 0.3)) * g.std() + 1e-6)) ** 2))
+    glass = rng.uniform(-800, -600)
+    ret = glass + (rng.uniform(-250, 0) - glass) * line
+    outer = depth < float(rng.uniform(0.35, 0.65)) * depth_mm
+    values = np.where(outer, honey, ret) + rng.normal(0, 20, len(pts))
+    out[band] = values.astype(np.float32)
+    return out
+
+
+class RandFibrosisd(RandomizableTransform, MapTransform):
+    """Paint subpleural fibrosis (honeycombing, reticulation) into a training patch's lung;
+    the label stays lung.
+
+    Why: fibrotic lung is dense at the pleura, where the lung meets the chest wall and the
+    diaphragm; painted into real chests (`bench/painted_fibrosis.py`) the network both cut
+    the fibrotic rim out and, under a fibrotic base, called the spleen and the stomach lung.
+    Lung within 5-20 mm of soft tissue (the pleura), in a region 30-70 mm around a random
+    point of it, is painted with `paint_fibrosis`; by our convention (docs/model.md) fibrosis
+    is lung. Hand-written because no maintained library synthesises fibrosis into CT.
+    Expects channel-first (C, x, y, z) patches on `spacing` with HU scaled by `hu_window`.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.2,
+                 spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
+                 min_lung_voxels: int = 4000):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.spacing = np.asarray(spacing, float)
+        self.hu_window = hu_window
+        self.min_lung_voxels = min_lung_voxels
+
+    def fibrosis(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        """The patch `image` (x, y, z; scaled) with fibrosis in `lung` (bool), or None (no pleura)."""
+        from scipy import ndimage
+
+        if lung.sum() < self.min_lung_voxels:
+            return None
+        lo, hi = self.hu_window
+        hu = image * (hi - lo) + lo
+        soft = ~lung & (hu > -300.0)
+        if not soft.any():
+            return None
+        depth_mm = float(self.R.uniform(5.0, 20.0))
+        near = ndimage.distance_transform_edt(~soft, sampling=self.spacing) <= depth_mm
+        edge = np.flatnonzero(lung & near)
+        if edge.size == 0:
+            return None
+        centre = np.array(np.unravel_index(edge[self.R.randint(edge.size)], lung.shape))
+        reach = self.R.uniform(30.0, 70.0, 3) / self.spacing
+        grid = np.ogrid[tuple(slice(0, n) for n in lung.shape)]
+        region = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, reach, strict=True)) <= 1.0
+        band = lung & near & region
+        if band.sum() < 50:
+            return None
+        rng = np.random.default_rng(self.R.randint(2 ** 31))
+        painted = paint_fibrosis(hu, band, self.spacing, rng, depth_mm=depth_mm)
+        return np.clip((painted - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        image_key, label_key = self.keys
+        if not self._do_transform or image_key not in d or label_key not in d:
+            return d
+        image = d[image_key]
+        lung = np.asarray(d[label_key][0] > 0)
+        out = self.fibrosis(np.asarray(image[0], np.float32), lung)
+        if out is not None:
+            new = image.clone()
+            new[0] = torch.as_tensor(out, dtype=image.dtype)
+            d[image_key] = new
+        return d
+
+
 def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
     """Orientation + spacing + HU window: the deterministic part shared by all pipelines."""
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
@@ -273,12 +381,14 @@ def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
 
 def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
                      label_mapping: Any = None, binary: bool = True,
-                     slab_prob: float = 0.0, mass_prob: float = 0.0) -> tuple[Compose, Compose]:
+                     slab_prob: float = 0.0, mass_prob: float = 0.0,
+                     fibrosis_prob: float = 0.0) -> tuple[Compose, Compose]:
     """(cached deterministic part, random part) for training patches.
 
     `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks;
     `slab_prob` turns that share of patches into slabs / cut views (`RandSlabd`);
-    `mass_prob` puts a soft-tissue mass into the lung of that share (`RandMassd`).
+    `mass_prob` puts a soft-tissue mass into the lung of that share (`RandMassd`);
+    `fibrosis_prob` paints subpleural fibrosis into the lung of that share (`RandFibrosisd`).
     """
     keys = ["image", "label"]
     cached = Compose([
@@ -296,6 +406,8 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
         RandFlipLeftRightd(keys, prob=0.5, swap_labels=not binary),
         *([RandMassd(keys, prob=mass_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
           if mass_prob > 0 else []),
+        *([RandFibrosisd(keys, prob=fibrosis_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
+          if fibrosis_prob > 0 else []),
         *([RandSlabd(keys, prob=slab_prob)] if slab_prob > 0 else []),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),

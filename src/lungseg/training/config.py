@@ -62,6 +62,8 @@ class TrainConfig(BaseModel):
                              "or cut fields of view, edges replicated as at inference")
     mass_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches given a soft-tissue "
                              "mass inside the lung (still labelled lung)")
+    fibrosis_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches given subpleural "
+                                 "fibrosis (honeycombing, reticulation; still labelled lung)")
     amp: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, le=64)
