@@ -40,7 +40,8 @@ def test_normal_chest_triggers_nothing(chest):
     json.dumps(qc)  # JSON-able as it is
     checks = _by_name(qc)
     assert qc["passed"] and qc["warnings"] == []
-    assert [c["name"] for c in qc["checks"]] == ["both_lungs", "lung_volume", "fov_edge", "method_agreement"]
+    assert [c["name"] for c in qc["checks"]] == ["both_lungs", "lung_volume", "fov_edge", "method_agreement",
+                                                 "dense_tissue_kept"]
     assert all(c["passed"] is True and not c["skipped"] for c in qc["checks"])
     right = np.count_nonzero(truth.array == 1) * image.voxel_ml
     assert qc["volumes_ml"]["right"] == pytest.approx(right, abs=0.05)
@@ -50,6 +51,39 @@ def test_normal_chest_triggers_nothing(chest):
     assert 0.4 < checks["both_lungs"]["value"] < 0.5
     assert checks["fov_edge"]["value"] == {"right": 0.0, "left": 0.0, "anterior": 0.0, "posterior": 0.0}
     assert checks["method_agreement"]["value"] > 0.95
+    assert 0.0 <= checks["dense_tissue_kept"]["value"] <= quality.MAX_DENSE_ONLY_ML
+
+
+def test_soft_tissue_kept_only_by_the_mask(chest):
+    """A mask that also holds ~100 mL of soft tissue beside a lung (as the liver under a fibrotic
+    base) agrees with the reference at Dice > 0.95 but is flagged; the same voxels as aerated
+    lung (or a small piece of soft tissue) are not."""
+    image, truth = chest
+    lab = truth.array.copy()
+    xs, ys, zs = np.nonzero(lab == 1)
+    z, y = int(np.median(zs)), int(np.median(ys))
+    block = np.zeros(lab.shape, bool)  # beside the right lung, in the chest wall
+    block[max(0, xs.min() - 12):xs.min(), y - 6:y + 6, z - 6:z + 6] = True
+    block &= lab == 0
+    ml = np.count_nonzero(block) * image.voxel_ml
+    assert ml > 1.5 * quality.MAX_DENSE_ONLY_ML
+    lab[block] = 1
+    hu = np.where(block, 50, image.array).astype(np.int16)
+    dense = image.with_array(hu)
+    qc = check_mask(dense, truth.with_array(lab), truth, names=("the network", "the classical method"))
+    f = _by_name(qc)["dense_tissue_kept"]
+    assert _by_name(qc)["method_agreement"]["passed"] is True  # overall agreement does not see it
+    assert f["passed"] is False and f["value"] == pytest.approx(ml, abs=0.1)
+    assert f["message"].startswith(f"the network keeps {ml:.0f} mL of soft tissue (denser than -200 HU) "
+                                   "that the classical method leaves out")
+    assert qc["warnings"] == [f["message"]]
+    aerated = image.with_array(np.where(block, -850, image.array).astype(np.int16))
+    ok = quality.check_dense_tissue(aerated, truth.with_array(lab), truth)
+    assert ok.passed is True and ok.value < quality.MAX_DENSE_ONLY_ML
+    small = block & (np.cumsum(block.ravel()).reshape(block.shape) <= 0.5 * quality.MAX_DENSE_ONLY_ML / image.voxel_ml)
+    lab_small = np.where(block & ~small, 0, lab).astype(np.uint8)
+    assert quality.check_dense_tissue(dense, truth.with_array(lab_small), truth).passed is True
+    assert quality.check_dense_tissue(dense, truth, None).skipped
 
 
 def test_one_lung_missing(chest):
@@ -220,6 +254,7 @@ def test_cli_warns_and_writes_sidecar(one_lung_scan, tmp_path, capsys):
     assert checks["both_lungs"]["passed"] is False and checks["fov_edge"]["passed"] is True
     assert checks["method_agreement"]["skipped"]
     assert checks["method_agreement"]["message"] == "skipped: the mask is from the classical method itself"
+    assert checks["dense_tissue_kept"]["message"] == "skipped: the mask is from the classical method itself"
     assert [ln.split(": ", 3)[3] for ln in lines] == qc["warnings"]
     assert not list(tmp_path.rglob(".*tmp-*"))
 

@@ -401,7 +401,7 @@ def _quality_report(image: Volume, mask: Volume, path: Path, target: Path, metho
                     predictor: Predictor | None, qc: bool) -> dict:
     """The `.qc.json` content: provenance + `lungseg.quality.check_mask` (network vs classical)."""
     from lungseg import __version__
-    from lungseg.quality import check_mask
+    from lungseg.quality import REFERENCE_CHECKS, check_mask
 
     reference, skip, ref_error = None, None, None
     if method != "unet":
@@ -419,7 +419,7 @@ def _quality_report(image: Volume, mask: Volume, path: Path, target: Path, metho
             ref_error = f"{type(exc).__name__}: {exc}"
     report = check_mask(image, mask, reference, names=("the network", "the classical method"))
     for check in report["checks"]:
-        if check["name"] == "method_agreement" and skip:
+        if check["name"] in REFERENCE_CHECKS and skip:
             check["message"] = f"skipped: {skip}"
     return {
         "input": str(path),
