@@ -21,7 +21,6 @@ Which chests trained the default model: docs/model.md (the 4D-CT did; the others
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -30,13 +29,20 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_robustness import CHESTS as WHOLE_CHESTS  # noqa: E402
+from real_robustness import (  # noqa: E402
+    bench_parser,
+    compare,
+    crop_views,
+    log,
+    plot_crop,
+    run_segment,
+    shared_and_methods,
+    write_json,
+)
 
-CHESTS = {
-    "4dct": "real_unlabeled/chest_4dct_phase00.nii.gz",
-    "lidc0314": "real_unlabeled/chest_lidc0314_thin.nii.gz",
-    "lungpetctdx_a0001": "real_unlabeled/chest_lungpetctdx_a0001_5mm.nii.gz",
-    "cta_cropped": "chest_cta_cropped.nii.gz",
-}
+#: the whole chests of the robustness bench, and the cropped CTA
+CHESTS = {**WHOLE_CHESTS, "cta_cropped": "chest_cta_cropped.nii.gz"}
 DEPTH_MM = 12.0
 BASAL_FRACTION = 0.5
 
@@ -62,24 +68,13 @@ def fibrosis_band(lung: np.ndarray, affine: np.ndarray, depth_mm: float = DEPTH_
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="unet,classical")
-    p.add_argument("--model", default=None, help="model file for unet (default: the packaged model)")
+    p = bench_parser(__doc__, "runs/painted_fibrosis")
     p.add_argument("--seeds", type=int, default=2, help="paintings per chest")
-    p.add_argument("--shared", default=None, help="default: <repo>/../shared/data")
-    p.add_argument("--out", default="runs/painted_fibrosis")
-    p.add_argument("--figures", default=None, help="also save the worst case's figure here")
     args = p.parse_args()
-
-    shared = Path(args.shared) if args.shared else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (shared / "real_unlabeled").is_dir():
-        print(f"skipped: ../shared/data not found ({shared})")
+    found = shared_and_methods(p, args)
+    if found is None:
         return 0
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods or any(m not in ("unet", "classical") for m in methods):
-        p.error("--methods takes unet and/or classical")
-
-    from real_robustness import compare, crop_views, log, plot_crop, run_segment, write_json
+    shared, methods = found
 
     import lungseg
     from lungseg.transforms import paint_fibrosis

@@ -383,23 +383,37 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_")
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every real-data bench takes (methods, model, shared data, output, figures)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="unet,classical")
     p.add_argument("--model", default=None, help="model file for unet (default: the packaged model)")
     p.add_argument("--shared", default=None, help="default: <repo>/../shared/data")
-    p.add_argument("--out", default="runs/real_robustness")
-    p.add_argument("--quick", action="store_true", help="one chest only")
+    p.add_argument("--out", default=out)
     p.add_argument("--figures", default=None, help="also save the figures here (e.g. docs/images)")
-    args = p.parse_args()
+    return p
 
+
+def shared_and_methods(p: argparse.ArgumentParser, args) -> tuple[Path, list[str]] | None:
+    """(shared data folder, methods), or None (printed: skipped) when ../shared is absent."""
     shared = Path(args.shared) if args.shared else Path(__file__).resolve().parents[2] / "shared" / "data"
     if not (shared / "real_unlabeled").is_dir():
         print(f"skipped: ../shared/data not found ({shared})")
-        return 0
+        return None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or any(m not in ("unet", "classical") for m in methods):
         p.error("--methods takes unet and/or classical")
+    return shared, methods
+
+
+def main() -> int:
+    p = bench_parser(__doc__, "runs/real_robustness")
+    p.add_argument("--quick", action="store_true", help="one chest only")
+    args = p.parse_args()
+    found = shared_and_methods(p, args)
+    if found is None:
+        return 0
+    shared, methods = found
 
     from airways import extract_airways, plot_airways
 

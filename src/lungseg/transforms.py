@@ -162,7 +162,29 @@ class RandSlabd(RandomizableTransform, MapTransform):
         return d
 
 
-class RandMassd(RandomizableTransform, MapTransform):
+class _LungPaintd(RandomizableTransform, MapTransform):
+    """Base of the transforms that paint pathology into a patch's lung, label unchanged:
+    `paint(image, lung)` returns the new first channel (x, y, z; scaled HU) or None."""
+
+    def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        image_key, label_key = self.keys  # painted into the image where the label says lung
+        if not self._do_transform or image_key not in d or label_key not in d:
+            return d
+        image = d[image_key]
+        out = self.paint(np.asarray(image[0], np.float32), np.asarray(d[label_key][0] > 0))
+        if out is not None:
+            new = image.clone()
+            new[0] = torch.as_tensor(out, dtype=image.dtype)
+            d[image_key] = new
+        return d
+
+
+class RandMassd(_LungPaintd):
     """Put a soft-tissue mass into the lung of a training patch; the label stays lung.
 
     Why: by our convention (docs/model.md) a tumour inside the pleural cavity is lung, but
@@ -244,20 +266,8 @@ class RandMassd(RandomizableTransform, MapTransform):
         out[box] = (1 - weight) * image[box] + weight * self._scaled(values)
         return out
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        self.randomize(None)
-        image_key, label_key = self.keys  # the mass goes into the image where the label says lung
-        if not self._do_transform or image_key not in d or label_key not in d:
-            return d
-        image = d[image_key]
-        lung = np.asarray(d[label_key][0] > 0)
-        out = self.mass(np.asarray(image[0], np.float32), lung)
-        if out is not None:
-            new = image.clone()
-            new[0] = torch.as_tensor(out, dtype=image.dtype)
-            d[image_key] = new
-        return d
+    def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        return self.mass(image, lung)
 
 
 def paint_fibrosis(hu: np.ndarray, band: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
@@ -303,7 +313,7 @@ def paint_fibrosis(hu: np.ndarray, band: np.ndarray, spacing: Sequence[float], r
     return out
 
 
-class RandFibrosisd(RandomizableTransform, MapTransform):
+class RandFibrosisd(_LungPaintd):
     """Paint subpleural fibrosis (honeycombing, reticulation) into a training patch's lung;
     the label stays lung.
 
@@ -352,20 +362,8 @@ class RandFibrosisd(RandomizableTransform, MapTransform):
         painted = paint_fibrosis(hu, band, self.spacing, rng, depth_mm=depth_mm)
         return np.clip((painted - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        self.randomize(None)
-        image_key, label_key = self.keys
-        if not self._do_transform or image_key not in d or label_key not in d:
-            return d
-        image = d[image_key]
-        lung = np.asarray(d[label_key][0] > 0)
-        out = self.fibrosis(np.asarray(image[0], np.float32), lung)
-        if out is not None:
-            new = image.clone()
-            new[0] = torch.as_tensor(out, dtype=image.dtype)
-            d[image_key] = new
-        return d
+    def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        return self.fibrosis(image, lung)
 
 
 def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
