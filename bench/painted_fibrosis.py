@@ -48,8 +48,9 @@ BASAL_FRACTION = 0.5
 
 
 def fibrosis_band(lung: np.ndarray, affine: np.ndarray, depth_mm: float = DEPTH_MM,
-                  basal_fraction: float = BASAL_FRACTION) -> np.ndarray:
-    """Lung within `depth_mm` of its surface, in the lower `basal_fraction` of its height."""
+                  basal_fraction: float = BASAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """(lung within `depth_mm` of its surface in the lower `basal_fraction` of its height,
+    each voxel's depth below the lung's surface in mm)."""
     from lungseg.core.geometry import spacing_of, superior_axis
 
     sp = spacing_of(affine)
@@ -64,7 +65,7 @@ def fibrosis_band(lung: np.ndarray, affine: np.ndarray, depth_mm: float = DEPTH_
     basal = z <= lo + basal_fraction * (hi - lo)
     shape = [1, 1, 1]
     shape[ax] = -1
-    return lung & (depth <= depth_mm) & basal.reshape(shape)
+    return lung & (depth <= depth_mm) & basal.reshape(shape), depth
 
 
 def main() -> int:
@@ -97,9 +98,9 @@ def main() -> int:
             if clean is None or not (clean > 0).any():
                 log(f"  {method} {name}: no clean mask ({err})")
                 continue
-            band = fibrosis_band(clean > 0, image.affine)
+            band, depth = fibrosis_band(clean > 0, image.affine)
             for seed in range(args.seeds):
-                hu = paint_fibrosis(np.asarray(image.array, np.float32), band, image.spacing,
+                hu = paint_fibrosis(np.asarray(image.array, np.float32), band, depth, image.spacing,
                                     np.random.default_rng(seed), depth_mm=DEPTH_MM)
                 painted = lungseg.Volume(hu, image.affine)
                 mask, secs, err = run_segment(painted, method, pred)

@@ -140,11 +140,15 @@ def test_paint_fibrosis_is_a_pure_function_of_its_seed():
     hu = np.full((40, 40, 30), -850.0, np.float32)
     band = np.zeros(hu.shape, bool)
     band[:, :8] = True
-    a = paint_fibrosis(hu, band, (1.0, 1.0, 1.0), np.random.default_rng(1))
-    b = paint_fibrosis(hu, band, (1.0, 1.0, 1.0), np.random.default_rng(1))
+    depth = np.broadcast_to(np.arange(40, dtype=float)[None, :, None] + 0.5, hu.shape)  # pleura at y = 0
+    a = paint_fibrosis(hu, band, depth, (1.0, 1.0, 1.0), np.random.default_rng(1), depth_mm=8.0)
+    b = paint_fibrosis(hu, band, depth, (1.0, 1.0, 1.0), np.random.default_rng(1), depth_mm=8.0)
     np.testing.assert_array_equal(a, b)
     assert np.array_equal(a[~band], hu[~band])  # only the band is painted
     assert hu[0, 0, 0] == -850.0  # the input is not modified
+    # honeycombing (air cysts) next to the pleura, none at the band's deep edge (reticulation)
+    assert (a[:, :2] < -900).mean() > 0.02
+    assert not (a[:, 6:8] < -900).any()
     pre = {"spacing": (2.5, 2.5, 2.5), "hu_window": (-1000.0, 1000.0), "axcodes": "RAS"}
     names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
     assert "RandFibrosisd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])

@@ -68,7 +68,7 @@ MIN_AGREEMENT_DICE = 0.90
 #: above which the mask is doubtful. The network keeps masses and dense lung that the classical
 #: method cannot (right), but under a fibrotic base it also took in the liver or spleen dome
 #: (wrong; docs/model.md). The shared chests without either: 12-23 mL; painted fibrosis
-#: 32-252 mL; the IBSI mass 219 mL.
+#: 30-154 mL (63-154 on the whole chests); the IBSI mass 219 mL.
 DENSE_HU = -200.0
 MAX_DENSE_ONLY_ML = 60.0
 #: The checks that compare the mask with a second segmentation.

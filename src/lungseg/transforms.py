@@ -270,15 +270,17 @@ class RandMassd(_LungPaintd):
         return self.mass(image, lung)
 
 
-def paint_fibrosis(hu: np.ndarray, band: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
-                   depth_mm: float = 15.0, cyst_mm: tuple[float, float] = (3.0, 9.0)) -> np.ndarray:
+def paint_fibrosis(hu: np.ndarray, band: np.ndarray, depth: np.ndarray, spacing: Sequence[float],
+                   rng: np.random.Generator, depth_mm: float = 15.0,
+                   cyst_mm: tuple[float, float] = (3.0, 9.0)) -> np.ndarray:
     """`hu` (float HU) with usual-interstitial-pneumonia-like fibrosis painted into `band`.
 
-    `band` is the subpleural lung to paint (bool, same shape); its outer half (within
-    `depth_mm` / 2 of the pleura) becomes honeycombing (clustered air cysts of `cyst_mm` with
-    thin soft-tissue walls), the inner half reticulation (a network of dense lines in ground
-    glass). A pure function over arrays: the training transform `RandFibrosisd` paints
-    patches with it and `bench/painted_fibrosis.py` paints whole real chests.
+    `band` is the subpleural lung to paint (bool, same shape), `depth` each voxel's distance
+    below the pleura (mm, same shape), `depth_mm` the band's depth: the outer 35-65 % of it
+    becomes honeycombing (clustered air cysts of `cyst_mm` with thin soft-tissue walls), the
+    rest reticulation (a network of dense lines in ground glass). A pure function over arrays:
+    the training transform `RandFibrosisd` paints patches with it and
+    `bench/painted_fibrosis.py` paints whole real chests.
     """
     from scipy import ndimage
     from scipy.spatial import cKDTree
@@ -287,8 +289,7 @@ def paint_fibrosis(hu: np.ndarray, band: np.ndarray, spacing: Sequence[float], r
     if not band.any():
         return out
     sp = np.asarray(spacing, float)
-    # depth below the pleura, measured inside the band's lung
-    depth = ndimage.distance_transform_edt(np.pad(band, 1), sampling=sp)[1:-1, 1:-1, 1:-1][band]
+    depth = np.asarray(depth)[band]
     idx = np.argwhere(band)
     pts = idx * sp
     # honeycomb: Voronoi cells of random seeds; walls where two seeds are nearly equidistant
@@ -318,11 +319,12 @@ class RandFibrosisd(_LungPaintd):
     the label stays lung.
 
     Why: fibrotic lung is dense at the pleura, where the lung meets the chest wall and the
-    diaphragm; painted into real chests (`bench/painted_fibrosis.py`) the network both cut
-    the fibrotic rim out and, under a fibrotic base, called the spleen and the stomach lung.
-    Lung within 5-20 mm of soft tissue (the pleura), in a region 30-70 mm around a random
-    point of it, is painted with `paint_fibrosis`; by our convention (docs/model.md) fibrosis
-    is lung. Hand-written because no maintained library synthesises fibrosis into CT.
+    diaphragm; under bases painted with fibrosis (`bench/painted_fibrosis.py`) the network
+    called the liver and the spleen lung. Lung within 5-20 mm of soft tissue (the pleura), in
+    a region 30-70 mm around a random point of it, is painted with `paint_fibrosis`; by our
+    convention (docs/model.md) fibrosis is lung. Tried for the default model and not used: it
+    did not stop that (docs/model.md, "what was tried"); a training option for users' data.
+    Hand-written because no maintained library synthesises fibrosis into CT.
     Expects channel-first (C, x, y, z) patches on `spacing` with HU scaled by `hu_window`.
     """
 
@@ -347,7 +349,8 @@ class RandFibrosisd(_LungPaintd):
         if not soft.any():
             return None
         depth_mm = float(self.R.uniform(5.0, 20.0))
-        near = ndimage.distance_transform_edt(~soft, sampling=self.spacing) <= depth_mm
+        below = ndimage.distance_transform_edt(~soft, sampling=self.spacing)  # mm below the pleura
+        near = below <= depth_mm
         edge = np.flatnonzero(lung & near)
         if edge.size == 0:
             return None
@@ -359,7 +362,7 @@ class RandFibrosisd(_LungPaintd):
         if band.sum() < 50:
             return None
         rng = np.random.default_rng(self.R.randint(2 ** 31))
-        painted = paint_fibrosis(hu, band, self.spacing, rng, depth_mm=depth_mm)
+        painted = paint_fibrosis(hu, band, below, self.spacing, rng, depth_mm=depth_mm)
         return np.clip((painted - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
