@@ -58,7 +58,7 @@ def fibrosis_band(lung: np.ndarray, affine: np.ndarray, depth_mm: float = DEPTH_
     ax = superior_axis(affine)
     other = tuple(a for a in range(3) if a != ax)
     idx = np.flatnonzero(lung.any(axis=other))
-    up = float(np.sign(affine[ax, ax]) if abs(affine[ax, ax]) > 0 else 1.0)
+    up = float(np.sign(affine[2, ax]))  # +1 when the index runs towards the head (RAS world z)
     # world height of each slice along the superior axis; basal = the lowest share of the lung
     z = np.arange(lung.shape[ax]) * up
     lo, hi = z[idx].min(), z[idx].max()

@@ -348,8 +348,8 @@ def check_mask(image: Volume, mask: Volume, reference: Volume | None = None, *,
     `extent_mm` (the lungs' extent along the superior axis), `superior_axis`, `whole_chest`,
     `cut_at` (scan ends the lungs are cut at) and `thresholds`.
     `reference` is a second mask of the same image (for `check_agreement` and
-    `check_dense_tissue`; `names` name
-    the two in its message, e.g. ("the network", "the classical method")).
+    `check_dense_tissue`; `names` name the two in their messages, e.g. ("the network", "the
+    classical method")).
     Raises GeometryError / LabelError when a mask is not on the image's grid or not 0/1/2.
     """
     labels = _labels(image, mask)
