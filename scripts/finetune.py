@@ -108,7 +108,7 @@ def teacher_data(root: Path, model: Path) -> list[dict]:
     return entries
 
 
-def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"]) -> Path:
+def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16: bool = False) -> Path:
     """Train stage 2 from the stage-1 weights `init`; returns OUT/default.pt (float16)."""
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.phantoms import synth
@@ -130,12 +130,12 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"]) -> Path:
     cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(out),
                       recipe="default-model", max_epochs=epochs, val_every=epochs, lr=STAGE2["lr"],
                       slab_prob=STAGE2["slab_prob"], mass_prob=STAGE2["mass_prob"], init_weights=str(init),
-                      seed=0, progress=False)
+                      seed=0, progress=False, cpu_bf16=cpu_bf16)
     summary = train(cfg)
     model, settings = load_model(out / "last.pt")
     real = [n for n, v in REAL_TRAIN.items() if (SHARED / v[0]).exists()]
     settings["trained"] = {"stage1": "scripts/pretrained.py", "stage2": "scripts/finetune.py",
-                           **STAGE2, "epochs": epochs, "real_used": real, "summary": summary}
+                           **STAGE2, "epochs": epochs, "cpu_bf16": cpu_bf16, "real_used": real, "summary": summary}
     save_checkpoint(out / "default.pt", model, settings, half=True)
     print(json.dumps(summary), f"stage 2 done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     return out / "default.pt"
@@ -143,13 +143,15 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"]) -> Path:
 
 def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/finetune"),
          init: Annotated[Path, typer.Option(help="stage-1 weights (runs/pretrained/stage1.pt)")] = ...,
-         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"]) -> None:
+         epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
+         cpu_bf16: Annotated[bool, typer.Option(help="bfloat16 autocast on the CPU (faster, see "
+                                                "TrainConfig.cpu_bf16)")] = False) -> None:
     """Fine-tune stage-1 weights (see the module docstring). `make pretrained INSTALL=1` runs both
     stages and installs the weights with their held-out report; this script only builds."""
     if not init.is_file():
         raise typer.BadParameter(f"{init}: no stage-1 weights there (build them with `make pretrained`)",
                                  param_hint="--init")
-    build_stage2(out, init, epochs)
+    build_stage2(out, init, epochs, cpu_bf16)
 
 
 if __name__ == "__main__":

@@ -139,3 +139,31 @@ def test_recipes_fill_only_what_is_not_given():
     assert list(cfg.preprocessing.spacing) == RECIPES["cpu-fast"]["preprocessing"]["spacing"]
     tutorial = TrainConfig(data="d")  # the defaults are the tutorial recipe
     assert (tutorial.loss, tutorial.lr, list(tutorial.preprocessing.spacing)) == ("dice", 1e-4, [1.5, 1.5, 2.0])
+
+
+@pytest.mark.slow
+def test_cpu_bf16_trains_in_bfloat16_and_keeps_float32_weights(phantom_data, tmp_path, monkeypatch):
+    import torch
+
+    from lungseg.training import loop
+
+    seen = []
+    build = loop.build_unet
+
+    def recording_unet(*args, **kwargs):
+        net = build(*args, **kwargs)
+        net.register_forward_hook(lambda mod, inp, out: seen.append((mod.training, out.dtype)))
+        return net
+
+    monkeypatch.setattr(loop, "build_unet", recording_unet)
+    summary = train(data=str(phantom_data), out=str(tmp_path), max_epochs=8, val_every=8,
+                    cpu_bf16=True, device="cpu", **TINY)
+    rows = _rows(tmp_path)
+    losses = [float(r["train_loss"]) for r in rows]
+    assert np.mean(losses[-2:]) < 0.6 * np.mean(losses[:2])  # it learns
+    train_dtypes = {d for t, d in seen if t}
+    assert train_dtypes == {torch.bfloat16}  # every training forward ran in bfloat16
+    assert {d for t, d in seen if not t} == {torch.bfloat16}  # and the validation's
+    state = load_checkpoint(tmp_path / "last.pt")["state_dict"]
+    assert {v.dtype for k, v in state.items() if v.is_floating_point()} == {torch.float32}
+    assert summary["best_val_dice"] > 0.3

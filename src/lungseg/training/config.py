@@ -65,6 +65,8 @@ class TrainConfig(BaseModel):
     fibrosis_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches given subpleural "
                                  "fibrosis (honeycombing, reticulation; still labelled lung)")
     amp: bool = True
+    cpu_bf16: bool = Field(False, description="bfloat16 autocast when training on the CPU (about 1.6x "
+                           "faster steps on CPUs with AVX512-BF16 or AMX; weights stay float32)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, le=64)
     seed: int = 0

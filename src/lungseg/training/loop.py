@@ -57,6 +57,14 @@ def _as_dicts(cases: list) -> list[dict]:
     return out
 
 
+def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """Mixed precision: float16 on CUDA (`amp`, with a gradient scaler), bfloat16 on the CPU
+    (`cpu_bf16`; same exponent range as float32, so no scaler)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", enabled=cfg.amp)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.cpu_bf16 and device.type == "cpu")
+
+
 def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> dict:
     """Mean foreground Dice by sliding window on whole resampled volumes (per lung for 3 classes)."""
     # functional compute_dice: DiceMetric would try to sync with ranks that do not validate
@@ -66,7 +74,7 @@ def validate(model: torch.nn.Module, loader: DataLoader, cfg: TrainConfig, devic
     with torch.no_grad():
         for batch in loader:
             x = batch["image"].to(device)
-            with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+            with autocast(cfg, device):
                 logits = sliding_window_inference(x, cfg.val_roi_size, 1, model,
                                                   overlap=cfg.val_overlap, mode="gaussian")
             pred = torch.argmax(logits, dim=1, keepdim=True).cpu()
@@ -269,8 +277,9 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, enabled=scaler.is_enabled()):
-                    loss = loss_fn(model(x[i:i + cfg.batch_size]), y[i:i + cfg.batch_size])
+                with autocast(cfg, device):
+                    logits = model(x[i:i + cfg.batch_size])
+                loss = loss_fn(logits.float(), y[i:i + cfg.batch_size])
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
