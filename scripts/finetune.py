@@ -50,7 +50,7 @@ REAL_TRAIN = {
 }
 #: everything that defines stage 2 (besides the stage-1 weights it starts from)
 STAGE2 = {"n_mass": 16, "n_plain": 8, "size": 224, "seed_train": 1000, "seed_val": 5000, "n_val": 4,
-          "epochs": 36, "lr": 3e-4, "slab_prob": 0.3, "mass_prob": 0.3,
+          "epochs": 72, "lr": 3e-4, "slab_prob": 0.3, "mass_prob": 0.3, "cpu_bf16": True,
           "real": {k: v[3] for k, v in REAL_TRAIN.items()}}
 
 
@@ -108,7 +108,7 @@ def teacher_data(root: Path, model: Path) -> list[dict]:
     return entries
 
 
-def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16: bool = False) -> Path:
+def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16: bool = STAGE2["cpu_bf16"]) -> Path:
     """Train stage 2 from the stage-1 weights `init`; returns OUT/default.pt (float16)."""
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.phantoms import synth
@@ -145,7 +145,7 @@ def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/fi
          init: Annotated[Path, typer.Option(help="stage-1 weights (runs/pretrained/stage1.pt)")] = ...,
          epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
          cpu_bf16: Annotated[bool, typer.Option(help="bfloat16 autocast on the CPU (faster, see "
-                                                "TrainConfig.cpu_bf16)")] = False) -> None:
+                                                "TrainConfig.cpu_bf16)")] = STAGE2["cpu_bf16"]) -> None:
     """Fine-tune stage-1 weights (see the module docstring). `make pretrained INSTALL=1` runs both
     stages and installs the weights with their held-out report; this script only builds."""
     if not init.is_file():

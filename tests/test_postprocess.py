@@ -132,3 +132,63 @@ def test_block_sum_equals_padded_block_reduction(shape, factors):
     if max(factors) > 1:
         assert np.array_equal(pool_mean(a, factors), (block_sum(a, factors, edge=True) / np.prod(factors)).astype(np.float32))
         assert pool_any(a > 100, factors, 0.5).shape == tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))
+
+
+def _lung_with_pieces():
+    """A 1 mm lung (aerated, the reference) with three network-only dense pieces at its surface:
+    a fat-free mass, a fatty piece (fat planes between muscle, as over an apex) and a small
+    fatty speck."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    hu = np.full((80, 60, 60), 40.0, np.float32)  # soft tissue around
+    lung = np.zeros(hu.shape, bool)
+    lung[10:40, 10:50, 10:50] = True
+    hu[lung] = -850.0
+    mass = np.zeros(hu.shape, bool)
+    mass[40:58, 20:40, 20:40] = True  # 7.2 mL at the lung's surface, 40 HU
+    fatty = np.zeros(hu.shape, bool)
+    fatty[20:35, 10:50, 50:58] = True  # 4.8 mL beside the lung
+    # fat planes: 3 mm fat / 3 mm muscle layers
+    layers = (np.indices(hu.shape)[0] // 3) % 2 == 0
+    hu[fatty & layers] = -100.0
+    speck = np.zeros(hu.shape, bool)
+    speck[12:19, 4:10, 20:30] = True  # 0.4 mL of fat under the 1 mL floor
+    hu[speck] = -100.0
+    hu += rng.normal(0, 15, hu.shape).astype(np.float32)
+    hu = ndimage.gaussian_filter(hu, 0.7)  # partial volume at every edge
+    labels = (lung | mass | fatty | speck).astype(np.uint8)
+    return labels, hu, lung.astype(np.uint8), mass, fatty, speck
+
+
+def test_fatty_network_only_tissue_is_dropped_a_fat_free_mass_is_kept():
+    from lungseg.inference.postprocess import drop_fatty_pieces
+
+    labels, hu, reference, mass, fatty, speck = _lung_with_pieces()
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    out = drop_fatty_pieces(labels, hu, reference, aff)
+    assert out.dtype == labels.dtype and out.shape == labels.shape
+    assert not out[fatty].any()  # the fatty piece is gone
+    assert out[mass].all()  # the mass (dense, fat-free) stays lung
+    assert out[speck].all()  # under min_ml: left alone
+    assert np.array_equal(out[reference > 0], labels[reference > 0])  # aerated lung untouched
+    assert labels[fatty].all()  # the input is not modified
+    # a looser fat share keeps the fatty piece too; no dense piece -> the same labels back
+    assert out is not labels and drop_fatty_pieces(labels, hu, reference, aff, max_fat_share=0.9)[fatty].all()
+    assert np.array_equal(drop_fatty_pieces(reference, hu, reference, aff), reference)
+
+
+def test_partial_volume_next_to_air_is_not_counted_as_fat():
+    from lungseg.inference.postprocess import drop_fatty_pieces
+
+    labels, hu, reference, mass, fatty, speck = _lung_with_pieces()
+    # a flat 8 mm mass whose 4 mm next to the aerated lung reads fat-like (-120 HU: partial
+    # volume of air and soft tissue on a thick-slice scan): half of it, over MAX_FAT_SHARE
+    flat = np.zeros_like(mass)
+    flat[40:48, 15:45, 15:45] = True
+    hu = np.where(flat, 40.0, hu).astype(np.float32)
+    hu[40:44, 15:45, 15:45] = -120.0
+    lab = ((reference > 0) | flat).astype(np.uint8)
+    assert drop_fatty_pieces(lab, hu, reference, np.eye(4), air_margin_mm=3.0)[flat].all()
+    # counted when the margin is switched off
+    assert not drop_fatty_pieces(lab, hu, reference, np.eye(4), air_margin_mm=0.0)[flat].any()

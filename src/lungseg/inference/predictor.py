@@ -39,7 +39,13 @@ from lungseg.core.geometry import spacing_of
 from lungseg.core.morphology import bbox
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
-from lungseg.inference.postprocess import fill_indentations, lung_levels, postprocess, refine_levels
+from lungseg.inference.postprocess import (
+    drop_fatty_pieces,
+    fill_indentations,
+    lung_levels,
+    postprocess,
+    refine_levels,
+)
 from lungseg.inference.resample import AxisMap, axis_map, model_grid, resample_linear
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING
@@ -340,7 +346,7 @@ class Predictor:
                 self._ahead(fn)
         if levels is None:
             if postprocessing and is_partial_view(image):
-                labels = add_missed_pieces(labels, self._partial_reference(image, parts))
+                labels = add_missed_pieces(labels, self._reference(image, parts))
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
         lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 2
         del levels
@@ -362,9 +368,9 @@ class Predictor:
             del airways_all
         sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
         sub[airways] = 0  # trachea and main bronchi are not lung
-        labels[pbox] = sub
+        reference = self._reference(image, parts)
+        labels[pbox] = drop_fatty_pieces(sub, hu[pbox], reference[pbox], aff)  # neck, mediastinum
         if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
-            reference = self._partial_reference(image, parts)
             labels = add_missed_pieces(labels, reference)
             labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all)
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
@@ -376,8 +382,9 @@ class Predictor:
             self._reference_pool = ThreadPoolExecutor(1, thread_name_prefix="lungseg-reference")
         return self._reference_pool.submit(fn)
 
-    def _partial_reference(self, image: Volume, parts: ClassicalParts) -> np.ndarray:
-        """The classical mask of a partial view, kept for the quality check of the same image."""
+    def _reference(self, image: Volume, parts: ClassicalParts) -> np.ndarray:
+        """The classical mask (post-processing's reference), kept for the quality check of the
+        same image."""
         held = self._classical[1] if self._classical is not None else None
         mask = held.result() if isinstance(held, Future) else parts.lungs()
         self._classical = (weakref.ref(image), mask)
