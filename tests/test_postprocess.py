@@ -149,12 +149,12 @@ def _lung_with_pieces():
     mass[40:58, 20:40, 20:40] = True  # 7.2 mL at the lung's surface, 40 HU
     fatty = np.zeros(hu.shape, bool)
     fatty[20:35, 10:50, 50:58] = True  # 4.8 mL beside the lung
-    # fat planes: 3 mm fat / 3 mm muscle layers
-    layers = (np.indices(hu.shape)[0] // 3) % 2 == 0
-    hu[fatty & layers] = -100.0
+    # fat planes: 5 mm fat / 5 mm muscle layers
+    layers = (np.indices(hu.shape)[0] // 5) % 2 == 0
+    hu[fatty & layers] = -110.0
     speck = np.zeros(hu.shape, bool)
     speck[12:19, 4:10, 20:30] = True  # 0.4 mL of fat under the 1 mL floor
-    hu[speck] = -100.0
+    hu[speck] = -110.0
     hu += rng.normal(0, 15, hu.shape).astype(np.float32)
     hu = ndimage.gaussian_filter(hu, 0.7)  # partial volume at every edge
     labels = (lung | mass | fatty | speck).astype(np.uint8)

@@ -130,10 +130,13 @@ def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float =
     return out
 
 
-#: fat on CT (smoothed over ~1 mm); dense lung (tumour, consolidation, collapse) holds none
-FAT_HU = (-190.0, -30.0)
-#: a network-only piece with more fat than this (away from aerated lung) is not lung
-MAX_FAT_SHARE = 0.33
+#: fat on CT (smoothed over ~1 mm): its peak, not the classic -190..-30 window, whose upper part
+#: poorly aerated consolidation reaches in a noisy scan; tumour and consolidation hold none
+FAT_HU = (-190.0, -80.0)
+#: a network-only piece with more fat than this (away from aerated lung) is not lung (measured:
+#: leaked neck / mediastinal tissue 0.23-0.27 and more, masses and dense lobes <= 0.11,
+#: low-density consolidation in noisy phantoms 0.12-0.13)
+MAX_FAT_SHARE = 0.18
 
 
 def drop_fatty_pieces(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray, affine: np.ndarray,
