@@ -80,3 +80,19 @@ def test_add_aerated_lung_takes_only_aerated_parenchyma():
     expect &= other > 0
     assert np.array_equal(added, expect)
     assert (out[added] == 1).all() and np.array_equal(out[net > 0], net[net > 0])
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "abdomen_ct_dicom").is_dir(), reason="shared data absent")
+def test_real_abdomen_series_has_no_lung_with_the_default_model():
+    # 20 slices of upper abdomen: the default model must not call bowel gas, or the air and fat
+    # in the skin fold between the right arm and the body (20 mL before the fat check), lung
+    import lungseg
+
+    image = lungseg.read_volume(SHARED / "abdomen_ct_dicom")
+    assert is_partial_view(image) and image.shape == (512, 512, 20)
+    mask = lungseg.segment(image)
+    assert mask.shape == image.shape and not mask.array.any()

@@ -359,6 +359,10 @@ class Predictor:
         del lung
         aff = image.affine.copy()
         aff[:3, 3] = image.affine[:3, :3] @ [s.start for s in pbox] + image.affine[:3, 3]
+        # fatty soft tissue out before the lungs are chosen: what is left of a piece must
+        # still make a lung's volume (a skin fold between arm and body is not one)
+        reference = self._reference(image, parts)
+        sub = drop_fatty_pieces(sub, hu[pbox], reference[pbox], aff)
         sub = postprocess(sub, aff, min_volume_ml=min_lung_volume_ml(hu.shape, image.affine),
                           midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
         del hull
@@ -368,8 +372,7 @@ class Predictor:
             del airways_all
         sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
         sub[airways] = 0  # trachea and main bronchi are not lung
-        reference = self._reference(image, parts)
-        labels[pbox] = drop_fatty_pieces(sub, hu[pbox], reference[pbox], aff)  # neck, mediastinum
+        labels[pbox] = sub
         if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
             labels = add_missed_pieces(labels, reference)
             labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all)
