@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import segment_classical
@@ -80,9 +81,6 @@ def test_add_aerated_lung_takes_only_aerated_parenchyma():
     expect &= other > 0
     assert np.array_equal(added, expect)
     assert (out[added] == 1).all() and np.array_equal(out[net > 0], net[net > 0])
-
-
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.mark.slow
