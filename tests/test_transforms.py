@@ -6,6 +6,7 @@ from scipy import ndimage
 
 from lungseg.core.volume import Volume
 from lungseg.transforms import (
+    RandCollapsed,
     RandFibrosisd,
     RandFlipLeftRightd,
     RandMassd,
@@ -112,6 +113,31 @@ def test_mass_needs_lung_and_is_off_by_default_in_the_pipeline():
     names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
     assert "RandMassd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
     assert "RandMassd" in names(train_transforms(pre, (32, 32, 32), 2, mass_prob=0.3)[1])
+
+
+def test_collapse_fills_one_lungs_upper_part_only_and_keeps_the_label():
+    image, label = _chest_patch()
+    lung = label[0].numpy() > 0
+    t = RandCollapsed(prob=1.0)
+    t.set_random_state(3)
+    for _ in range(8):
+        out = t({"image": image, "label": label})
+        assert torch.equal(out["label"], label)  # collapsed lung is lung
+        changed = np.abs(out["image"][0].numpy() - image[0].numpy()) > 1e-6
+        assert not changed[~lung].any()  # nothing outside the lung is touched
+        hu = out["image"][0].numpy() * 2000.0 - 1000.0
+        dense = lung & (hu > -300)
+        share = dense.sum() / lung.sum()
+        assert 0.08 < share < 0.5  # a part of the lung, not all of it
+        assert -100 < np.median(hu[dense]) < 120  # airless tissue
+        # the plane faces up: the airless part lies above the part still aerated
+        z = np.nonzero(lung)[2]
+        assert np.mean(np.nonzero(dense)[2]) > np.mean(z) + 2
+    assert torch.equal(t({"image": image, "label": torch.zeros_like(label)})["image"], image)  # no lung
+    pre = {"spacing": (2.5, 2.5, 2.5), "hu_window": (-1000.0, 1000.0), "axcodes": "RAS"}
+    names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
+    assert "RandCollapsed" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
+    assert "RandCollapsed" in names(train_transforms(pre, (32, 32, 32), 2, collapse_prob=0.15)[1])
 
 
 def test_fibrosis_paints_subpleural_lung_only_and_keeps_the_label():

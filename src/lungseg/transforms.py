@@ -270,6 +270,75 @@ class RandMassd(_LungPaintd):
         return self.mass(image, lung)
 
 
+class RandCollapsed(_LungPaintd):
+    """Make part of one lung in a training patch airless (collapse, consolidation); label stays lung.
+
+    Why: a collapsed or consolidated upper lobe is dense tissue filling the top of the pleural
+    cavity. With the aerated lung below it in view the network kept it (a real chest showed
+    this), in an apex crop or a slab through it the network saw soft tissue with no air next to
+    it and left it out, or reached past the ribs into the shoulder instead. This fills the part
+    of one lung beyond a random plane (facing up, sideways or to the front: not down and back,
+    where dense tissue against the pleura is more often effusion, which is not lung) with
+    airless tissue, keeping its airways dark in some (air bronchograms), so the pleural cavity's
+    outline, not the air, says where lung is. `share` is the lung piece's fraction filled.
+    No maintained library synthesises collapse into CT, hence written here.
+    Expects channel-first (C, x, y, z) RAS patches on `spacing` with HU scaled by `hu_window`.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.15,
+                 share: tuple[float, float] = (0.12, 0.45), hu: tuple[float, float] = (-10.0, 60.0),
+                 spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
+                 min_lung_voxels: int = 4000):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.share = share
+        self.hu = hu
+        self.spacing = np.asarray(spacing, float)
+        self.hu_window = hu_window
+        self.min_lung_voxels = min_lung_voxels
+
+    def _scaled(self, hu: np.ndarray | float) -> np.ndarray | float:
+        lo, hi = self.hu_window
+        return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+    def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        from scipy import ndimage
+
+        comp, n = ndimage.label(lung)
+        if n == 0:
+            return None
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+        ok = np.flatnonzero(sizes >= self.min_lung_voxels)
+        if ok.size == 0:
+            return None
+        piece = int(ok[self.R.choice(ok.size, p=sizes[ok] / sizes[ok].sum())]) + 1
+        idx = np.argwhere(comp == piece)
+        # the plane's normal (RAS, mm): up, tilted sideways either way and towards the front
+        normal = np.array([self.R.uniform(-0.8, 0.8), self.R.uniform(-0.3, 0.6), self.R.uniform(0.5, 1.0)])
+        proj = (idx * self.spacing) @ (normal / np.linalg.norm(normal))
+        cut = np.quantile(proj, 1.0 - float(self.R.uniform(*self.share)))
+        filled = idx[proj > cut]
+        if len(filled) < 50:
+            return None
+        region = np.zeros(lung.shape, bool)
+        region[tuple(filled.T)] = True
+        lo, hi = filled.min(0), filled.max(0) + 1
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        shape = tuple(hi - lo)
+        texture = ndimage.gaussian_filter(self.R.standard_normal(shape).astype(np.float32), 1.5)
+        values = float(self.R.uniform(*self.hu)) + float(self.R.uniform(5, 20)) * texture / (texture.std() + 1e-6)
+        values += float(self.R.uniform(5, 25)) * self.R.standard_normal(shape)  # scanner noise
+        new = self._scaled(values)
+        sub = image[box]
+        if self.R.random() < 0.5:  # air bronchograms: the airways' lumen stays dark
+            new = np.where(sub < self._scaled(-900.0), sub, new)
+        weight = np.clip(ndimage.gaussian_filter(region[box].astype(np.float32), 0.7), 0, 1) * lung[box]
+        weight[region[box]] = 1.0
+        out = image.copy()
+        out[box] = (1 - weight) * sub + weight * new
+        return out
+
+
 def paint_fibrosis(hu: np.ndarray, band: np.ndarray, depth: np.ndarray, spacing: Sequence[float],
                    rng: np.random.Generator, depth_mm: float = 15.0,
                    cyst_mm: tuple[float, float] = (3.0, 9.0)) -> np.ndarray:
@@ -383,13 +452,14 @@ def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
 def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
                      label_mapping: Any = None, binary: bool = True,
                      slab_prob: float = 0.0, mass_prob: float = 0.0,
-                     fibrosis_prob: float = 0.0) -> tuple[Compose, Compose]:
+                     fibrosis_prob: float = 0.0, collapse_prob: float = 0.0) -> tuple[Compose, Compose]:
     """(cached deterministic part, random part) for training patches.
 
     `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks;
     `slab_prob` turns that share of patches into slabs / cut views (`RandSlabd`);
     `mass_prob` puts a soft-tissue mass into the lung of that share (`RandMassd`);
-    `fibrosis_prob` paints subpleural fibrosis into the lung of that share (`RandFibrosisd`).
+    `fibrosis_prob` paints subpleural fibrosis into the lung of that share (`RandFibrosisd`);
+    `collapse_prob` makes part of a lung airless in that share (`RandCollapsed`).
     """
     keys = ["image", "label"]
     cached = Compose([
@@ -409,6 +479,8 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
           if mass_prob > 0 else []),
         *([RandFibrosisd(keys, prob=fibrosis_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
           if fibrosis_prob > 0 else []),
+        *([RandCollapsed(keys, prob=collapse_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
+          if collapse_prob > 0 else []),
         *([RandSlabd(keys, prob=slab_prob)] if slab_prob > 0 else []),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
