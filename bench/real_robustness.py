@@ -6,8 +6,9 @@ checks are self-consistency and anatomy, not Dice against a truth:
 
 1. crop consistency on the three whole chests: segment the whole scan once (reference),
    then crop the IMAGE (bases only, apex only, slabs of 1/2/5 slices at 25/50/75 % of the
-   lung extent, right or left side up to 2 cm past the midline) and compare each crop's mask
-   with the same crop of the reference (binary Dice, label Dice, right/left agreement);
+   lung extent, right or left side up to 2 cm past the midline; `--sweep` adds views of other
+   heights and slabs of 3 / 10 / 30 mm at four heights) and compare each crop's mask with the
+   same crop of the reference (binary Dice, label Dice, right/left agreement);
 2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/), in the
    whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
 3. central airways (bench/airways.py, independent of lungseg): volume and share inside the
@@ -16,7 +17,7 @@ checks are self-consistency and anatomy, not Dice against a truth:
 
 Uses only lungseg's public API (read_volume, Volume, segment, Predictor).
 
-    python bench/real_robustness.py [--methods unet,classical] [--model PATH] [--quick]
+    python bench/real_robustness.py [--methods unet,classical] [--model PATH] [--quick] [--sweep]
         [--shared ../shared/data] [--out runs/real_robustness] [--figures docs/images]
 """
 
@@ -44,6 +45,12 @@ SLAB_LEVELS = (0.25, 0.50, 0.75)
 BASES_FRACTION = 0.25
 APEX_FRACTION = 0.20
 MIDLINE_MARGIN_MM = 20.0
+#: `--sweep` adds these: apex / bases views of other heights, slabs of a given thickness in mm
+#: (what a user's slab is, whatever the slice spacing) at four heights, the middle half of the
+#: lungs, and the front / back 60 % of the field of view
+SWEEP_FRACTIONS = (0.10, 0.30, 0.45)
+SWEEP_SLAB_MM = (3.0, 10.0, 30.0)
+SWEEP_LEVELS = (0.10, 0.40, 0.60, 0.90)
 N_WORST = 4
 
 
@@ -81,8 +88,9 @@ def _box(axis: int, lo: int, hi: int, shape) -> tuple[slice, slice, slice]:
     return tuple(box)
 
 
-def make_crops(volume, ref: np.ndarray) -> list[tuple[str, tuple[slice, slice, slice]]]:
-    """The crops of a whole chest, placed from the reference mask's lung extent."""
+def make_crops(volume, ref: np.ndarray, sweep: bool = False) -> list[tuple[str, tuple[slice, slice, slice]]]:
+    """The crops of a whole chest, placed from the reference mask's lung extent (`sweep`: and
+    the `SWEEP_*` ones)."""
     s_ax, s_sign = axis_of(volume.affine, "SI")
     n = volume.shape[s_ax]
     lung_idx = np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != s_ax)))[0]
@@ -115,6 +123,25 @@ def make_crops(volume, ref: np.ndarray) -> list[tuple[str, tuple[slice, slice, s
                        ("left side", world_x <= mid + MIDLINE_MARGIN_MM)):
         sel = np.nonzero(keep)[0]
         crops.append((name, _box(x_ax, int(sel.min()), int(sel.max()), volume.shape)))
+    if sweep:
+        for f in SWEEP_FRACTIONS:
+            crops.append((f"apex {f:.0%}", _box(s_ax, *to_index(p_hi - round(f * extent), n - 1), volume.shape)))
+            crops.append((f"bases {f:.0%}", _box(s_ax, *to_index(0, p_lo + round(f * extent)), volume.shape)))
+        step = float(np.abs(volume.affine[:3, s_ax]).max())
+        for mm in SWEEP_SLAB_MM:
+            k = max(1, round(mm / step))
+            for level in SWEEP_LEVELS:
+                p0 = p_lo + round(level * (extent - 1)) - (k - 1) // 2
+                crops.append((f"{mm:.0f} mm@{level:.0%}", _box(s_ax, *to_index(p0, p0 + k - 1), volume.shape)))
+        crops.append(("middle half", _box(s_ax, *to_index(p_lo + round(0.25 * extent), p_lo + round(0.75 * extent)),
+                                          volume.shape)))
+        y_ax, y_sign = axis_of(volume.affine, "AP")
+        ny = volume.shape[y_ax]
+        front, back = (int(0.4 * ny), ny - 1), (0, int(0.6 * ny))
+        if y_sign < 0:
+            front, back = back, front
+        crops.append(("front 60%", _box(y_ax, *front, volume.shape)))
+        crops.append(("back 60%", _box(y_ax, *back, volume.shape)))
     return crops
 
 
@@ -225,7 +252,7 @@ def run_segment(volume, method: str, predictor) -> tuple[np.ndarray | None, floa
         return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
 
 
-def check_chest(name: str, image, method: str, predictor, worst: list) -> dict:
+def check_chest(name: str, image, method: str, predictor, worst: list, sweep: bool = False) -> dict:
     """Whole-scan reference, then every crop against the same crop of the reference."""
     ref, secs, err = run_segment(image, method, predictor)
     vox_ml = float(np.prod(image.spacing)) / 1000
@@ -237,7 +264,7 @@ def check_chest(name: str, image, method: str, predictor, worst: list) -> dict:
                  left_ml=round(float((ref == 2).sum() * vox_ml), 1))
     log(f"  {method} {name} whole: {secs:.1f} s, R {whole['right_ml']} mL, L {whole['left_ml']} mL")
     rows = []
-    for crop_name, box in make_crops(image, ref):
+    for crop_name, box in make_crops(image, ref, sweep):
         sub = crop_volume(image, box)
         pred, secs, err = run_segment(sub, method, predictor)
         ref_crop = ref[box]
@@ -409,6 +436,8 @@ def shared_and_methods(p: argparse.ArgumentParser, args) -> tuple[Path, list[str
 def main() -> int:
     p = bench_parser(__doc__, "runs/real_robustness")
     p.add_argument("--quick", action="store_true", help="one chest only")
+    p.add_argument("--sweep", action="store_true", help="also apex / bases views of 10-45 %%, slabs of "
+                   "3 / 10 / 30 mm at four heights, the middle half, the front / back 60 %%")
     args = p.parse_args()
     found = shared_and_methods(p, args)
     if found is None:
@@ -442,7 +471,7 @@ def main() -> int:
         first_ref = None
         for method in methods:
             ch = check_chest(name, image, method, predictor if method == "unet" else None,
-                             worst[method])
+                             worst[method], args.sweep)
             ref = ch.pop("ref")
             first_ref = ref if first_ref is None else first_ref
             results[method]["chests"].append(ch)
