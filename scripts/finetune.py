@@ -20,10 +20,7 @@ and trains on:
    edge slices replicated (`transforms.RandSlabd`), as inference pads a short scan;
 4. a share of patches (`mass_prob`), real or phantom, given a soft-tissue mass where the lung
    meets the chest wall, the mediastinum or the diaphragm, label unchanged
-   (`transforms.RandMassd`): masses in real anatomy, at places no labelled mass showed;
-5. a share of patches (`collapse_prob`) with the part of one lung beyond a plane facing up,
-   sideways or forwards made airless (`transforms.RandCollapsed`): a collapsed or consolidated
-   lobe is lung also in an apex crop or a slab that shows no aerated lung beside it.
+   (`transforms.RandMassd`): masses in real anatomy, at places no labelled mass showed.
 
 Fixed seeds and a fixed epoch count, so a rerun on the same machine gives the same weights.
 
@@ -53,8 +50,7 @@ REAL_TRAIN = {
 }
 #: everything that defines stage 2 (besides the stage-1 weights it starts from)
 STAGE2 = {"n_mass": 16, "n_plain": 8, "size": 224, "seed_train": 1000, "seed_val": 5000, "n_val": 4,
-          "epochs": 72, "lr": 3e-4, "slab_prob": 0.3, "mass_prob": 0.3, "collapse_prob": 0.15,
-          "cpu_bf16": True,
+          "epochs": 72, "lr": 3e-4, "slab_prob": 0.3, "mass_prob": 0.3, "cpu_bf16": True,
           "real": {k: v[3] for k, v in REAL_TRAIN.items()}}
 
 
@@ -133,8 +129,7 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16
     print(f"stage 2 data ready in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(out),
                       recipe="default-model", max_epochs=epochs, val_every=epochs, lr=STAGE2["lr"],
-                      slab_prob=STAGE2["slab_prob"], mass_prob=STAGE2["mass_prob"],
-                      collapse_prob=STAGE2["collapse_prob"], init_weights=str(init),
+                      slab_prob=STAGE2["slab_prob"], mass_prob=STAGE2["mass_prob"], init_weights=str(init),
                       seed=0, progress=False, cpu_bf16=cpu_bf16)
     summary = train(cfg)
     model, settings = load_model(out / "last.pt")
