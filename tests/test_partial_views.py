@@ -9,7 +9,12 @@ from conftest import SHARED
 
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import segment_classical
-from lungseg.inference.predictor import add_aerated_lung, add_missed_pieces, is_partial_view
+from lungseg.inference.predictor import (
+    add_aerated_lung,
+    add_missed_pieces,
+    grow_into_rims,
+    is_partial_view,
+)
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # RAS: larger x index = patient's right
 
@@ -94,3 +99,37 @@ def test_real_abdomen_series_has_no_lung_with_the_default_model():
     assert is_partial_view(image) and image.shape == (512, 512, 20)
     mask = lungseg.segment(image)
     assert mask.shape == image.shape and not mask.array.any()
+
+
+def test_grow_into_rims_joins_dark_rims_to_their_lung_only():
+    # two lungs (x 2-9 right, 12-19 left in index; RAS affine: larger x = right), P band `rim`
+    labels = np.zeros((22, 20, 6), np.uint8)
+    labels[12:20, 2:10, :] = 1  # right lung at larger world x
+    labels[2:10, 2:10, :] = 2
+    hu = np.full(labels.shape, 40.0)
+    hu[labels > 0] = -850.0
+    rim = np.zeros(labels.shape, bool)
+    rim[12:20, 10:14, :] = True  # a strip below the right lung, in the network's blur
+    hu[12:20, 10:13, :] = -600.0  # dark (partial volume with lung): lung ...
+    hu[12:20, 13, :] = -100.0  # ... fat at its far edge is not
+    rim[2:6, 16:19, :] = True  # a dark pocket joined to no lung (bowel gas, a skin fold)
+    hu[2:6, 16:19, :] = -900.0
+    out = grow_into_rims(labels, rim, hu, affine=np.eye(4), midline_x=10.5)
+    added = (out > 0) & (labels == 0)
+    expect = np.zeros(labels.shape, bool)
+    expect[12:20, 10:13, :] = True
+    assert np.array_equal(added, expect) and (out[added] == 1).all()
+    assert np.array_equal(out[labels > 0], labels[labels > 0])
+    # the central airways are not crossed: a strip reached only through them stays out
+    keep_out = np.zeros(labels.shape, bool)
+    keep_out[12:20, 10, :] = True
+    out2 = grow_into_rims(labels, rim, hu, keep_out=keep_out, affine=np.eye(4), midline_x=10.5)
+    assert not ((out2 > 0) & (labels == 0)).any()
+    # a rim joined to both lungs (anterior junction) is split at the body midline
+    rim3 = np.zeros(labels.shape, bool)
+    rim3[2:20, 10:12, :] = True
+    hu3 = hu.copy()
+    hu3[2:20, 10:12, :] = -600.0
+    out3 = grow_into_rims(labels, rim3, hu3, affine=np.eye(4), midline_x=10.5)
+    assert (out3[11:20, 10:12] == 1).all() and (out3[2:11, 10:12] == 2).all()
+    assert grow_into_rims(labels, None, hu) is labels  # no rim band: nothing to do
