@@ -180,21 +180,23 @@ def grow_into_rims(labels: np.ndarray, rim: np.ndarray, hu: np.ndarray, keep_out
     dark &= np.asarray(hu) < max_hu
     if keep_out is not None:
         dark &= ~keep_out
-    if not dark.any():
+    box = bbox(dark, pad=1)  # the dark voxels' box (and the lung voxels next to them): less to label
+    if box is None:
         return labels
-    comp, n = cc3d.connected_components(dark | (labels > 0), connectivity=26, return_N=True)
-    right = np.bincount(comp[labels == RIGHT_LABEL], minlength=n + 1)
-    left = np.bincount(comp[labels == LEFT_LABEL], minlength=n + 1)
+    dark, lab = dark[box], np.asarray(labels)[box]
+    comp, n = cc3d.connected_components(dark | (lab > 0), connectivity=26, return_N=True)
+    right = np.bincount(comp[lab == RIGHT_LABEL], minlength=n + 1)
+    left = np.bincount(comp[lab == LEFT_LABEL], minlength=n + 1)
     side = np.where(right + left == 0, 0, np.where(right >= left, RIGHT_LABEL, LEFT_LABEL)).astype(np.uint8)
     side[0] = 0
-    out = np.array(labels, copy=True)
     grown = side[comp[dark]]
     both = ((right > 0) & (left > 0))[comp[dark]]
     if both.any() and affine is not None and midline_x is not None:
-        idx = np.argwhere(dark)[both]
+        idx = np.argwhere(dark)[both] + [s.start for s in box]
         world_x = idx @ np.asarray(affine, float)[0, :3] + float(affine[0, 3])
         grown[both] = np.where(world_x > midline_x, RIGHT_LABEL, LEFT_LABEL)  # RAS+: right is +x
-    out[dark] = grown
+    out = np.array(labels, copy=True)
+    out[box][dark] = grown
     return out
 
 
@@ -313,13 +315,13 @@ class Predictor:
         Returns (levels, box): the box (slices of the image grid) holds every voxel whose
         interpolated P(lung) exceeds `LOW` and that can connect to P > 0.5 (what the HU
         refinement may keep); outside it the level is 0. None when the network finds no lung.
-        With `rims`, (levels, box, rim): the box grown to P > `RIM_LOW` and, on it, where
-        `RIM_LOW` < P <= `LOW` (bool).
+        With `rims`, (levels, box, rim): also where `RIM_LOW` < P <= `LOW` on the same box (bool;
+        the box already spans the lungs, whose rims are what `grow_into_rims` looks for).
         """
         prob, box_aff = self._network(image, hull)
         back = axis_map(box_aff, image.affine)  # image index -> model-box index
         coords = [back.offset[a] + back.scale[a] * np.arange(image.shape[a]) for a in range(3)]
-        above = bbox(_reachable(prob, RIM_LOW if rims else LOW), pad=0)
+        above = bbox(_reachable(prob), pad=0)
         if above is None:
             return (None, None, None) if rims else (None, None)
         box = []
