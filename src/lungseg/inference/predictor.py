@@ -58,9 +58,12 @@ BACKENDS = ("torch", "onnxruntime")
 #: P(lung) below this is background whatever the HU (`refine_boundary`'s `low`) ...
 LOW, HIGH = 0.1, 0.9
 #: ... except at the lungs' dark rims: voxels with P above `RIM_LOW`, darker than `RIM_HU` and
-#: joined through such voxels to a lung already chosen are lung (`grow_into_rims`)
+#: joined through such voxels to a lung already chosen are lung (`grow_into_rims`); a piece of
+#: them with a median below `RIM_GAS_HU` is a bronchus' lumen (a contrast CTA's left upper-lobe
+#: bronchus: -940 HU), not a rim (the recesses' partial volume: -420 to -780 HU)
 RIM_LOW = 0.005
 RIM_HU = -400.0
+RIM_GAS_HU = -900.0
 #: Post-processing runs on the lungs' box grown by this much: farther than anything it looks
 #: at around a lung (the airways' 25 mm keep-out zone of `fill_indentations`).
 POST_MARGIN_MM = 30.0
@@ -171,8 +174,9 @@ def grow_into_rims(labels: np.ndarray, rim: np.ndarray, hu: np.ndarray, keep_out
     whole scan). A voxel of `rim` (P just above `RIM_LOW`) darker than `max_hu` is lung when a
     path of such voxels joins it to a lung; it takes that lung's label. Grown from the lungs
     already chosen, so dark air elsewhere (bowel, air outside the body, a skin fold) is not
-    reached; `keep_out` (the central airways) is not crossed. A rim joined to both lungs (at
-    the anterior junction) is split at the body's `midline_x` (world x of `affine`).
+    reached; `keep_out` (the central airways) is not crossed, and gas (a piece of the dark voxels
+    with a median below `RIM_GAS_HU`: a lobar bronchus' lumen) is not taken. A rim joined to both
+    lungs (at the anterior junction) is split at the body's `midline_x` (world x of `affine`).
     """
     if rim is None:
         return labels
@@ -184,6 +188,11 @@ def grow_into_rims(labels: np.ndarray, rim: np.ndarray, hu: np.ndarray, keep_out
     if box is None:
         return labels
     dark, lab = dark[box], np.asarray(labels)[box]
+    # a piece of gas (median below RIM_GAS_HU) is an airway's lumen at the hilum, not a rim of lung
+    pieces, n_pieces = cc3d.connected_components(dark, connectivity=26, return_N=True)
+    medians = np.asarray(ndimage.median(np.asarray(hu)[box], pieces, np.arange(1, n_pieces + 1)), np.float64)
+    dark &= np.concatenate([[False], medians > RIM_GAS_HU])[pieces]
+    del pieces
     comp, n = cc3d.connected_components(dark | (lab > 0), connectivity=26, return_N=True)
     right = np.bincount(comp[lab == RIGHT_LABEL], minlength=n + 1)
     left = np.bincount(comp[lab == LEFT_LABEL], minlength=n + 1)
