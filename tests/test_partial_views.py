@@ -133,3 +133,7 @@ def test_grow_into_rims_joins_dark_rims_to_their_lung_only():
     out3 = grow_into_rims(labels, rim3, hu3, affine=np.eye(4), midline_x=10.5)
     assert (out3[11:20, 10:12] == 1).all() and (out3[2:11, 10:12] == 2).all()
     assert grow_into_rims(labels, None, hu) is labels  # no rim band: nothing to do
+    # a bronchus' lumen (gas, median below -900 HU) in the band, joined to a lung, stays out
+    hu4 = hu.copy()
+    hu4[12:20, 10:13, :] = -990.0
+    assert np.array_equal(grow_into_rims(labels, rim, hu4, affine=np.eye(4), midline_x=10.5), labels)
