@@ -164,7 +164,21 @@ class RandSlabd(RandomizableTransform, MapTransform):
 
 class _LungPaintd(RandomizableTransform, MapTransform):
     """Base of the transforms that paint pathology into a patch's lung, label unchanged:
-    `paint(image, lung)` returns the new first channel (x, y, z; scaled HU) or None."""
+    `paint(image, lung)` returns the new first channel (x, y, z; scaled HU) or None. Patches
+    are on `spacing` (mm) with HU scaled to [0, 1] by `hu_window`; a patch with less lung
+    than `min_lung_voxels` is left as it is."""
+
+    def __init__(self, keys: Sequence[str], prob: float, spacing: Sequence[float],
+                 hu_window: tuple[float, float], min_lung_voxels: int):
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.spacing = np.asarray(spacing, float)
+        self.hu_window = hu_window
+        self.min_lung_voxels = min_lung_voxels
+
+    def _scaled(self, hu: np.ndarray | float) -> np.ndarray | float:
+        lo, hi = self.hu_window
+        return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
@@ -203,17 +217,9 @@ class RandMassd(_LungPaintd):
                  radius_mm: tuple[float, float] = (8.0, 45.0), hu: tuple[float, float] = (-40.0, 80.0),
                  spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
                  min_lung_voxels: int = 4000):
-        MapTransform.__init__(self, keys, allow_missing_keys=True)
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(keys, prob, spacing, hu_window, min_lung_voxels)
         self.radius_mm = radius_mm
         self.hu = hu
-        self.spacing = np.asarray(spacing, float)
-        self.hu_window = hu_window
-        self.min_lung_voxels = min_lung_voxels
-
-    def _scaled(self, hu: np.ndarray | float) -> np.ndarray | float:
-        lo, hi = self.hu_window
-        return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
     def mass(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         """The patch `image` (x, y, z; scaled) with a mass in `lung` (bool), or None (no room)."""
@@ -289,17 +295,9 @@ class RandCollapsed(_LungPaintd):
                  share: tuple[float, float] = (0.12, 0.45), hu: tuple[float, float] = (-10.0, 60.0),
                  spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
                  min_lung_voxels: int = 4000):
-        MapTransform.__init__(self, keys, allow_missing_keys=True)
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(keys, prob, spacing, hu_window, min_lung_voxels)
         self.share = share
         self.hu = hu
-        self.spacing = np.asarray(spacing, float)
-        self.hu_window = hu_window
-        self.min_lung_voxels = min_lung_voxels
-
-    def _scaled(self, hu: np.ndarray | float) -> np.ndarray | float:
-        lo, hi = self.hu_window
-        return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         from scipy import ndimage
@@ -400,11 +398,7 @@ class RandFibrosisd(_LungPaintd):
     def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.2,
                  spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
                  min_lung_voxels: int = 4000):
-        MapTransform.__init__(self, keys, allow_missing_keys=True)
-        RandomizableTransform.__init__(self, prob)
-        self.spacing = np.asarray(spacing, float)
-        self.hu_window = hu_window
-        self.min_lung_voxels = min_lung_voxels
+        super().__init__(keys, prob, spacing, hu_window, min_lung_voxels)
 
     def fibrosis(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         """The patch `image` (x, y, z; scaled) with fibrosis in `lung` (bool), or None (no pleura)."""
