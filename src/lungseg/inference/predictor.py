@@ -5,9 +5,9 @@ model's grid (RAS, model spacing: MONAI's `Orientationd` + `Spacingd` grid, comp
 axis, `inference.resample`) -> HU window -> sliding window -> softmax -> P(lung) stays on
 the model grid and is interpolated back (trilinear, so boundaries stay smooth) slab by slab,
 only where it exceeds 0.1, straight into four uint8 levels -> HU boundary refinement ->
-post-processing (two lungs, holes filled, sides from the affine, central airways out) on
-the lungs' box. No full-resolution float volume is ever held: a 512x512x300 scan needs
-well under 2 GiB.
+post-processing (two lungs, holes filled, sides from the affine, the dark rims the network
+blurred, central airways out) on the lungs' box. No full-resolution float volume is ever
+held: a 512x512x300 scan needs well under 2 GiB.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def grow_into_rims(labels: np.ndarray, rim: np.ndarray, hu: np.ndarray, keep_out
                    max_hu: float = RIM_HU) -> np.ndarray:
     """`labels` (the chosen lungs, 1/2) plus the dark voxels of `rim` joined to them.
 
-    Why: the network works on a 1.5-2 mm grid and blurs a lung's thin dark edges (the
+    Why: the network works on a 2.5 mm grid and blurs a lung's thin dark edges (the
     costophrenic recesses beside the liver and spleen, a few mm wide) to P(lung) below `LOW`;
     the whole scan keeps most of them through the lung above, a view of the lung bases
     alone did not (crops of the lowest 10 % of the shared chests 0.89-0.93 Dice against the
@@ -517,18 +517,18 @@ def _anatomy(image: Volume, hull: _Once | None = None, midline: _Once | None = N
     return hull(), midline(), parts, airways
 
 
-def _reachable(prob: np.ndarray, low: float = LOW) -> np.ndarray:
-    """Model-grid voxels with P > `low` that a full-grid path of P > `low` can join to P > 0.5.
+def _reachable(prob: np.ndarray) -> np.ndarray:
+    """Model-grid voxels with P > `LOW` that a full-grid path of P > `LOW` can join to P > 0.5.
 
     On the full grid such a path runs through interpolation cells, each with a corner above
-    `low`, and corners of neighbouring cells lie at most two model voxels apart: so the
-    components of the one-voxel dilation of P > `low` that hold some P > 0.5 contain every
+    `LOW`, and corners of neighbouring cells lie at most two model voxels apart: so the
+    components of the one-voxel dilation of P > `LOW` that hold some P > 0.5 contain every
     voxel the refinement can keep, and stray specks (box corners, far air) fall away.
     """
     import cc3d
     from scipy import ndimage
 
-    above = prob > low
+    above = prob > LOW
     lab = cc3d.connected_components(ndimage.binary_dilation(above, np.ones((3, 3, 3), bool)), connectivity=26)
     ids = np.unique(lab[prob > 0.5])
     keep = np.zeros(int(lab.max()) + 1, bool)
