@@ -287,7 +287,10 @@ class RandCollapsed(_LungPaintd):
     where dense tissue against the pleura is more often effusion, which is not lung) with
     airless tissue, keeping its airways dark in some (air bronchograms), so the pleural cavity's
     outline, not the air, says where lung is. `share` is the lung piece's fraction filled.
-    No maintained library synthesises collapse into CT, hence written here.
+    Measured in stage 2 (15 % of the patches): more of every mass kept, but in views of the top
+    of the chest the network then called neck and shoulder muscle lung, so the shipped model
+    does not use it (docs/model.md). No maintained library synthesises collapse into CT,
+    hence written here.
     Expects channel-first (C, x, y, z) RAS patches on `spacing` with HU scaled by `hu_window`.
     """
 
