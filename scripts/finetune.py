@@ -108,8 +108,10 @@ def teacher_data(root: Path, model: Path) -> list[dict]:
     return entries
 
 
-def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16: bool = STAGE2["cpu_bf16"]) -> Path:
-    """Train stage 2 from the stage-1 weights `init`; returns OUT/default.pt (float16)."""
+def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16: bool = STAGE2["cpu_bf16"],
+                 teacher: Path | None = None) -> Path:
+    """Train stage 2 from the stage-1 weights `init`, the real scans' masks made by `teacher`
+    (default: `init` itself, as the shipped build did); returns OUT/default.pt (float16)."""
     from lungseg.networks import load_model, save_checkpoint
     from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
@@ -121,7 +123,7 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16
     if not (data / "train" / "dataset.json").exists():
         seeds = phantom_seeds(STAGE2["n_mass"], STAGE2["n_plain"], STAGE2["seed_train"])
         entries = phantom_data(data / "train", seeds, STAGE2["size"])
-        entries += teacher_data(data / "train", init)
+        entries += teacher_data(data / "train", teacher or init)
         synth(STAGE2["n_val"], data / "val", seed=STAGE2["seed_val"], size=STAGE2["size"], variations=True,
               progress=False, overwrite=True)
         (data / "train" / "dataset.json").write_text(json.dumps({"name": "lungseg stage 2", "training": entries},
@@ -135,7 +137,8 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16
     model, settings = load_model(out / "last.pt")
     real = [n for n, v in REAL_TRAIN.items() if (SHARED / v[0]).exists()]
     settings["trained"] = {"stage1": "scripts/pretrained.py", "stage2": "scripts/finetune.py",
-                           **STAGE2, "epochs": epochs, "cpu_bf16": cpu_bf16, "real_used": real, "summary": summary}
+                           **STAGE2, "epochs": epochs, "cpu_bf16": cpu_bf16, "real_used": real,
+                           "teacher": Path(teacher or init).name, "summary": summary}
     save_checkpoint(out / "default.pt", model, settings, half=True)
     print(json.dumps(summary), f"stage 2 done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     return out / "default.pt"
@@ -145,13 +148,15 @@ def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/fi
          init: Annotated[Path, typer.Option(help="stage-1 weights (runs/pretrained/stage1.pt)")] = ...,
          epochs: Annotated[int, typer.Option(min=1)] = STAGE2["epochs"],
          cpu_bf16: Annotated[bool, typer.Option(help="bfloat16 autocast on the CPU (faster, see "
-                                                "TrainConfig.cpu_bf16)")] = STAGE2["cpu_bf16"]) -> None:
+                                                "TrainConfig.cpu_bf16)")] = STAGE2["cpu_bf16"],
+         teacher: Annotated[Path | None, typer.Option(help="weights whose whole-scan masks teach the real "
+                                                      "scans (default: --init)")] = None) -> None:
     """Fine-tune stage-1 weights (see the module docstring). `make pretrained INSTALL=1` runs both
     stages and installs the weights with their held-out report; this script only builds."""
     if not init.is_file():
         raise typer.BadParameter(f"{init}: no stage-1 weights there (build them with `make pretrained`)",
                                  param_hint="--init")
-    build_stage2(out, init, epochs, cpu_bf16)
+    build_stage2(out, init, epochs, cpu_bf16, teacher)
 
 
 if __name__ == "__main__":
