@@ -13,7 +13,9 @@ checks are self-consistency and anatomy, not Dice against a truth:
    whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
 3. central airways (bench/airways.py, independent of lungseg): volume and share inside the
    lung mask;
-4. seconds per case; 5. overlays of the worst crops.
+4. scans that hold no lung (the abdomen series): mL called lung, which should be 0 (bowel
+   gas, the air between the arms and the body);
+5. seconds per case; 6. overlays of the worst crops.
 
 Uses only lungseg's public API (read_volume, Volume, segment, Predictor).
 
@@ -40,6 +42,8 @@ CHESTS = {
     "lidc0314": "real_unlabeled/chest_lidc0314_thin.nii.gz",
     "lungpetctdx_a0001": "real_unlabeled/chest_lungpetctdx_a0001_5mm.nii.gz",
 }
+#: scans with no lung in them (name -> path under ../shared/data)
+NO_LUNG = {"abdomen_ct_dicom": "abdomen_ct_dicom"}
 SLAB_SLICES = (1, 2, 5)
 SLAB_LEVELS = (0.25, 0.50, 0.75)
 BASES_FRACTION = 0.25
@@ -323,6 +327,22 @@ def check_pathology(shared: Path, method: str, predictor) -> list[dict]:
     return rows
 
 
+def check_no_lung(shared: Path, method: str, predictor) -> list[dict]:
+    """mL called lung on each scan of `NO_LUNG` that is present (should be 0)."""
+    import lungseg
+
+    rows = []
+    for name, rel in NO_LUNG.items():
+        if not (shared / rel).exists():
+            continue
+        image = lungseg.read_volume(shared / rel)
+        mask, secs, err = run_segment(image, method, predictor)
+        ml = None if mask is None else round(float((mask > 0).sum() * np.prod(image.spacing) / 1000), 1)
+        rows.append({"case": name, "shape": list(image.shape), "lung_ml": ml, "seconds": round(secs, 2), "error": err})
+        log(f"  {method} {name} (no lung): {ml} mL called lung, {secs:.1f} s" + (f" [{err}]" if err else ""))
+    return rows
+
+
 def lesion_slabs(image, sel: np.ndarray, whole: np.ndarray, method: str, predictor) -> list[dict]:
     """A thin scan through the lesion: slabs of SLAB_SLICES slices around the axial slice that
     holds most of the label, each segmented on its own; the share of the label inside the
@@ -395,6 +415,9 @@ def table(method: str, res: dict) -> str:
         note = r["error"] or f"airway {r['airway_ml']} mL; trachea inside lung {fmt(r.get('trachea_inside_lung'))}"
         lines.append(f"| {r['chest']} | airways (trachea to lobar bronchi) | | | | "
                      f"{fmt(r.get('inside_lung'))} | | {note} |")
+    for r in res.get("no_lung", []):
+        note = r["error"] or f"{fmt(r['lung_ml'], 1)} mL called lung (no lung in this scan: 0 expected)"
+        lines.append(f"| {r['case']} {tuple(r['shape'])} | no lung | | | | | {r['seconds']:.1f} | {note} |")
     return "\n".join(lines)
 
 
@@ -454,7 +477,7 @@ def main() -> int:
     fig_dirs = [out] + ([Path(args.figures)] if args.figures else [])
     predictor = lungseg.Predictor(args.model) if "unet" in methods else None
     chests = dict(list(CHESTS.items())[:1]) if args.quick else CHESTS
-    results = {m: {"chests": [], "pathology": [], "airways": []} for m in methods}
+    results = {m: {"chests": [], "pathology": [], "airways": [], "no_lung": []} for m in methods}
     worst = {m: [] for m in methods}
     airway_info = {}
     for name, rel in chests.items():
@@ -487,6 +510,7 @@ def main() -> int:
     for method in methods:
         results[method]["pathology"] = check_pathology(shared, method,
                                                        predictor if method == "unet" else None)
+        results[method]["no_lung"] = check_no_lung(shared, method, predictor if method == "unet" else None)
         figs = []
         for rank, (score, row, views) in enumerate(worst[method], start=1):
             fname = f"robustness_worst_{method}_{rank}_{row['chest']}_{slug(row['crop'])}.png"

@@ -1,7 +1,8 @@
 """Compact tables of `bench/real_robustness.py` results, for docs/model.md.
 
 Crop consistency as the worst binary Dice over the three levels of each slab size, with the
-worst right/left agreement; then pathology inside the lung and central airways inside it.
+worst right/left agreement; then pathology inside the lung, central airways inside it, and the
+lung found in scans that hold none.
 
     python bench/robustness_summary.py runs/real_robustness/results.json
 """
@@ -35,6 +36,10 @@ def summary(path: str) -> str:
         lines += ["", "| chest | airway volume (mL) | airway inside the lung mask | trachea inside |", "|---|---:|---:|---:|"]
         for a in res.get("airways", []):
             lines.append(f"| {a['chest']} | {a['airway_ml']:.1f} | {a['inside_lung']:.3f} | {a['trachea_inside_lung']:.3f} |")
+        if res.get("no_lung"):
+            lines += ["", "| scan with no lung | mL called lung |", "|---|---:|"]
+            lines += [f"| {r['case']} | {'error' if r['lung_ml'] is None else format(r['lung_ml'], '.1f')} |"
+                      for r in res["no_lung"]]
         lines.append("")
     return "\n".join(lines)
 
