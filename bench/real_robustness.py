@@ -337,7 +337,7 @@ def check_no_lung(shared: Path, method: str, predictor) -> list[dict]:
             continue
         image = lungseg.read_volume(shared / rel)
         mask, secs, err = run_segment(image, method, predictor)
-        ml = None if mask is None else round(float((mask > 0).sum() * np.prod(image.spacing) / 1000), 1)
+        ml = None if mask is None else round(float((mask > 0).sum() * image.voxel_ml), 1)
         rows.append({"case": name, "shape": list(image.shape), "lung_ml": ml, "seconds": round(secs, 2), "error": err})
         log(f"  {method} {name} (no lung): {ml} mL called lung, {secs:.1f} s" + (f" [{err}]" if err else ""))
     return rows

@@ -156,6 +156,8 @@ def main(out: Annotated[Path, typer.Option(help="build folder")] = Path("runs/fi
     if not init.is_file():
         raise typer.BadParameter(f"{init}: no stage-1 weights there (build them with `make pretrained`)",
                                  param_hint="--init")
+    if teacher is not None and not teacher.is_file():
+        raise typer.BadParameter(f"{teacher}: no weights there", param_hint="--teacher")
     build_stage2(out, init, epochs, cpu_bf16, teacher)
 
 
