@@ -47,6 +47,14 @@ def superior_axis(affine: np.ndarray) -> int:
     return [c in ("S", "I") for c in codes].index(True)
 
 
+def shifted_affine(affine: np.ndarray, start: Sequence[float]) -> np.ndarray:
+    """Affine of the sub-grid whose index 0 is `start` of the grid of `affine` (a crop or box)."""
+    affine = np.asarray(affine, float)
+    out = affine.copy()
+    out[:3, 3] = affine[:3, :3] @ np.asarray(start, float) + affine[:3, 3]
+    return out
+
+
 def downsampled_affine(affine: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """Affine of a grid block-reduced by integer `factors` (block centres, same world space)."""
     affine = np.asarray(affine, float)

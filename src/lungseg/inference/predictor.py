@@ -35,7 +35,7 @@ from lungseg.core.anatomy import (
     scan_height_mm,
 )
 from lungseg.core.errors import InputError
-from lungseg.core.geometry import spacing_of
+from lungseg.core.geometry import shifted_affine, spacing_of
 from lungseg.core.labels import LEFT as LEFT_LABEL
 from lungseg.core.labels import RIGHT as RIGHT_LABEL
 from lungseg.core.morphology import bbox
@@ -281,9 +281,7 @@ class Predictor:
         if np.array_equal(whole, -(-shape // 16) * 16):  # one window: grow the box to it
             lo -= (whole - shape) // 2
             shape = whole
-        box_aff = gaff.copy()
-        box_aff[:3, 3] = gaff[:3, :3] @ lo + gaff[:3, 3]
-        return box_aff, tuple(int(n) for n in shape), to_image.shifted(lo)
+        return shifted_affine(gaff, lo), tuple(int(n) for n in shape), to_image.shifted(lo)
 
     @torch.inference_mode()
     def _model_probability(self, x: np.ndarray) -> np.ndarray:
@@ -418,10 +416,10 @@ class Predictor:
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
         pbox = self._post_box(box, image)
         sub = np.zeros(tuple(s.stop - s.start for s in pbox), np.uint8)
-        sub[tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox, strict=True))] = lung
+        inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox, strict=True))
+        sub[inner] = lung
         del lung
-        aff = image.affine.copy()
-        aff[:3, 3] = image.affine[:3, :3] @ [s.start for s in pbox] + image.affine[:3, 3]
+        aff = shifted_affine(image.affine, [s.start for s in pbox])
         # fatty soft tissue out before the lungs are chosen: what is left of a piece must
         # still make a lung's volume (a skin fold between arm and body is not one)
         reference = self._reference(image, parts)
@@ -430,10 +428,8 @@ class Predictor:
                           midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
         del hull
         airways = airways_all[pbox]
-        inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox, strict=True))
-        box_aff = image.affine.copy()
-        box_aff[:3, 3] = image.affine[:3, :3] @ [b.start for b in box] + image.affine[:3, 3]
-        sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner], affine=box_aff,
+        sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner],
+                                    affine=shifted_affine(image.affine, [b.start for b in box]),
                                     midline_x=midline_x)
         del rim
         partial = is_partial_view(image)
