@@ -7,7 +7,7 @@ import torch
 from conftest import assert_no_leftovers
 
 from lungseg.core.errors import InputError
-from lungseg.networks import build_unet, load_checkpoint, load_model, save_checkpoint
+from lungseg.networks import average_weights, build_unet, load_checkpoint, load_model, save_checkpoint
 
 SMALL = {"channels": [4, 8, 16, 32, 64]}
 
@@ -40,6 +40,37 @@ def test_half_precision_checkpoint_is_smaller_and_close(tmp_path):
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         assert torch.allclose(net(x), model(x), atol=1e-2)
+
+
+def test_average_weights_is_the_elementwise_mean_of_runs(tmp_path):
+    settings = {"network": SMALL, "preprocessing": {"spacing": [2, 2, 2]}}
+    torch.manual_seed(0)
+    nets = [build_unet(SMALL) for _ in range(3)]
+    for net in nets:  # batch-norm statistics differ between runs too
+        net.train()(torch.randn(2, 1, 32, 32, 32))
+    paths = [save_checkpoint(tmp_path / f"run{i}.pt", net, settings) for i, net in enumerate(nets)]
+    soup, got = average_weights(paths)
+    assert got["preprocessing"]["spacing"] == [2, 2, 2]
+    assert not soup.training
+    states = [net.state_dict() for net in nets]
+    for key, value in soup.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (states[0][key] + states[1][key] + states[2][key]) / 3, atol=1e-6), key
+        else:
+            assert torch.equal(value, states[0][key]), key
+    assert not torch.allclose(soup.state_dict()["model.0.conv.unit0.conv.weight"],
+                              states[0]["model.0.conv.unit0.conv.weight"])
+    one, _ = average_weights(paths[:1])  # a soup of one run is that run
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(one(x), nets[0].eval()(x), atol=1e-5)
+
+
+def test_average_weights_refuses_runs_of_different_networks(tmp_path):
+    a = save_checkpoint(tmp_path / "a.pt", build_unet(SMALL), {"network": SMALL})
+    b = save_checkpoint(tmp_path / "b.pt", build_unet(SMALL), {"network": SMALL, "preprocessing": {"spacing": [1, 1, 1]}})
+    with pytest.raises(InputError, match="b.pt.*preprocessing"):
+        average_weights([a, b])
 
 
 class _Evil:

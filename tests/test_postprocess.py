@@ -2,6 +2,7 @@
 
 import time
 
+import cc3d
 import numpy as np
 import pytest
 
@@ -192,3 +193,51 @@ def test_partial_volume_next_to_air_is_not_counted_as_fat():
     assert drop_fatty_pieces(lab, hu, reference, np.eye(4), air_margin_mm=3.0)[flat].all()
     # counted when the margin is switched off
     assert not drop_fatty_pieces(lab, hu, reference, np.eye(4), air_margin_mm=0.0)[flat].any()
+
+
+def _chest_with_pocket():
+    """Two lungs in a body of soft tissue; a pocket of air at the skin, half outside the body's
+    hull, that a network called lung; a lung piece cut by the field of view on the other side."""
+    shape = (80, 40, 40)
+    hu = np.full(shape, -1000.0)
+    hu[4:76, 2:38, :] = 40.0                      # body; y 38-39 is the air behind the back
+    lung = two_lungs(shape=(60, 40, 40))
+    lung = np.pad(lung, ((10, 10), (0, 0), (0, 0)))
+    hu[lung] = -850.0
+    hull = np.zeros(shape, bool)
+    hull[4:76, 2:38, :] = True                    # the body's outline, lungs inside it
+    labels = lung.astype(np.uint8)
+    pocket = np.zeros(shape, bool)
+    pocket[40:50, 33:40, 5:35] = True             # straddles the skin at y 38, air beyond it
+    hu[pocket & (hu > -500)] = -900.0             # the gap between skin and the pad is air
+    labels[pocket] = 1
+    return hu, hull, labels, pocket, lung
+
+
+def test_pocket_of_air_at_the_skin_is_not_lung():
+    from lungseg.inference.postprocess import air_beside
+
+    hu, hull, labels, pocket, lung = _chest_with_pocket()
+    assert 0.5 < hull[pocket].mean() < 0.75      # the hull rule alone keeps it
+    assert air_beside(pocket, labels > 0, hu, RAS) > 0.1
+    assert air_beside(lung & (np.arange(80)[:, None, None] < 40), labels > 0, hu, RAS) == 0.0
+    out = postprocess(labels, RAS, min_volume_ml=1.0, hu=hu, hull=hull)
+    assert not out[pocket & ~lung].any()
+    assert np.array_equal(out > 0, lung)
+    without_hu = postprocess(labels, RAS, min_volume_ml=1.0, hull=hull)  # no CT: hull rule only
+    assert without_hu[pocket].all()
+
+
+def test_lung_cut_by_the_field_of_view_next_to_tissue_is_kept():
+    hu, hull, labels, pocket, lung = _chest_with_pocket()
+    labels[pocket] = 0
+    cut = np.zeros(labels.shape, bool)
+    cut[67:75, 31:40, 5:35] = True                # reaches the image edge: no air beside it
+    hu[66:80, 30:40, :] = 40.0                    # the body runs off the image here
+    hu[cut] = -850.0
+    labels[cut] = 1
+    hull[66:76, 36:40, :] = False                 # pokes out of a coarse hull
+    assert 0.5 < hull[cut].mean() < 0.75
+    assert not (cc3d.connected_components(labels > 0)[cut] == cc3d.connected_components(labels > 0)[lung][0]).any()
+    out = postprocess(labels, RAS, min_volume_ml=1.0, hu=hu, hull=hull)
+    assert out[cut].all()

@@ -214,5 +214,35 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
     return model.to(device).eval(), settings
 
 
+def average_weights(paths: list[str | Path]) -> tuple[UNet, dict[str, Any]]:
+    """Uniform "model soup" (Wortsman et al., ICML 2022): the mean of the weights of runs
+    fine-tuned from one initialisation, as one model in eval mode.
+
+    Why: runs that differ only in their random seed disagree by 0.02-0.03 on hard real
+    scans (docs/model.md, build-to-build noise); their weight average is at least as good as
+    the better run on most checks and costs nothing at inference, unlike an ensemble. Batch-norm
+    statistics are averaged too (integer counters are taken from the first run). Runs must
+    describe the same network and preprocessing; the first one's settings are returned.
+    """
+    if not paths:
+        raise ValueError("average_weights needs at least one checkpoint")
+    payloads = [load_checkpoint(p) for p in paths]
+    first = payloads[0]["settings"]
+    for p, payload in zip(paths[1:], payloads[1:]):
+        for key in ("network", "preprocessing"):
+            if payload["settings"][key] != first[key]:
+                raise InputError(f"settings.{key} differs from {Path(paths[0]).name}'s; only runs of one "
+                                 "network and preprocessing can be averaged", p)
+    state = {}
+    for key, value in payloads[0]["state_dict"].items():
+        if value.is_floating_point():
+            state[key] = torch.stack([pl["state_dict"][key].double() for pl in payloads]).mean(0).float()
+        else:
+            state[key] = value
+    model = build_unet(first["network"])
+    model.load_state_dict(state)
+    return model.eval(), first
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model

@@ -14,10 +14,19 @@ from lungseg.core.geometry import spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, fill_holes, pool_any, upsample_nearest
 
-__all__ = ["drop_fatty_pieces", "fill_indentations", "lung_levels", "postprocess", "refine_boundary", "refine_levels"]
+__all__ = ["air_beside", "drop_fatty_pieces", "fill_indentations", "lung_levels", "postprocess", "refine_boundary", "refine_levels"]
 
 #: Lung pieces kept: two lungs, or lungs cut into pieces by a crop, a slab or fibrosis.
 MAX_PIECES = 4
+#: A piece partly outside the body's hull (share inside below `EDGE_HULL_SHARE`) with air that is
+#: not lung beside it (more than `AIR_BESIDE_SHARE` of a `AIR_RING_MM` in-plane ring darker than
+#: `AIR_BESIDE_HU`) is a pocket of air at the skin (behind the shoulder, between arm and body, under
+#: the table pad), not lung. A lung is walled by tissue; one cut by the field of view meets the
+#: image edge, not air; a lung with a pneumothorax beside it lies inside the hull.
+EDGE_HULL_SHARE = 0.75
+AIR_BESIDE_SHARE = 0.1
+AIR_BESIDE_HU = -800.0
+AIR_RING_MM = 3.0
 
 
 def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
@@ -57,8 +66,11 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
             sel = comp[bb] == c
             if hu is not None and float(np.median(np.asarray(hu)[bb][sel])) < GAS_MEDIAN_HU:
                 continue
-            if hull is not None and float(np.mean(hull[bb][sel])) < 0.5:
-                continue
+            if hull is not None:
+                inside = float(np.mean(hull[bb][sel]))
+                if inside < 0.5 or (hu is not None and inside < EDGE_HULL_SHARE
+                                    and air_beside(comp == c, labels > 0, hu, affine) > AIR_BESIDE_SHARE):
+                    continue
             plausible.append(c)
         order = plausible
     if not order:
@@ -73,6 +85,25 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
         filled = fill_holes(sides == side, slice_axis=ax)
         out[filled & (out == 0) & ((sides == 0) | (sides == side))] = side
     return out
+
+
+def air_beside(piece: np.ndarray, mask: np.ndarray, hu: np.ndarray, affine: np.ndarray,
+               ring_mm: float = AIR_RING_MM, air_hu: float = AIR_BESIDE_HU) -> float:
+    """Share of an in-plane ring `ring_mm` wide around `piece` that is air (< `air_hu`) outside
+    `mask`: ~0 for a lung (chest wall, mediastinum, diaphragm around it), high for a pocket of
+    air at the skin. Worked out on the piece's box grown by the ring."""
+    ax = superior_axis(affine)
+    sp = spacing_of(affine)
+    grow = [0 if a == ax else max(1, int(round(ring_mm / sp[a]))) for a in range(3)]
+    box = bbox(piece, pad=0)
+    if box is None:
+        return 0.0
+    box = tuple(slice(max(0, b.start - g), min(n, b.stop + g)) for b, g, n in zip(box, grow, piece.shape, strict=True))
+    p = piece[box]
+    ring = ndimage.binary_dilation(p, np.ones([2 * g + 1 for g in grow], bool)) & ~np.asarray(mask)[box]
+    if not ring.any():
+        return 0.0
+    return float(np.mean(np.asarray(hu)[box][ring] < air_hu))
 
 
 def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 12.0,
