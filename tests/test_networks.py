@@ -7,7 +7,13 @@ import torch
 from conftest import assert_no_leftovers
 
 from lungseg.core.errors import InputError
-from lungseg.networks import average_weights, build_unet, load_checkpoint, load_model, save_checkpoint
+from lungseg.networks import (
+    average_weights,
+    build_unet,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 
 SMALL = {"channels": [4, 8, 16, 32, 64]}
 

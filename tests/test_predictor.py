@@ -64,3 +64,21 @@ def test_no_lungs_gives_empty_mask_not_error(predictor):
     mask = predictor.predict(vol)
     assert mask.shape == shape
     assert mask.array.sum() == 0
+
+
+def test_without_gas_drops_the_pieces_whose_median_is_gas():
+    from lungseg.inference.predictor import without_gas
+
+    mask = np.zeros((20, 20, 20), bool)
+    hu = np.full(mask.shape, -850.0)
+    mask[2:6, 2:6, 2:6] = True            # lung rim: -850 HU
+    mask[10:14, 10:14, 10:14] = True      # a bronchus' lumen: mostly -950 HU
+    hu[10:14, 10:14, 10:14] = -950.0
+    hu[10, 10:14, 10:14] = -600.0         # its wall (a quarter of the piece) does not save it
+    out = without_gas(mask, hu, -900.0)
+    assert out[2:6, 2:6, 2:6].all() and not out[10:14, 10:14, 10:14].any()
+    hu[10:12, 10:14, 10:14] = -600.0      # now more than half is above: median above -900
+    hu[12, 10:14, 10:14] = -850.0
+    assert np.median(hu[10:14, 10:14, 10:14]) > -900
+    assert without_gas(mask, hu, -900.0)[10:14, 10:14, 10:14].all()
+    assert not without_gas(np.zeros_like(mask), hu, -900.0).any()

@@ -228,7 +228,7 @@ def average_weights(paths: list[str | Path]) -> tuple[UNet, dict[str, Any]]:
         raise ValueError("average_weights needs at least one checkpoint")
     payloads = [load_checkpoint(p) for p in paths]
     first = payloads[0]["settings"]
-    for p, payload in zip(paths[1:], payloads[1:]):
+    for p, payload in zip(paths[1:], payloads[1:], strict=True):
         for key in ("network", "preprocessing"):
             if payload["settings"][key] != first[key]:
                 raise InputError(f"settings.{key} differs from {Path(paths[0]).name}'s; only runs of one "

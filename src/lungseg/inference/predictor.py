@@ -25,7 +25,6 @@ import cc3d
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from scipy import ndimage
 
 from lungseg.core.anatomy import (
     PARTIAL_VIEW_MM,
@@ -132,6 +131,21 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
     return labels
 
 
+def without_gas(mask: np.ndarray, hu: np.ndarray, gas_hu: float) -> np.ndarray:
+    """`mask` without its 26-connected pieces whose median HU is `gas_hu` or below (an airway's
+    lumen, not lung). "Median above" is counted as "more than half of the piece above", in one
+    pass over the mask's voxels: `ndimage.median` per piece sorts the whole array (7 s and 0.8 GiB
+    more on a 512x512x275 chest)."""
+    mask = np.asarray(mask, bool)
+    pieces, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    which = pieces[mask]
+    total = np.bincount(which, minlength=n + 1)
+    above = np.bincount(which, weights=np.asarray(hu)[mask] > gas_hu, minlength=n + 1)
+    keep = 2 * above > total
+    keep[0] = False
+    return keep[pieces]
+
+
 def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep_out: np.ndarray | None = None,
                      max_hu: float = AERATED_HU) -> np.ndarray:
     """`labels` plus the voxels of `other` (with their labels) that are clearly aerated lung.
@@ -151,11 +165,7 @@ def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep
         return labels
     # a piece that is gas rather than parenchyma (median below GAS_HU: a bronchus' lumen at the
     # hilum, which a thin view's own airway search cannot follow up to the trachea) stays out
-    comp, n = cc3d.connected_components(add, connectivity=26, return_N=True)
-    medians = np.asarray(ndimage.median(hu, comp, np.arange(1, n + 1)), dtype=np.float64)
-    keep = np.zeros(n + 1, bool)
-    keep[1:] = medians > GAS_HU
-    add = keep[comp]
+    add = without_gas(add, hu, GAS_HU)
     if add.any():
         labels = labels.copy()
         labels[add] = np.asarray(other)[add]
@@ -189,10 +199,7 @@ def grow_into_rims(labels: np.ndarray, rim: np.ndarray, hu: np.ndarray, keep_out
         return labels
     dark, lab = dark[box], np.asarray(labels)[box]
     # a piece of gas (median below RIM_GAS_HU) is an airway's lumen at the hilum, not a rim of lung
-    pieces, n_pieces = cc3d.connected_components(dark, connectivity=26, return_N=True)
-    medians = np.asarray(ndimage.median(np.asarray(hu)[box], pieces, np.arange(1, n_pieces + 1)), np.float64)
-    dark &= np.concatenate([[False], medians > RIM_GAS_HU])[pieces]
-    del pieces
+    dark = without_gas(dark, np.asarray(hu)[box], RIM_GAS_HU)
     comp, n = cc3d.connected_components(dark | (lab > 0), connectivity=26, return_N=True)
     right = np.bincount(comp[lab == RIGHT_LABEL], minlength=n + 1)
     left = np.bincount(comp[lab == LEFT_LABEL], minlength=n + 1)
