@@ -119,8 +119,8 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16
     real scans' masks made by `teacher` (default: `init` itself), then average the runs' weights
     (`networks.average_weights`, a model soup); returns OUT/default.pt (float16).
 
-    A seed whose run finished (OUT/seed<N>/summary.json) is not trained again, so an
-    interrupted build resumes at the next seed."""
+    A seed whose run finished with the same epoch count (OUT/seed<N>/summary.json) is not
+    trained again, so an interrupted build resumes at the next seed."""
     from lungseg.networks import average_weights, save_checkpoint
     from lungseg.phantoms import synth
     from lungseg.training.config import TrainConfig
@@ -142,8 +142,9 @@ def build_stage2(out: Path, init: Path, epochs: int = STAGE2["epochs"], cpu_bf16
     summaries = {}
     for seed in seeds:
         run = out / f"seed{seed}"
-        if (run / "summary.json").exists() and (run / "last.pt").exists():
-            summaries[seed] = json.loads((run / "summary.json").read_text())
+        done = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        if done.get("epochs") == epochs and (run / "last.pt").exists():
+            summaries[seed] = done
             print(f"stage 2 seed {seed}: already trained ({run})", flush=True)
             continue
         cfg = TrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(run),
