@@ -42,8 +42,10 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     2 (left), named with the body's `midline_x` where given. With the CT (`hu`), components
     that are pure gas (median below `GAS_MEDIAN_HU`: air outside the body, bowel) are not
     lungs; with the body's per-slice `hull` (`core.anatomy.body_hull`), neither are components
-    lying mostly outside it (room air at a cut field of view). A lung cut by the field of
-    view pokes out of the hull a little and is kept whole. No lung -> all zeros.
+    lying mostly outside it (room air at a cut field of view), and with both, neither are
+    components a quarter or more outside it with air beside them (`air_beside`: a pocket of
+    air at the skin). A lung cut by the field of view pokes out of the hull a little and is
+    kept whole. No lung -> all zeros.
     """
     labels = np.asarray(labels)
     affine = np.asarray(affine, float)
