@@ -218,9 +218,10 @@ def average_weights(paths: list[str | Path]) -> tuple[UNet, dict[str, Any]]:
     """Uniform "model soup" (Wortsman et al., ICML 2022): the mean of the weights of runs
     fine-tuned from one initialisation, as one model in eval mode.
 
-    Why: runs that differ only in their random seed disagree by 0.02-0.03 on hard real
-    scans (docs/model.md, build-to-build noise); their weight average is at least as good as
-    the better run on most checks and costs nothing at inference, unlike an ensemble. Batch-norm
+    Why: runs that differ only in their random seed disagree by 0.02-0.2 on hard real scans
+    (docs/model.md, build-to-build noise); the average of the shipped two was at least as good
+    as the better run on the crops and the masses and costs nothing at inference, unlike an
+    ensemble, but it inherits a bad run's failure, so each run is checked first. Batch-norm
     statistics are averaged too (integer counters are taken from the first run). Runs must
     describe the same network and preprocessing; the first one's settings are returned.
     """
