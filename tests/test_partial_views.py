@@ -137,3 +137,37 @@ def test_grow_into_rims_joins_dark_rims_to_their_lung_only():
     hu4 = hu.copy()
     hu4[12:20, 10:13, :] = -990.0
     assert np.array_equal(grow_into_rims(labels, rim, hu4, affine=np.eye(4), midline_x=10.5), labels)
+
+
+def _strip_view(nz: int) -> Volume:
+    """A body with a lung block and a thin dark strip (-600 HU, partial volume of a recess)
+    running 90 mm sideways from it, and a dark pocket joined to nothing (bowel-like)."""
+    hu = np.full((130, 100, nz), -1000.0, np.float32)
+    hu[5:125, 10:90, :] = 40.0
+    hu[20:55, 25:75, :] = -850.0  # the lung
+    hu[55:100, 40:43, nz - 20:] = -600.0  # the strip, joined to the lung
+    hu[105:115, 60:70, nz - 20:nz - 10] = -600.0  # a pocket joined to no lung
+    return Volume(hu.astype(np.int16), AFFINE.copy())
+
+
+def test_partial_view_takes_dark_strips_joined_to_the_lung(monkeypatch):
+    # a stand-in network that sees only the lung block (P 1 below -800 HU, 0 elsewhere): the
+    # strip's far end lies where P is 0, as a view of the bases sees a cut-off recess
+    from lungseg.inference.predictor import Predictor
+
+    def block_only(self, x):
+        return (x < 0.1).astype(np.float32)  # [0, 1] window of [-1000, 1000] HU: below -800
+
+    monkeypatch.setattr(Predictor, "_model_probability", block_only)
+    pred = Predictor()
+    for nz, partial in [(60, True), (100, False)]:
+        image = _strip_view(nz)
+        assert is_partial_view(image) is partial
+        labels = pred.predict(image).array
+        far = labels[75:100, 40:43, nz - 20:]
+        assert (labels[25:50, 30:70, :] > 0).mean() > 0.95
+        assert not (labels[105:115, 60:70] > 0).any()  # the pocket is never lung
+        if partial:
+            assert (far == labels[35, 50, nz - 1]).all() and (far > 0).all()
+        else:  # a whole scan keeps rims only where the network's P reaches
+            assert not (far > 0).any()

@@ -187,6 +187,8 @@ def grow_into_rims(labels: np.ndarray, rim: np.ndarray, hu: np.ndarray, keep_out
     reached; `keep_out` (the central airways) is not crossed, and gas (a piece of the dark voxels
     with a median below `RIM_GAS_HU`: a lobar bronchus' lumen) is not taken. A rim joined to both
     lungs (at the anterior junction) is split at the body's `midline_x` (world x of `affine`).
+    A partial view passes the body hull as `rim` (P not asked): there the strips of recess the
+    view cut off from the lung above lie where P is ~0.
     """
     if rim is None:
         return labels
@@ -433,13 +435,14 @@ class Predictor:
         sub = drop_fatty_pieces(sub, hu[pbox], reference[pbox], aff)
         sub = postprocess(sub, aff, min_volume_ml=min_lung_volume_ml(hu.shape, image.affine),
                           midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
-        del hull
+        partial = is_partial_view(image)
+        if not partial:
+            del hull
         airways = airways_all[pbox]
         sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner],
                                     affine=shifted_affine(image.affine, [b.start for b in box]),
                                     midline_x=midline_x)
         del rim
-        partial = is_partial_view(image)
         if not partial:
             del airways_all
         sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
@@ -448,6 +451,12 @@ class Predictor:
         if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
             labels = add_missed_pieces(labels, reference)
             labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all)
+            # the recesses' thin dark strips that a view of the bases sees cut off from the lung
+            # above it, where the network's P is ~0: joined to a lung through dark voxels inside
+            # the body, they are lung whatever P says (views of the lowest 10 % of the shared
+            # chests: 0.86-0.97 -> 0.88-0.97 Dice against the whole scan, see docs/model.md)
+            labels = grow_into_rims(labels, hull, hu, keep_out=airways_all, affine=image.affine,
+                                    midline_x=midline_x)
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
 
     def _ahead(self, fn: Callable[[], object]) -> Future:
