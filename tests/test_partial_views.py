@@ -11,6 +11,7 @@ from lungseg.core.volume import Volume
 from lungseg.inference.classical import segment_classical
 from lungseg.inference.predictor import (
     add_aerated_lung,
+    add_cut_pieces,
     add_missed_pieces,
     grow_into_rims,
     is_partial_view,
@@ -171,3 +172,40 @@ def test_partial_view_takes_dark_strips_joined_to_the_lung(monkeypatch):
             assert (far == labels[35, 50, nz - 1]).all() and (far > 0).all()
         else:  # a whole scan keeps rims only where the network's P reaches
             assert not (far > 0).any()
+
+
+def test_add_cut_pieces_takes_small_aerated_pieces_the_view_cuts():
+    # RAS 2 mm grid (larger x index = patient's right), 10 slices (20 mm): the right lung is
+    # chosen; `found` also holds pieces too small for a lung (a 20 mm view asks 10 mL of one)
+    shape = (60, 40, 10)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    hu = np.full(shape, 40.0)
+    labels = np.zeros(shape, np.uint8)
+    labels[35:55, 5:35, :] = 1
+    hu[labels > 0] = -850.0
+    found = labels > 0
+    pieces = {  # name: (box, HU, expected label); the body midline at world x 30 mm (index 15)
+        "strip cut by the top face": ((slice(31, 33), slice(5, 35), slice(5, 10)), -700.0, 1),
+        "strip cut by the bottom face": ((slice(56, 58), slice(5, 35), slice(0, 4)), -600.0, 1),
+        "inside the view (bowel-like)": ((slice(20, 23), slice(5, 35), slice(3, 7)), -700.0, 0),
+        "trachea's lumen": ((slice(27, 29), slice(18, 22), slice(0, 10)), -950.0, 0),
+        "not aerated": ((slice(56, 58), slice(5, 35), slice(6, 10)), -300.0, 0),
+        "on the left, where no lung was chosen": ((slice(2, 5), slice(5, 35), slice(5, 10)), -700.0, 0),
+        "too small (under 0.5 mL)": ((slice(20, 21), slice(37, 39), slice(8, 10)), -700.0, 0),
+    }
+    for box, value, _ in pieces.values():
+        hu[box] = value
+        found[box] = True
+    hull = np.ones(shape, bool)
+    out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=30.0)
+    assert np.array_equal(out[labels > 0], labels[labels > 0])
+    for name, (box, _, expect) in pieces.items():
+        assert (out[box] == expect).all(), name
+    assert int((out > 0).sum()) == int((labels > 0).sum()) + 2 * 30 * 5 + 2 * 30 * 4
+    # a face that is not the image's (the post-processing box stops short of it) does not cut
+    out2 = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=30.0,
+                          cut_faces=(True, False))
+    assert (out2[31:33, 5:35, 5:10] == 0).all() and (out2[56:58, 5:35, 0:4] == 1).all()
+    # outside the body hull (room air at a cut field of view) is not lung
+    hull[31:33] = False
+    assert (add_cut_pieces(labels, found, hu, hull, affine, 10.0, 30.0)[31:33] == 0).all()
