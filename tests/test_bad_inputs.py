@@ -195,7 +195,8 @@ def _(d):
 
 @row("image_2d")
 def _(d):
-    return predict(nifti(d / "in" / "flat.nii.gz", np.zeros((8, 8), np.int16)), d), "flat.nii.gz"
+    # read as one axial slice (a valid CT), then refused as any constant image
+    return predict(nifti(d / "in" / "flat.nii.gz", np.zeros((8, 8), np.int16)), d), ("flat.nii.gz", "constant")
 
 
 @row("line_of_voxels")

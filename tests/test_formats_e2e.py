@@ -151,6 +151,29 @@ def test_dicom_folder_gives_nifti_and_dicom_seg(phantom, tmp_path, capsys):
     assert_no_leftovers(tmp_path)
 
 
+def test_one_dicom_slice_is_a_valid_ct(phantom, tmp_path, capsys):
+    # a single axial slice as one DICOM file: the same mask as that slice in a 3D NIfTI, and a
+    # DICOM SEG of one slice
+    lps = phantom["lps"]
+    k = lps.shape[2] // 2
+    one = lps.array[:, :, k:k + 1]
+    aff = lps.affine.copy()
+    aff[:3, 3] = lps.affine[:3, :3] @ [0, 0, k] + lps.affine[:3, 3]
+    write_series(tmp_path / "slice", one, aff, series_uid=UID_PART)
+    ras_nifti = write_volume(Volume(one, aff), tmp_path / "slice.nii.gz")
+    masks = {}
+    for kind, src in (("dicom", tmp_path / "slice"), ("nifti", ras_nifti)):
+        out = tmp_path / f"{kind}_mask.nii.gz"
+        code, stdout, err = _run(capsys, "predict", src, "-o", out, *CLASSICAL)
+        assert code == 0, err
+        masks[kind] = read_volume(out)
+        assert masks[kind].shape == (*lps.shape[:2], 1)
+        assert np.abs(masks[kind].affine - aff).max() < 1e-4
+    assert np.array_equal(masks["dicom"].array, masks["nifti"].array)
+    assert (masks["dicom"].array == 1).sum() > 100 and (masks["dicom"].array == 2).sum() > 100
+    _check_seg(tmp_path / "dicom_mask.seg.dcm", UID_PART, 1)
+
+
 def test_existing_dicom_seg_needs_overwrite(phantom, tmp_path, capsys):
     out = tmp_path / "lungs.nii.gz"
     seg_path = tmp_path / "lungs.seg.dcm"

@@ -181,3 +181,21 @@ def test_folder_of_nifti_points_to_the_files(tmp_path):
     (tmp_path / "ct.nii.gz").write_bytes(b"x")
     with pytest.raises(InputError, match="pass one of these files instead"):
         read_volume(tmp_path)
+
+
+def test_single_slice_series_is_a_volume_one_slice_deep(tmp_path):
+    # a single axial slice is a valid CT: its SliceThickness places it in 3D
+    data = hu(shape=(16, 14, 1))
+    write_series(tmp_path / "one", data, AFF)
+    vol = read_volume(tmp_path / "one")
+    assert vol.shape == (16, 14, 1)
+    np.testing.assert_array_equal(vol.array, data)
+    np.testing.assert_allclose(vol.affine, AFF, atol=1e-6)  # thickness 2.0 mm along +z (RAS)
+    # without SliceThickness there is no telling how thick it is: refused, with the folder named
+    f = next((tmp_path / "one").iterdir())
+    ds = pydicom.dcmread(f)
+    del ds.SliceThickness
+    ds.save_as(f)
+    with pytest.raises(InputError, match="single slice without SliceThickness") as info:
+        read_volume(tmp_path / "one")
+    assert "one" in str(info.value)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from dicom_factory import write_series
 
-from lungseg.core.errors import InputError, LungsegError
+from lungseg.core.errors import InputError, LungsegError, LungsegWarning
 from lungseg.io import Volume, read_volume, write_volume
 from lungseg.io.dicom import read_dicom_series
 
@@ -161,11 +161,31 @@ def test_4d_singleton_is_3d(tmp_path):
     assert read_volume(p).shape == (5, 5, 5)
 
 
-def test_2d_image(tmp_path):
+def test_2d_image_is_one_slice(tmp_path):
+    # one axial slice stored as a 2D NIfTI: a volume one slice deep on the header's geometry
+    aff = np.diag([0.7, 0.7, 2.5, 1.0])
+    aff[:3, 3] = (-90.0, -80.0, 40.0)
     p = tmp_path / "flat.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((5, 5), np.int16), np.eye(4)), p)
-    with pytest.raises(InputError, match="2D"):
-        read_volume(p)
+    data = np.arange(30, dtype=np.int16).reshape(5, 6)
+    nib.save(nib.Nifti1Image(data, aff), p)
+    vol = read_volume(p)
+    assert vol.shape == (5, 6, 1)
+    np.testing.assert_array_equal(vol.array[:, :, 0], data)
+    np.testing.assert_allclose(vol.affine, aff)
+    # a 2D MetaImage has no thickness: 1 mm along the in-plane normal, with a warning
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(data.T.copy())
+    img.SetSpacing((0.7, 0.8))
+    img.SetOrigin((10.0, 20.0))
+    sitk.WriteImage(img, str(tmp_path / "flat.mha"))
+    with pytest.warns(LungsegWarning, match="1 mm"):
+        vol2 = read_volume(tmp_path / "flat.mha")
+    assert vol2.shape == (5, 6, 1)
+    np.testing.assert_array_equal(vol2.array[:, :, 0], data)
+    # LPS (ITK) -> RAS: x and y flip; the slice normal is +z (LPS) = +z (RAS)
+    np.testing.assert_allclose(vol2.affine[:3, :3], np.diag([-0.7, -0.8, 1.0]))
+    np.testing.assert_allclose(vol2.affine[:3, 3], (-10.0, -20.0, 0.0))
 
 
 def test_missing_file_unknown_suffix_and_gz_garbage(tmp_path):

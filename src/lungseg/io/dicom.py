@@ -192,18 +192,19 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     Picks `series_uid` if given, else the series of the given file, else the CT series with
     the most slices. Raises `InputError` for an unknown UID, a missing slice (a gap larger
     than 1.5 × the median spacing), slices at the same position, or inconsistent slices;
-    resamples slightly non-uniform spacing to uniform with a `LungsegWarning`.
+    resamples slightly non-uniform spacing to uniform with a `LungsegWarning`. A series of one
+    slice is a volume one slice deep (its `SliceThickness`; refused without one).
     """
     path = Path(path)
     folder, from_file = (path, None) if path.is_dir() else (path.parent, path)
     series = _choose_series(folder, list_series(folder), series_uid, from_file)
     files, headers = _keep_main_orientation(series)
-    if len(files) < 2:
-        raise InputError(f"series {series.uid} has a single slice; lungseg needs a 3D series", folder)
     iop = _orientation(headers[0], series.uid, folder)
     r, c = iop[:3], iop[3:]
     normal = np.cross(r, c)
     ipp = np.array([np.asarray(h.ImagePositionPatient, dtype=np.float64) for h in headers])
+    if len(files) == 1:  # a single axial slice is a valid CT: its thickness places it in 3D
+        return _single_slice(path, folder, series, files, headers[0], r, c, normal, ipp[0])
     order = np.argsort(ipp @ normal, kind="stable")
     files = [files[i] for i in order]
     ipp = ipp[order]
@@ -234,11 +235,41 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
                       f" resampled to uniform {(pos[-1] - pos[0]) / (array.shape[2] - 1):.3f} mm",
                       LungsegWarning, stacklevel=2)
     n = array.shape[2]
+    return _volume(path, folder, series, files, array, datasets, r * d_col, c * d_row,
+                   (ipp[-1] - ipp[0]) / (n - 1), ipp[0], resampled)
+
+
+def _single_slice(path: Path, folder: Path, series, files: list[Path], header, r, c, normal, ipp) -> Volume:
+    """A one-slice series as a volume one slice deep, `SpacingBetweenSlices` or `SliceThickness`
+    thick (what its lung volumes are measured with; refused without either)."""
+    thickness = 0.0
+    for tag in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            thickness = abs(float(header.get(tag) or 0.0))
+        except (TypeError, ValueError):
+            thickness = 0.0
+        if thickness > 0:
+            break
+    if not thickness > 0:
+        raise InputError(f"series {series.uid} has a single slice without SliceThickness; "
+                         "cannot tell how thick it is", folder)
+    spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing")
+    if spacing is None:
+        raise InputError(f"series {series.uid} has no PixelSpacing", folder)
+    d_row, d_col = (float(v) for v in spacing)
+    array, datasets = _read_pixels(files)
+    return _volume(path, folder, series, files, array, datasets, r * d_col, c * d_row,
+                   normal * thickness, ipp, False)
+
+
+def _volume(path: Path, folder: Path, series, files, array, datasets, col_step, row_step, slice_step,
+            origin, resampled: bool) -> Volume:
+    """The series' `Volume`: LPS steps along i (columns), j (rows) and k (slices) -> RAS affine."""
     lps = np.eye(4)
-    lps[:3, 0] = r * d_col
-    lps[:3, 1] = c * d_row
-    lps[:3, 2] = (ipp[-1] - ipp[0]) / (n - 1)
-    lps[:3, 3] = ipp[0]
+    lps[:3, 0] = col_step
+    lps[:3, 1] = row_step
+    lps[:3, 2] = slice_step
+    lps[:3, 3] = origin
     affine = lps_to_ras(lps)
     first = datasets[0]
     meta = {

@@ -39,6 +39,12 @@ def image_to_array_affine(img) -> tuple[np.ndarray, np.ndarray]:
     if dim == 4 and array.shape[3] == 1:
         array, spacing, direction, origin = array[..., 0], spacing[:3], direction[:3, :3], origin[:3]
         dim = 3
+    if dim == 2:  # one slice: its plane in 3D, no thickness (`volumes._one_slice` gives 1 mm)
+        lps = np.eye(4)
+        lps[:2, :2] = direction @ np.diag(spacing)
+        lps[2, 2] = 0.0
+        lps[:2, 3] = origin
+        return array, lps_to_ras(lps)
     if dim != 3:
         raise ValueError(f"expected a 3D image, got {dim}D with shape {array.shape}")
     lps = np.eye(4)

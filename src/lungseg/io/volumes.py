@@ -60,6 +60,8 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         from lungseg.io.itk import read_itk
 
         array, affine = read_itk(path, {"nrrd": "NRRD", "mha": "MetaImage"}[fmt])
+    if array.ndim == 2:  # one axial slice stored as a 2D image: a volume one slice deep
+        array, affine = _one_slice(array, affine, path)
     _require_3d(array, path)
     return Volume(_c_order(array), affine, {"path": str(path), "format": fmt})
 
@@ -144,6 +146,21 @@ def _nifti_header(path: Path):
         msg = " ".join(str(exc).split())
         raise InputError(f"not a readable NIfTI file ({type(exc).__name__}: {msg[:200]})", path) from None
     return img
+
+
+def _one_slice(array: np.ndarray, affine: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A 2D image as one slice of a volume: the affine's third column is kept where the header
+    gives one (NIfTI's slice thickness), else the in-plane normal at 1 mm, with a warning (the
+    slice's lung volumes in mL then assume 1 mm)."""
+    affine = np.array(affine, dtype=np.float64)
+    if np.linalg.norm(affine[:3, 2]) < 1e-6 or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        normal = np.cross(affine[:3, 0], affine[:3, 1])
+        if np.linalg.norm(normal) < 1e-9:
+            raise InputError("2D image without a usable in-plane geometry (pixel axes)", path)
+        affine[:3, 2] = normal / np.linalg.norm(normal)
+        warnings.warn(f"{path}: a 2D image with no slice thickness; read as one slice 1 mm thick "
+                      "(lung volumes in mL assume it)", LungsegWarning, stacklevel=3)
+    return array[:, :, None], affine
 
 
 def _require_3d(array: np.ndarray, path: Path) -> None:
