@@ -14,7 +14,8 @@ checks are self-consistency and anatomy, not Dice against a truth:
 3. central airways (bench/airways.py, independent of lungseg): volume and share inside the
    lung mask;
 4. scans that hold no lung (the abdomen series): mL called lung, which should be 0 (bowel
-   gas, the air between the arms and the body);
+   gas, the air between the arms and the body), in the whole scan and in thin views of it
+   (1/2/5/10 slices at its bottom, middle and top: the worst of the three);
 5. seconds per case; 6. overlays of the worst crops.
 
 Uses only lungseg's public API (read_volume, Volume, segment, Predictor).
@@ -44,6 +45,8 @@ CHESTS = {
 }
 #: scans with no lung in them (name -> path under ../shared/data)
 NO_LUNG = {"abdomen_ct_dicom": "abdomen_ct_dicom"}
+#: thin views of the no-lung scans (slices), each at the scan's bottom, middle and top
+NO_LUNG_VIEWS = (1, 2, 5, 10)
 SLAB_SLICES = (1, 2, 5)
 SLAB_LEVELS = (0.25, 0.50, 0.75)
 BASES_FRACTION = 0.25
@@ -340,6 +343,23 @@ def check_no_lung(shared: Path, method: str, predictor) -> list[dict]:
         ml = None if mask is None else round(float((mask > 0).sum() * image.voxel_ml), 1)
         rows.append({"case": name, "shape": list(image.shape), "lung_ml": ml, "seconds": round(secs, 2), "error": err})
         log(f"  {method} {name} (no lung): {ml} mL called lung, {secs:.1f} s" + (f" [{err}]" if err else ""))
+        s_ax, _ = axis_of(image.affine, "SI")
+        n = image.shape[s_ax]
+        for k in NO_LUNG_VIEWS:
+            if k >= n:
+                continue
+            views, total_s, errs = [], 0.0, []
+            for start in (0, (n - k) // 2, n - k):
+                crop = crop_volume(image, _box(s_ax, start, start + k - 1, image.shape))
+                mask, secs, err = run_segment(crop, method, predictor)
+                total_s += secs
+                errs += [err] if err else []
+                views.append(None if mask is None else round(float((mask > 0).sum() * crop.voxel_ml), 1))
+            worst = None if None in views else max(views)
+            rows.append({"case": f"{name}, {k}-slice views (bottom / middle / top)", "shape": list(crop.shape),
+                         "lung_ml": worst, "views_ml": views, "seconds": round(total_s, 2),
+                         "error": "; ".join(errs) or None})
+            log(f"  {method} {name} {k}-slice views: {views} mL called lung, {total_s:.1f} s")
     return rows
 
 
@@ -416,7 +436,8 @@ def table(method: str, res: dict) -> str:
         lines.append(f"| {r['chest']} | airways (trachea to lobar bronchi) | | | | "
                      f"{fmt(r.get('inside_lung'))} | | {note} |")
     for r in res.get("no_lung", []):
-        note = r["error"] or f"{fmt(r['lung_ml'], 1)} mL called lung (no lung in this scan: 0 expected)"
+        views = f" (views: {' / '.join(fmt(v, 1) for v in r['views_ml'])})" if r.get("views_ml") else ""
+        note = r["error"] or f"{fmt(r['lung_ml'], 1)} mL called lung{views} (no lung in this scan: 0 expected)"
         lines.append(f"| {r['case']} {tuple(r['shape'])} | no lung | | | | | {r['seconds']:.1f} | {note} |")
     return "\n".join(lines)
 

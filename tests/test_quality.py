@@ -41,7 +41,7 @@ def test_normal_chest_triggers_nothing(chest):
     checks = _by_name(qc)
     assert qc["passed"] and qc["warnings"] == []
     assert [c["name"] for c in qc["checks"]] == ["both_lungs", "lung_volume", "fov_edge", "method_agreement",
-                                                 "dense_tissue_kept"]
+                                                 "dense_tissue_kept", "gas_share"]
     assert all(c["passed"] is True and not c["skipped"] for c in qc["checks"])
     right = np.count_nonzero(truth.array == 1) * image.voxel_ml
     assert qc["volumes_ml"]["right"] == pytest.approx(right, abs=0.05)
@@ -52,6 +52,29 @@ def test_normal_chest_triggers_nothing(chest):
     assert checks["fov_edge"]["value"] == {"right": 0.0, "left": 0.0, "anterior": 0.0, "posterior": 0.0}
     assert checks["method_agreement"]["value"] > 0.95
     assert 0.0 <= checks["dense_tissue_kept"]["value"] <= quality.MAX_DENSE_ONLY_ML
+    assert 0.0 <= checks["gas_share"]["value"] <= quality.MAX_GAS_SHARE
+
+
+def test_gas_called_lung(chest):
+    """A mask that is mostly gas (bowel gas in a thin view of an abdomen, air outside the body)
+    is flagged; the same mask over aerated lung (-850 HU) is not; an empty mask skips the check."""
+    image, truth = chest
+    hu = np.array(image.array, copy=True)
+    lung = truth.array > 0
+    for value, flagged in ((-1000, True), (-850, False)):
+        hu[lung] = value
+        qc = check_mask(Volume(hu, image.affine), truth)
+        gas = _by_name(qc)["gas_share"]
+        assert gas["passed"] is (not flagged), gas
+        assert gas["value"] == pytest.approx(1.0 if flagged else 0.0)
+        assert any("darker than -950 HU" in w for w in qc["warnings"]) is flagged
+    # a third of the lung at -1000 HU (more than MAX_GAS_SHARE): flagged, with that share
+    third = lung & (np.arange(lung.shape[0])[:, None, None] % 3 == 0)
+    hu[third] = -1000
+    gas = _by_name(check_mask(Volume(hu, image.affine), truth))["gas_share"]
+    assert gas["passed"] is False and gas["value"] == pytest.approx(third.sum() / lung.sum(), abs=1e-3)
+    empty = check_mask(image, Volume(np.zeros_like(truth.array), image.affine))
+    assert _by_name(empty)["gas_share"]["skipped"]
 
 
 def test_soft_tissue_kept_only_by_the_mask(chest):
