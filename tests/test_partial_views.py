@@ -15,6 +15,7 @@ from lungseg.inference.predictor import (
     add_missed_pieces,
     grow_into_rims,
     is_partial_view,
+    lung_like,
 )
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # RAS: larger x index = patient's right
@@ -209,3 +210,19 @@ def test_add_cut_pieces_takes_small_aerated_pieces_the_view_cuts():
     # outside the body hull (room air at a cut field of view) is not lung
     hull[31:33] = False
     assert (add_cut_pieces(labels, found, hu, hull, affine, 10.0, 30.0)[31:33] == 0).all()
+
+
+def test_lung_like_leaves_out_pieces_that_are_mostly_gas():
+    # a lung piece (-850 HU, vessels at 40 HU) and a pocket of bowel gas (half of it at -1000 HU)
+    labels = np.zeros((30, 20, 4), np.uint8)
+    hu = np.full(labels.shape, 40.0)
+    labels[2:12, 2:18] = 1
+    hu[2:12, 2:18] = -850.0
+    hu[5, 5:15] = 40.0  # a vessel
+    labels[18:28, 2:18] = 2
+    hu[18:28, 2:18] = -700.0
+    hu[18:23, 2:18] = -1000.0  # half of the pocket is pure gas
+    out = lung_like(labels, hu)
+    assert (out[2:12, 2:18] == 1).all() and not out[18:28].any()
+    hu[18:28, 2:18] = -870.0  # the same piece as aerated lung stays
+    assert np.array_equal(lung_like(labels, hu), labels)

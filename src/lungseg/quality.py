@@ -33,6 +33,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from lungseg.core.anatomy import GAS_HU, MAX_GAS_SHARE
 from lungseg.core.geometry import check_same_grid, spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LABEL_NAMES, LEFT, RIGHT, check_labels
 from lungseg.core.volume import Volume
@@ -72,13 +73,9 @@ MIN_AGREEMENT_DICE = 0.90
 #: LIDC-0314's dense upper lobe 199 mL.
 DENSE_HU = -200.0
 MAX_DENSE_ONLY_ML = 60.0
-#: Share of the mask darker than `GAS_HU` above which it may be gas rather than lung: pockets of
-#: bowel gas that a thin view of an abdomen called lung (the shared abdomen series' bottom 5 / 10
-#: slices: 0.6 / 0.3 of the "lung" below -950 HU, 19 / 23 mL, both methods), stomach gas, air
-#: outside the body, a pneumothorax; or very severe emphysema (an emphysema index LAA-950 of a
-#: quarter or more). The lung of the shared real chests: at most 0.07 in any thin view of them.
-GAS_HU = -950.0
-MAX_GAS_SHARE = 0.25
+#: `GAS_HU`, `MAX_GAS_SHARE` (`core.anatomy`): a mask with more than that share darker than that
+#: may be gas called lung (bowel or stomach gas, air outside the body, a pneumothorax) or very
+#: severe emphysema.
 #: The checks that compare the mask with a second segmentation.
 REFERENCE_CHECKS = ("method_agreement", "dense_tissue_kept")
 

@@ -33,6 +33,12 @@ BODY_HU = -500.0
 #: A component whose median is darker than this is gas (room air, stomach, bowel), not lung:
 #: aerated lung parenchyma is about -850 HU, even emphysematous lung stays above it.
 GAS_MEDIAN_HU = -960.0
+#: A mask (or a piece of one) with more than `MAX_GAS_SHARE` of its voxels darker than `GAS_HU`
+#: may be gas rather than lung: pockets of bowel gas in a thin view of an abdomen (the shared
+#: abdomen series' bottom slices: 0.38-0.64), or very severe emphysema (an emphysema index LAA-950
+#: of a quarter or more). The lung of the shared real chests: at most 0.07 in any thin view.
+GAS_HU = -950.0
+MAX_GAS_SHARE = 0.25
 #: Cortical bone: ribs, vertebrae, sternum (and dense contrast, which the profile tolerates).
 BONE_HU = 200.0
 
