@@ -73,9 +73,8 @@ MIN_AGREEMENT_DICE = 0.90
 #: LIDC-0314's dense upper lobe 199 mL.
 DENSE_HU = -200.0
 MAX_DENSE_ONLY_ML = 60.0
-#: `GAS_HU`, `MAX_GAS_SHARE` (`core.anatomy`): a mask with more than that share darker than that
-#: may be gas called lung (bowel or stomach gas, air outside the body, a pneumothorax) or very
-#: severe emphysema.
+# (`GAS_HU`, `MAX_GAS_SHARE`: `core.anatomy`, shared with the partial-view steps: a mask with
+# more than that share darker than that may be gas called lung, or very severe emphysema.)
 #: The checks that compare the mask with a second segmentation.
 REFERENCE_CHECKS = ("method_agreement", "dense_tissue_kept")
 

@@ -240,10 +240,10 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
 
 
 def _single_slice(path: Path, folder: Path, series, files: list[Path], header, r, c, normal, ipp) -> Volume:
-    """A one-slice series as a volume one slice deep, `SpacingBetweenSlices` or `SliceThickness`
-    thick (what its lung volumes are measured with; refused without either)."""
+    """A one-slice series as a volume one slice deep, `SliceThickness` (else `SpacingBetweenSlices`)
+    thick: what its lung volumes are measured with; refused without either."""
     thickness = 0.0
-    for tag in ("SpacingBetweenSlices", "SliceThickness"):
+    for tag in ("SliceThickness", "SpacingBetweenSlices"):
         try:
             thickness = abs(float(header.get(tag) or 0.0))
         except (TypeError, ValueError):
