@@ -65,6 +65,13 @@ def test_add_missed_pieces_keeps_network_boundary():
     assert (out[12:18, 5:15, :] == 1).all()
     assert (out[1, :, :] == 0).all() and (out[2:8, 2:18, :] == 2).all()
     assert int((out > 0).sum()) == int((net > 0).sum()) + 6 * 10 * 10
+    # with the CT: a piece that is mostly gas (a pocket of bowel gas the classical method took
+    # for lung in a thin view of an abdomen) is not added; the same piece as lung is
+    hu = np.full(net.shape, -850.0)
+    hu[12:18, 5:15, :5] = -1000.0  # half of the missed piece below -950 HU
+    assert np.array_equal(add_missed_pieces(net, other, hu=hu), net)
+    hu[12:18, 5:15, :5] = -940.0
+    assert (add_missed_pieces(net, other, hu=hu)[12:18, 5:15, :] == 1).all()
 
 
 def test_add_aerated_lung_takes_only_aerated_parenchyma():
