@@ -223,10 +223,7 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
             f"{files[b].name} and {files[b + 1].name} (slice spacing {med:.2f} mm); "
             f"{big.size} gap(s) in all", folder)
     array, datasets = _read_pixels(files)
-    spacing = headers[0].get("PixelSpacing") or headers[0].get("ImagerPixelSpacing")
-    if spacing is None:
-        raise InputError(f"series {series.uid} has no PixelSpacing", folder)
-    d_row, d_col = (float(v) for v in spacing)
+    d_row, d_col = _pixel_spacing(headers[0], series.uid, folder)
     tol = max(0.01, 0.01 * med)
     resampled = bool(np.any(np.abs(steps - med) > tol))
     if resampled:
@@ -253,13 +250,19 @@ def _single_slice(path: Path, folder: Path, series, files: list[Path], header, r
     if not thickness > 0:
         raise InputError(f"series {series.uid} has a single slice without SliceThickness; "
                          "cannot tell how thick it is", folder)
-    spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing")
-    if spacing is None:
-        raise InputError(f"series {series.uid} has no PixelSpacing", folder)
-    d_row, d_col = (float(v) for v in spacing)
+    d_row, d_col = _pixel_spacing(header, series.uid, folder)
     array, datasets = _read_pixels(files)
     return _volume(path, folder, series, files, array, datasets, r * d_col, c * d_row,
                    normal * thickness, ipp, False)
+
+
+def _pixel_spacing(header, uid: str, folder: Path) -> tuple[float, float]:
+    """(row, column) spacing in mm, or an `InputError` naming the series."""
+    spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing")
+    if spacing is None:
+        raise InputError(f"series {uid} has no PixelSpacing", folder)
+    d_row, d_col = (float(v) for v in spacing)
+    return d_row, d_col
 
 
 def _volume(path: Path, folder: Path, series, files, array, datasets, col_step, row_step, slice_step,
