@@ -12,7 +12,12 @@ from lungseg.core.anatomy import body_hull, body_midline_x, split_left_right
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import central_airways
-from lungseg.inference.postprocess import fill_indentations, postprocess
+from lungseg.inference.postprocess import (
+    add_wrapped_masses,
+    fill_indentations,
+    lung_levels,
+    postprocess,
+)
 
 
 def crop(vol: Volume, box) -> Volume:
@@ -109,6 +114,49 @@ def test_pleural_dent_is_filled_but_not_near_the_airways():
     airways[38:42, 72:75, :] = True  # a bronchus just outside the dent
     kept_out = fill_indentations(lung, aff, radius_mm=12.0, keep_out=airways, keep_out_mm=15.0)
     assert not (kept_out[dent] > 0).any()
+
+
+def _wrapped_scene():
+    """A lung block (1 mm grid, 2 mm slices) with a 30 mm mass at its lateral wall: lung in
+    front, behind, above and below it; chest wall beyond it."""
+    lung = np.zeros((100, 100, 40), np.uint8)
+    lung[10:80, 10:90, 2:38] = RIGHT
+    zz, yy, xx = np.meshgrid(np.arange(40) * 2.0, np.arange(100), np.arange(100), indexing="ij")
+    mass = np.moveaxis((xx - 80) ** 2 + (yy - 50) ** 2 + (zz - 40) ** 2 <= 15.0 ** 2, 0, 2)
+    mass &= np.arange(100)[:, None, None] < 80   # the chest wall (i >= 80) is not the mass
+    lung[mass] = 0
+    return lung, mass
+
+
+def test_mass_the_lung_wraps_is_given_back_but_not_a_dome_or_a_shell():
+    lung, mass = _wrapped_scene()
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    assert mass.sum() * 0.002 > 10.0  # mL: a mass, not a nodule
+    out = add_wrapped_masses(lung, mass, aff)
+    assert (out[mass] == RIGHT).mean() > 0.95
+    assert ((out > 0) & ~((lung > 0) | mass)).sum() == 0  # nothing else grew
+    # 40 mm of tissue under the lung (a dome): lung on its top face only (its bottom face is
+    # the view's edge, which counts as not lung)
+    dome = np.zeros_like(mass)
+    dome[15:75, 15:75, 0:20] = True
+    below = lung.copy()
+    below[:, :, :20] = 0
+    assert (add_wrapped_masses(below, dome, aff, contact=0.25)[dome] > 0).mean() > 0.95  # 0.30 on lung
+    assert not (add_wrapped_masses(below, dome, aff)[dome] > 0).any()
+    # a thin shell round the lung (partial volume), however large: not a mass
+    shell = np.zeros_like(mass)
+    shell[8:10, 10:90, 2:38] = True
+    assert not (add_wrapped_masses(lung, shell, aff)[shell] > 0).any()
+    # a small piece: fill_indentations' job, not this one
+    assert not (add_wrapped_masses(lung, mass, aff, min_ml=100.0)[mass] > 0).any()
+    # the side is the lung's that wraps it
+    left = np.where(lung > 0, LEFT, 0).astype(np.uint8)
+    assert (add_wrapped_masses(left, mass, aff)[mass] == LEFT).mean() > 0.95
+
+
+def test_lung_levels_tell_the_mass_band_apart():
+    p = np.array([0.05, 0.2, 0.4, 0.7, 0.95], np.float32)
+    assert lung_levels(p).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_central_airways_found_and_kept_out_of_the_mask(chest):

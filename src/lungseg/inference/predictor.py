@@ -46,6 +46,8 @@ from lungseg.core.morphology import bbox
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
+    MASS_HU,
+    add_wrapped_masses,
     drop_fatty_pieces,
     fill_indentations,
     lung_levels,
@@ -508,7 +510,13 @@ class Predictor:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu)
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
-        lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 2
+        lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 3
+        # dense tissue the network half-believes (P 0.3-0.9): a tumour the lung wraps, maybe
+        mass = None
+        if postprocessing and self.settings.refine:
+            mass = (levels - np.uint8(2)) < 2
+            mass &= hu[box] >= MASS_HU
+            mass &= ~lung
         del levels
         if not postprocessing:
             labels[box] = lung
@@ -535,6 +543,10 @@ class Predictor:
             del found, grown
         else:
             del hull
+        if mass is not None:
+            box_aff = shifted_affine(image.affine, [b.start for b in box])
+            sub[inner] = add_wrapped_masses(sub[inner], mass, box_aff)
+            del mass
         airways = airways_all[pbox]
         sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner],
                                     affine=shifted_affine(image.affine, [b.start for b in box]),
