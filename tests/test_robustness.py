@@ -123,16 +123,17 @@ def _wrapped_scene():
     lung[10:80, 10:90, 2:38] = RIGHT
     zz, yy, xx = np.meshgrid(np.arange(40) * 2.0, np.arange(100), np.arange(100), indexing="ij")
     mass = np.moveaxis((xx - 80) ** 2 + (yy - 50) ** 2 + (zz - 40) ** 2 <= 15.0 ** 2, 0, 2)
-    mass &= np.arange(100)[:, None, None] < 80   # the chest wall (i >= 80) is not the mass
+    mass &= np.arange(100)[None, :, None] < 90   # the chest wall (j >= 90) is not the mass
     lung[mass] = 0
-    return lung, mass
+    hu = np.where(lung > 0, -850.0, 40.0).astype(np.float32)
+    return lung, mass, hu
 
 
-def test_mass_the_lung_wraps_is_given_back_but_not_a_dome_or_a_shell():
-    lung, mass = _wrapped_scene()
+def test_mass_the_lung_wraps_is_given_back_but_not_a_dome_a_shell_or_chest_wall():
+    lung, mass, hu = _wrapped_scene()
     aff = np.diag([1.0, 1.0, 2.0, 1.0])
     assert mass.sum() * 0.002 > 10.0  # mL: a mass, not a nodule
-    out = add_wrapped_masses(lung, mass, aff)
+    out = add_wrapped_masses(lung, mass, hu, aff)
     assert (out[mass] == RIGHT).mean() > 0.95
     assert ((out > 0) & ~((lung > 0) | mass)).sum() == 0  # nothing else grew
     # 40 mm of tissue under the lung (a dome): lung on its top face only (its bottom face is
@@ -141,17 +142,21 @@ def test_mass_the_lung_wraps_is_given_back_but_not_a_dome_or_a_shell():
     dome[15:75, 15:75, 0:20] = True
     below = lung.copy()
     below[:, :, :20] = 0
-    assert (add_wrapped_masses(below, dome, aff, contact=0.25)[dome] > 0).mean() > 0.95  # 0.30 on lung
-    assert not (add_wrapped_masses(below, dome, aff)[dome] > 0).any()
+    assert (add_wrapped_masses(below, dome, hu, aff, contact=0.25)[dome] > 0).mean() > 0.95  # 0.30 on lung
+    assert not (add_wrapped_masses(below, dome, hu, aff)[dome] > 0).any()
     # a thin shell round the lung (partial volume), however large: not a mass
     shell = np.zeros_like(mass)
     shell[8:10, 10:90, 2:38] = True
-    assert not (add_wrapped_masses(lung, shell, aff)[shell] > 0).any()
+    assert not (add_wrapped_masses(lung, shell, hu, aff)[shell] > 0).any()
     # a small piece: fill_indentations' job, not this one
-    assert not (add_wrapped_masses(lung, mass, aff, min_ml=100.0)[mass] > 0).any()
+    assert not (add_wrapped_masses(lung, mass, hu, aff, min_ml=100.0)[mass] > 0).any()
+    # the same piece against a rib: chest wall, not a mass in the pleural cavity
+    rib = hu.copy()
+    rib[40:60, 90:93, 15:25] = 700.0
+    assert not (add_wrapped_masses(lung, mass, rib, aff)[mass] > 0).any()
     # the side is the lung's that wraps it
     left = np.where(lung > 0, LEFT, 0).astype(np.uint8)
-    assert (add_wrapped_masses(left, mass, aff)[mass] == LEFT).mean() > 0.95
+    assert (add_wrapped_masses(left, mass, hu, aff)[mass] == LEFT).mean() > 0.95
 
 
 def test_lung_levels_tell_the_mass_band_apart():

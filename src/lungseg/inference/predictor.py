@@ -545,7 +545,7 @@ class Predictor:
             del hull
         if mass is not None:
             box_aff = shifted_affine(image.affine, [b.start for b in box])
-            sub[inner] = add_wrapped_masses(sub[inner], mass, box_aff)
+            sub[inner] = add_wrapped_masses(sub[inner], mass, hu[box], box_aff)
             del mass
         airways = airways_all[pbox]
         sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner],
