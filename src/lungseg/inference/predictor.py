@@ -27,9 +27,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lungseg.core.anatomy import (
-    GAS_HU as GAS_SHARE_HU,
-)
-from lungseg.core.anatomy import (
+    GAS_HU,
     MAX_GAS_SHARE,
     PARTIAL_VIEW_MM,
     body_hull,
@@ -106,8 +104,8 @@ class InferenceSettings:
 
 #: HU below which a classical-lung voxel a partial view's network mask left out is taken as lung
 AERATED_HU = -700.0
-#: median HU below which such a piece is gas (an airway's lumen), not parenchyma
-GAS_HU = -950.0
+#: median HU below which such a piece is an airway's lumen, not parenchyma
+LUMEN_MEDIAN_HU = -950.0
 #: A network piece too small for a lung that a partial view cuts (`add_cut_pieces`) is lung
 #: from `CUT_PIECE_ML` up, with a median between `CUT_PIECE_HU` (darker: a bronchus' or the
 #: trachea's lumen, -940 to -955 HU in a single slice) and `CUT_PIECE_MAX_HU` (denser: not
@@ -144,7 +142,7 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
     hit = np.bincount(comp[labels > 0].ravel(), minlength=n + 1)
     missed = (size > 0) & (hit <= max_overlap * size)
     if hu is not None and missed[1:].any():
-        gas = np.bincount(comp.ravel(), weights=(np.asarray(hu) < GAS_SHARE_HU).ravel(), minlength=n + 1)
+        gas = np.bincount(comp.ravel(), weights=(np.asarray(hu) < GAS_HU).ravel(), minlength=n + 1)
         missed &= gas <= MAX_GAS_SHARE * size
     missed = np.flatnonzero(missed)
     missed = missed[missed > 0]
@@ -217,13 +215,13 @@ def _share_per_piece(mask: np.ndarray, flag: np.ndarray) -> tuple[np.ndarray, np
 
 def lung_like(labels: np.ndarray, hu: np.ndarray) -> np.ndarray:
     """`labels` without its 26-connected pieces of which more than `MAX_GAS_SHARE` is darker than
-    `GAS_SHARE_HU` (`core.anatomy.GAS_HU`): what a partial view's extra steps (`add_cut_pieces`,
+    `core.anatomy.GAS_HU`: what a partial view's extra steps (`add_cut_pieces`,
     dark strips) may grow from. In a thin view of an abdomen the chosen "lungs" can be pockets
     of bowel gas (0.38-0.51 of them below -950 HU in the shared abdomen series' bottom 10
     slices); grown, they took in 8.6 mL more of the bowel's contents. Such pieces stay as they
     are, and are not grown."""
     labels = np.asarray(labels)
-    pieces, share = _share_per_piece(labels > 0, np.asarray(hu) < GAS_SHARE_HU)
+    pieces, share = _share_per_piece(labels > 0, np.asarray(hu) < GAS_HU)
     gassy = share > MAX_GAS_SHARE
     if not gassy.any():
         return labels
@@ -255,9 +253,9 @@ def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep
         add &= ~keep_out
     if not add.any():
         return labels
-    # a piece that is gas rather than parenchyma (median below GAS_HU: a bronchus' lumen at the
-    # hilum, which a thin view's own airway search cannot follow up to the trachea) stays out
-    add = without_gas(add, hu, GAS_HU)
+    # a piece that is gas rather than parenchyma (median below LUMEN_MEDIAN_HU: a bronchus' lumen
+    # at the hilum, which a thin view's own airway search cannot follow up to the trachea) stays out
+    add = without_gas(add, hu, LUMEN_MEDIAN_HU)
     if add.any():
         labels = labels.copy()
         labels[add] = np.asarray(other)[add]
