@@ -16,7 +16,8 @@ checks are self-consistency and anatomy, not Dice against a truth:
 4. scans that hold no lung (the abdomen series): mL called lung, which should be 0 (bowel
    gas, the air between the arms and the body), in the whole scan and in thin views of it
    (1/2/5/10 slices at its bottom, middle and top: the worst of the three);
-5. seconds per case; 6. overlays of the worst crops.
+5. seconds per case; 6. overlays of the worst crops and of every lesion (the lesion's largest
+   slice and the slice least inside the mask).
 
 Uses only lungseg's public API (read_volume, Volume, segment, Predictor).
 
@@ -295,8 +296,9 @@ def check_chest(name: str, image, method: str, predictor, worst: list, sweep: bo
     return {"whole": whole, "crops": rows, "ref": ref}
 
 
-def check_pathology(shared: Path, method: str, predictor) -> list[dict]:
-    """Share of tumour / nodule voxels the lung mask keeps, per real_pathology case."""
+def check_pathology(shared: Path, method: str, predictor, views: list | None = None) -> list[dict]:
+    """Share of tumour / nodule voxels the lung mask keeps, per real_pathology case (with
+    `views`, a list, also its `lesion_views` for the overlay figure)."""
     import lungseg
 
     rows = []
@@ -322,6 +324,8 @@ def check_pathology(shared: Path, method: str, predictor) -> list[dict]:
                        in_right=round(float((inside == 1).mean()), 4),
                        in_left=round(float((inside == 2).mean()), 4))
             row["slabs"] = lesion_slabs(image, sel, mask, method, predictor)
+            if views is not None:
+                views.append((name, kind, row["inside_lung"], lesion_views(image, sel, mask)))
         else:
             row["inside_lung"] = 0.0 if err else None
         rows.append(row)
@@ -477,6 +481,62 @@ def shared_and_methods(p: argparse.ArgumentParser, args) -> tuple[Path, list[str
     return shared, methods
 
 
+def lesion_views(image, sel: np.ndarray, mask: np.ndarray, margin_mm: float = 40.0) -> list[tuple]:
+    """Two axial views (RAS display order, zoomed on the lesion): the slice with the most lesion
+    voxels, and the lesion slice whose voxels are least inside the mask (among slices holding
+    at least a quarter of the largest one's area). Each: (CT, mask, lesion, axial index, inside)."""
+    from airways import to_ras
+
+    ct, sp, _ = to_ras(image.array, image.affine)
+    m = to_ras(mask, image.affine)[0]
+    t = to_ras(sel.astype(np.uint8), image.affine)[0] > 0
+    area = t.sum(axis=(0, 1))
+    inside = np.array([(m[:, :, z][t[:, :, z]] > 0).mean() if area[z] else 1.0 for z in range(t.shape[2])])
+    big = int(np.argmax(area))
+    cand = np.flatnonzero(area >= 0.25 * area.max())
+    low = int(cand[np.argmin(inside[cand])])
+    ij = np.argwhere(t.any(axis=2))
+    pad = np.ceil(margin_mm / sp[:2]).astype(int)
+    lo = np.maximum(ij.min(0) - pad, 0)
+    hi = np.minimum(ij.max(0) + pad + 1, t.shape[:2])
+    box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+    return [(ct[box + (z,)].copy(), m[box + (z,)].copy(), t[box + (z,)].copy(), z, float(inside[z]))
+            for z in dict.fromkeys((big, low))]
+
+
+def plot_lesions(views: list, method: str, paths) -> list[str]:
+    """One row per pathology case: the lung mask (right orange, left cyan) and the lesion's outline
+    (red) on the views of `lesion_views`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(["none", "tab:orange", "tab:cyan"])
+    fig, axes = plt.subplots(len(views), 2, figsize=(8, 3.6 * len(views)), squeeze=False)
+    for r, (name, kind, total, panels) in enumerate(views):
+        for c in range(2):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(panels):
+                ax.axis("off")
+                continue
+            ct, m, t, z, inside = panels[c]
+            ax.imshow(ct[::-1, ::-1].T, cmap="gray", vmin=-1000, vmax=200)
+            ax.imshow(m[::-1, ::-1].T, cmap=cmap, vmin=0, vmax=2, alpha=0.35, interpolation="nearest")
+            if t.any():
+                ax.contour(t[::-1, ::-1].T.astype(float), [0.5], colors="red", linewidths=1.0)
+            which = "largest lesion slice" if c == 0 else "lesion slice least inside"
+            ax.set_title(f"{name} ({kind})\n{which} (axial {z}): {inside:.0%} inside; whole lesion {total:.0%}",
+                         fontsize=8)
+            ax.text(0.01, 0.99, "R", color="yellow", transform=ax.transAxes, va="top")
+    fig.suptitle(f"{method}: lesions (red outline) and the lung mask (right orange, left cyan)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))
+    return save_fig(fig, paths)
+
+
 def main() -> int:
     p = bench_parser(__doc__, "runs/real_robustness")
     p.add_argument("--quick", action="store_true", help="one chest only")
@@ -529,8 +589,13 @@ def main() -> int:
         info["figure"] = str(out / fig_name)
         del image, airway, first_ref
     for method in methods:
+        lesions = []
         results[method]["pathology"] = check_pathology(shared, method,
-                                                       predictor if method == "unet" else None)
+                                                       predictor if method == "unet" else None, lesions)
+        if lesions:
+            fname = f"robustness_lesions_{method}.png"
+            results[method]["lesion_figure"] = plot_lesions(lesions, method, [d / fname for d in fig_dirs])[0]
+        del lesions
         results[method]["no_lung"] = check_no_lung(shared, method, predictor if method == "unet" else None)
         figs = []
         for rank, (score, row, views) in enumerate(worst[method], start=1):
