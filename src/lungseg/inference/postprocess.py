@@ -27,6 +27,9 @@ EDGE_HULL_SHARE = 0.75
 AIR_BESIDE_SHARE = 0.1
 AIR_BESIDE_HU = -800.0
 AIR_RING_MM = 3.0
+#: The CT's lung edge: half-way between aerated lung (~ -850 HU) and soft tissue (~ 40 HU) at the
+#: pleura. Darker is air-filled lung where the network is unsure; denser is tissue.
+EDGE_HU = -400.0
 
 
 def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
@@ -163,7 +166,7 @@ def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float =
     return out
 
 
-#: A dense mass the lung wraps around (`add_wrapped_masses`): soft tissue (`MASS_HU` and up) where
+#: A dense mass the lung wraps around (`add_wrapped_masses`): tissue (`EDGE_HU` and up) where
 #: the network half-believes lung (P > `MASS_P`), `MASS_RADIUS_MM` thick or more in each axial
 #: slice, at least `MASS_MIN_ML`, with `MASS_CONTACT` of its surface on lung and at most
 #: `MASS_MAX_BONE` on bone (`BONE_HU`: tissue against a rib or a vertebra is chest wall or spine,
@@ -173,7 +176,6 @@ def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float =
 #: most 0.28 on lung (the liver's and spleen's domes, hilar vessels, the neck above an apex), or
 #: the chest wall over A0001's apex (0.32 on lung, 0.11 on bone).
 MASS_P = 0.3
-MASS_HU = -400.0
 MASS_RADIUS_MM = 4.0
 MASS_MIN_ML = 10.0
 MASS_CONTACT = 0.35
@@ -287,7 +289,7 @@ def drop_fatty_pieces(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray,
         if np.count_nonzero(piece) * vml < min_ml:
             continue
         smooth = ndimage.gaussian_filter(np.asarray(hu[box], np.float32), 1.0 / sp)
-        interior = piece & (ndimage.distance_transform_edt(smooth >= -400.0, sampling=sp) > air_margin_mm)
+        interior = piece & (ndimage.distance_transform_edt(smooth >= EDGE_HU, sampling=sp) > air_margin_mm)
         n_in = int(interior.sum())
         if n_in * vml < min_interior_ml:
             continue
@@ -300,7 +302,7 @@ def drop_fatty_pieces(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray,
 
 
 def refine_boundary(lung_prob: np.ndarray, hu: np.ndarray, low: float = 0.1, high: float = 0.9,
-                    threshold_hu: float = -400.0) -> np.ndarray:
+                    threshold_hu: float = EDGE_HU) -> np.ndarray:
     """Sharpen a coarse network boundary with the CT's own edge at full resolution.
 
     The network runs at a coarse working spacing, so its lung/non-lung transition is a few
@@ -327,7 +329,7 @@ def lung_levels(lung_prob: np.ndarray, low: float = 0.1, high: float = 0.9, mass
     return level
 
 
-def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float = -400.0) -> np.ndarray:
+def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float = EDGE_HU) -> np.ndarray:
     """`refine_boundary` on P(lung) already reduced to `lung_levels`."""
     level = np.asarray(level, np.uint8)
     sure = (level - np.uint8(1)) < 3  # levels 1 to 3 (level 0 wraps to 255): the band

@@ -44,7 +44,7 @@ from lungseg.core.morphology import bbox
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
-    MASS_HU,
+    EDGE_HU,
     add_wrapped_masses,
     drop_fatty_pieces,
     fill_indentations,
@@ -66,7 +66,7 @@ LOW, HIGH = 0.1, 0.9
 #: them with a median below `RIM_GAS_HU` is a bronchus' lumen (a contrast CTA's left upper-lobe
 #: bronchus: -940 HU), not a rim (the recesses' partial volume: -420 to -780 HU)
 RIM_LOW = 0.005
-RIM_HU = -400.0
+RIM_HU = EDGE_HU
 RIM_GAS_HU = -900.0
 #: Post-processing runs on the lungs' box grown by this much: farther than anything it looks
 #: at around a lung (the airways' 25 mm keep-out zone of `fill_indentations`).
@@ -513,7 +513,7 @@ class Predictor:
         mass = None
         if postprocessing and self.settings.refine:
             mass = (levels - np.uint8(2)) < 2
-            mass &= hu[box] >= MASS_HU
+            mass &= hu[box] >= EDGE_HU
             mass &= ~lung
         del levels
         if not postprocessing:
@@ -541,13 +541,12 @@ class Predictor:
             del found, grown
         else:
             del hull
+        box_aff = shifted_affine(image.affine, [b.start for b in box])
         if mass is not None:
-            box_aff = shifted_affine(image.affine, [b.start for b in box])
             sub[inner] = add_wrapped_masses(sub[inner], mass, hu[box], box_aff)
             del mass
         airways = airways_all[pbox]
-        sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner],
-                                    affine=shifted_affine(image.affine, [b.start for b in box]),
+        sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner], affine=box_aff,
                                     midline_x=midline_x)
         del rim
         if not partial:
