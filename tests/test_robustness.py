@@ -175,3 +175,40 @@ def test_central_airways_found_and_kept_out_of_the_mask(chest):
     assert top > np.argwhere(truth.array > 0)[:, 2].mean()  # starts above the middle of the lungs
     mask = lungseg.segment(image, method="classical").array
     assert not (mask[airways] > 0).any()
+
+
+def _chest_with_mass() -> tuple[Volume, np.ndarray]:
+    """Two lung blocks in a body (2 mm voxels, 200 mm tall: a whole scan), a 50 mm mass (100 HU)
+    at the right lung's lateral wall with lung in front of, behind, above and below it."""
+    shape = (150, 110, 100)
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[5:145, 10:100, :] = 40.0
+    hu[15:65, 25:85, 10:90] = -850.0   # left lung (small x in RAS)
+    hu[85:135, 25:85, 10:90] = -850.0  # right lung
+    ii, jj, kk = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    mass = (ii - 135) ** 2 + (jj - 55) ** 2 + (kk - 50) ** 2 <= 12.5 ** 2
+    mass &= ii < 135  # the chest wall beyond the pleura is not the mass
+    hu[mass] = 100.0
+    return Volume(hu.astype(np.int16), np.diag([2.0, 2.0, 2.0, 1.0])), mass
+
+
+def test_predict_gives_back_a_mass_the_network_half_believes(monkeypatch):
+    # a stand-in network: sure of aerated lung, P 0.6 on the mass (100 HU) and on partial volume
+    # with lung, 0 on the body (40 HU)
+    import lungseg.inference.predictor as predictor_module
+    from lungseg.inference.predictor import Predictor
+
+    def network(self, x):  # x: [-1000, 1000] HU -> [0, 1]
+        unsure = (x < 0.5) | ((x > 0.54) & (x < 0.56))
+        return np.where(x < 0.1, 1.0, np.where(unsure, 0.6, 0.0)).astype(np.float32)
+
+    monkeypatch.setattr(Predictor, "_model_probability", network)
+    image, mass = _chest_with_mass()
+    pred = Predictor()
+    labels = pred.predict(image).array
+    assert (labels[mass] == RIGHT).mean() > 0.9
+    assert (labels[20:60, 30:80, 15:85] == LEFT).all()
+    assert not (labels[5:145, 10:100, :][image.array[5:145, 10:100, :] == 40] > 0).any()  # body stays out
+    # without the mass step the HU refinement leaves the dense mass out
+    monkeypatch.setattr(predictor_module, "add_wrapped_masses", lambda labels, *a, **k: labels)
+    assert (pred.predict(image).array[mass] > 0).mean() < 0.5
