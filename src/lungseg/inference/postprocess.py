@@ -213,22 +213,28 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
     grid = np.ogrid[-n[0]:n[0] + 1, -n[1]:n[1] + 1]
     disc = np.expand_dims((grid[0] * r[0]) ** 2 + (grid[1] * r[1]) ** 2 <= radius_mm ** 2, ax)
     thick = ndimage.binary_opening(low, structure=disc)
-    if not thick.any():
-        return out
-    thick = upsample_nearest(thick, factors, candidate.shape) & candidate
+    # pieces are found on the coarse grid (a tenth of the voxels) and only the large ones are
+    # brought back to the full grid (~0.17 s instead of ~0.33 s on a 512^2 x 275 chest)
     comp, n_comp = cc3d.connected_components(thick, connectivity=26, return_N=True)
+    if n_comp == 0:
+        return out
     del thick
+    sizes = np.bincount(comp.ravel(), minlength=n_comp + 1) * (vml * float(np.prod(factors)))
     shell_of = ndimage.generate_binary_structure(3, 1)
     for c, found in enumerate(ndimage.find_objects(comp), start=1):
-        if found is None:
+        if found is None or sizes[c] < min_ml:
             continue
-        if np.count_nonzero(comp[found] == c) * vml < min_ml:
+        full = tuple(slice(b.start * f, min(b.stop * f, m)) for b, f, m in zip(found, factors, out.shape, strict=True))
+        shape = tuple(b.stop - b.start for b in full)
+        piece = upsample_nearest(comp[found] == c, factors, shape) & candidate[full]
+        if np.count_nonzero(piece) * vml < min_ml:
             continue
         # the shell one voxel round the piece; beyond the image it counts as not lung (a dome
         # that a view's bottom face cuts is not wrapped)
-        box = tuple(slice(max(0, b.start - 1), min(m, b.stop + 1)) for b, m in zip(found, out.shape, strict=True))
-        edge = [(int(b.start == 0), int(b.stop == m)) for b, m in zip(found, out.shape, strict=True)]
-        piece = np.pad(comp[box] == c, edge)
+        box = tuple(slice(max(0, b.start - 1), min(m, b.stop + 1)) for b, m in zip(full, out.shape, strict=True))
+        edge = [(int(b.start == 0), int(b.stop == m)) for b, m in zip(full, out.shape, strict=True)]
+        grown = tuple((int(b.start > 0), int(b.stop < m)) for b, m in zip(full, out.shape, strict=True))
+        piece = np.pad(piece, [(e[0] + g[0], e[1] + g[1]) for e, g in zip(edge, grown, strict=True)])
         ring = ndimage.binary_dilation(piece, shell_of) & ~piece
         shell = np.pad(out[box], edge)[ring]
         on_lung = shell[shell > 0]
