@@ -111,6 +111,11 @@ def air_beside(piece: np.ndarray, mask: np.ndarray, hu: np.ndarray, affine: np.n
     return float(np.mean(np.asarray(hu)[box][ring] < air_hu))
 
 
+def _inplane_factors(spacing: np.ndarray, axis: int, target_mm: float) -> tuple[int, ...]:
+    """Block factors that bring each in-plane axis to ~`target_mm` and keep the slices (`axis`)."""
+    return tuple(1 if a == axis else int(max(1, round(target_mm / s))) for a, s in enumerate(spacing))
+
+
 def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 12.0,
                       keep_out: np.ndarray | None = None, keep_out_mm: float = 25.0,
                       target_mm: float = 2.0) -> np.ndarray:
@@ -126,7 +131,7 @@ def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float =
     out = np.array(labels, dtype=np.uint8, copy=True)
     ax = superior_axis(affine)
     spacing = spacing_of(affine)
-    factors = tuple(1 if a == ax else int(max(1, round(target_mm / s))) for a, s in enumerate(spacing))
+    factors = _inplane_factors(spacing, ax, target_mm)
     low_sp = spacing * np.array(factors)
     in_plane = np.delete(low_sp, ax)
     pad = int(np.ceil(radius_mm / in_plane.min())) + 2
@@ -205,7 +210,7 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
     vml = voxel_volume_ml(affine)
     if np.count_nonzero(candidate) * vml < min_ml:
         return out
-    factors = tuple(1 if a == ax else int(max(1, round(target_mm / s))) for a, s in enumerate(spacing))
+    factors = _inplane_factors(spacing, ax, target_mm)
     low = pool_any(candidate, factors, 0.5)
     low_sp = spacing * np.array(factors)
     r = np.delete(low_sp, ax)
@@ -233,8 +238,7 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
         # that a view's bottom face cuts is not wrapped)
         box = tuple(slice(max(0, b.start - 1), min(m, b.stop + 1)) for b, m in zip(full, out.shape, strict=True))
         edge = [(int(b.start == 0), int(b.stop == m)) for b, m in zip(full, out.shape, strict=True)]
-        grown = tuple((int(b.start > 0), int(b.stop < m)) for b, m in zip(full, out.shape, strict=True))
-        piece = np.pad(piece, [(e[0] + g[0], e[1] + g[1]) for e, g in zip(edge, grown, strict=True)])
+        piece = np.pad(piece, 1)  # on the box padded by `edge`: one voxel round `full` everywhere
         ring = ndimage.binary_dilation(piece, shell_of) & ~piece
         shell = np.pad(out[box], edge)[ring]
         on_lung = shell[shell > 0]
