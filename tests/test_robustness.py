@@ -212,3 +212,39 @@ def test_predict_gives_back_a_mass_the_network_half_believes(monkeypatch):
     # without the mass step the HU refinement leaves the dense mass out
     monkeypatch.setattr(predictor_module, "add_wrapped_masses", lambda labels, *a, **k: labels)
     assert (pred.predict(image).array[mass] > 0).mean() < 0.5
+
+
+def test_thin_view_reaches_the_network_as_a_training_deep_column():
+    # training shows a slab as a whole patch of replicated slices (RandSlabd); inference pads a
+    # thin view to the checkpoint's patch depth along the body axis, not in-plane
+    import torch
+
+    from lungseg.inference.predictor import InferenceSettings, Predictor
+
+    seen = []
+
+    def network(x):
+        seen.append(x.detach().clone())
+        return torch.zeros((x.shape[0], 2, *x.shape[2:]))
+
+    pred = Predictor()
+    depth = int(pred.model_settings["roi_size"][2])
+    assert pred.min_window == (0, 0, depth)
+    pred.model = network
+    hu = np.full((120, 110, 2), -850, np.int16)
+    hu[:, :, 1] = 40  # two different slices: each is replicated away from its own face
+    pred.predict(Volume(hu, np.diag([2.5, 2.5, 2.5, 1.0])), postprocessing=False)
+    (x,) = seen
+    assert x.shape[-1] == depth and tuple(x.shape[2:4]) == (128, 112)  # in-plane: the next 16
+    z = x[0, 0, 10, 10].numpy()
+    assert np.allclose(z[: depth // 2 - 1], z[0]) and np.allclose(z[depth // 2 + 1:], z[-1]) and z[0] != z[-1]
+    # a volume as deep as the patch is not padded further; min_window chooses otherwise
+    seen.clear()
+    pred.predict(Volume(np.full((40, 40, 100), -850, np.int16), np.diag([2.5, 2.5, 2.5, 1.0])),
+                 postprocessing=False)
+    assert seen[0].shape[-1] == 112
+    seen.clear()
+    pred = Predictor(settings=InferenceSettings(min_window=(1, 1, 1)))
+    pred.model = network
+    pred.predict(Volume(hu, np.diag([2.5, 2.5, 2.5, 1.0])), postprocessing=False)
+    assert seen[0].shape[-1] == 16

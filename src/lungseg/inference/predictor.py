@@ -93,12 +93,20 @@ class InferenceSettings:
     crop_margin_mm: float | None = None
     #: "torch", or "onnxruntime" (ONNX Runtime; chosen by itself for an `.onnx` model)
     backend: str = "torch"
+    #: a volume shorter than this along an axis (model-grid voxels, RAS) is padded to it by
+    #: replicating its edge slices; None: the depth of the patch the network trained on (the
+    #: checkpoint's `roi_size`) along the body axis, nothing in-plane. Training shows a thin
+    #: slab or a cut view as a whole patch of replicated axial slices (`transforms.RandSlabd`);
+    #: padded only to the next multiple of 16, slabs through the IBSI mass kept 6 % of it,
+    #: padded to the training patch's depth 88-92 % (docs/model.md, "Thin inputs").
+    min_window: tuple[int, int, int] | None = None
 
-    def window_for(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    def window_for(self, shape: tuple[int, ...], min_window=None) -> tuple[int, int, int]:
         """The window actually used for a volume of `shape` (model-grid voxels)."""
         whole = tuple(-(-int(n) // 16) * 16 for n in shape)  # divisible by the U-Net's 2^4
         if self.whole_volume_voxels and int(np.prod(whole)) <= self.whole_volume_voxels:
-            return whole
+            least = min_window or self.min_window or (0, 0, 0)
+            return tuple(max(w, int(m)) for w, m in zip(whole, least, strict=True))
         return tuple(self.roi_size)
 
 
@@ -344,6 +352,9 @@ class Predictor:
         self.backend = backend
         self.preprocessing = {**DEFAULT_PREPROCESSING, **self.model_settings.get("preprocessing", {})}
         self.settings = settings
+        #: thin volumes are padded to this window (`InferenceSettings.min_window`)
+        depth = int((self.model_settings.get("roi_size") or (0, 0, 0))[2])
+        self.min_window = tuple(int(n) for n in (settings.min_window or (0, 0, depth)))
         self.model_path = path
         self._classical: tuple[weakref.ref, ClassicalParts | Volume | Future] | None = None
         #: work out the classical mask for `classical_reference` in a thread while the
@@ -376,8 +387,8 @@ class Predictor:
                 lo[j] = max(0, int(math.floor(ends.min())))
                 hi[j] = min(gshape[j], int(math.ceil(ends.max())) + 1)
         shape = hi - lo
-        whole = np.array(self.settings.window_for(tuple(shape)))
-        if np.array_equal(whole, -(-shape // 16) * 16):  # one window: grow the box to it
+        whole = np.array(self.settings.window_for(tuple(shape), self.min_window))
+        if np.all(whole >= -(-shape // 16) * 16):  # one window: grow the box to it
             lo -= (whole - shape) // 2
             shape = whole
         return shifted_affine(gaff, lo), tuple(int(n) for n in shape), to_image.shifted(lo)
@@ -389,7 +400,7 @@ class Predictor:
         use_amp = self.device.type == "cuda" and self.backend == "torch"
         with torch.autocast(self.device.type, enabled=use_amp):
             logits = sliding_window_inference(
-                t, self.settings.window_for(x.shape), self.settings.sw_batch_size, self.model,
+                t, self.settings.window_for(x.shape, self.min_window), self.settings.sw_batch_size, self.model,
                 overlap=self.settings.overlap, mode=self.settings.mode, padding_mode="replicate",
             )
         return (1.0 - torch.softmax(logits.float(), dim=1)[0, 0]).cpu().numpy()
