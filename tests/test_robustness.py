@@ -248,3 +248,58 @@ def test_thin_view_reaches_the_network_as_a_training_deep_column():
     pred.model = network
     pred.predict(Volume(hu, np.diag([2.5, 2.5, 2.5, 1.0])), postprocessing=False)
     assert seen[0].shape[-1] == 16
+
+
+def _thin_view_levels():
+    """One axial slice (axis 2): a lung (sure, -850 HU) holding a nodule (sure, 30 HU), and a
+    block of sure soft tissue (40 HU) that touches the lung along one short side only."""
+    level = np.zeros((60, 40, 1), np.uint8)
+    hu = np.full(level.shape, 40.0, np.float32)
+    level[5:35, 5:35] = 4
+    hu[5:35, 5:35] = -850.0
+    hu[15:21, 15:21] = 30.0      # the nodule, inside the lung
+    level[35:55, 10:30] = 4      # the tissue block beside the lung
+    return level, hu
+
+
+def test_doubt_unwrapped_keeps_a_wrapped_nodule_and_doubts_tissue_beside_the_lung():
+    from lungseg.inference.postprocess import doubt_unwrapped, refine_levels
+
+    level, hu = _thin_view_levels()
+    out = doubt_unwrapped(level, hu, axis=2)
+    assert (out[15:21, 15:21] == 4).all()                 # wrapped by lung on every side
+    assert (out[35:55, 10:30] == 3).all()                 # 20 of its 76 border voxels on lung
+    assert np.array_equal(out[5:35, 5:35], level[5:35, 5:35])  # aerated lung untouched
+    lung = refine_levels(out, hu)
+    assert lung[15:21, 15:21].all() and not lung[35:55, 10:30].any()
+    # the same block wrapped by lung on three sides is kept
+    level[35:58, 5:9] = level[35:58, 31:35] = level[55:58, 5:35] = 4
+    hu[35:58, 5:9] = hu[35:58, 31:35] = hu[55:58, 5:35] = -850.0
+    assert (doubt_unwrapped(level, hu, axis=2)[40:50, 15:25] == 4).all()
+
+
+def test_thin_views_only_doubt_unwrapped_tissue(monkeypatch):
+    # a stand-in network sure of a 60 HU block beside the lung (and half sure of aerated lung, so
+    # that no sure rim joins the block to the lungs): a single slice loses the block, the same
+    # anatomy 120 mm tall (no thin view) keeps it
+    from lungseg.inference.predictor import Predictor
+
+    def network(self, x):
+        return np.where(np.abs(x - 0.53) < 0.004, 1.0, np.where(x < 0.1, 0.8, 0.0)).astype(np.float32)
+
+    monkeypatch.setattr(Predictor, "_model_probability", network)
+
+    def chest(n_slices):
+        hu = np.full((150, 110, n_slices), -1000, np.int16)
+        hu[5:145, 10:100] = 40
+        hu[15:65, 25:85] = -850
+        hu[85:135, 25:85] = -850
+        hu[104:118, 85:97] = 60  # sure tissue in front of the right lung, inside the body
+        return Volume(hu, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+    pred = Predictor()
+    thin = pred.predict(chest(1)).array
+    tall = pred.predict(chest(60)).array
+    assert (thin[90:130, 30:80] > 0).all() and (thin[20:60, 30:80] > 0).all()
+    assert not (thin[104:118, 87:97] > 0).any()
+    assert (tall[104:118, 87:95, 30] > 0).mean() > 0.9

@@ -141,6 +141,9 @@ def body_hull(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> np.
 #: the network sees too little of the chest to be sure of it (`inference.predictor`,
 #: `inference.classical`).
 PARTIAL_VIEW_MM = 150.0
+#: A partial view at most this tall is a thin view (a slab, a few slices, one slice): it has no
+#: above or below to judge a piece by, so pieces are judged in-plane (`postprocess.doubt_unwrapped`).
+THIN_VIEW_MM = 20.0
 
 
 def scan_height_mm(shape, affine: np.ndarray) -> float:

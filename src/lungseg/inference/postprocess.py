@@ -14,7 +14,7 @@ from lungseg.core.geometry import spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, fill_holes, pool_any, upsample_nearest
 
-__all__ = ["add_wrapped_masses", "air_beside", "drop_fatty_pieces", "fill_indentations", "lung_levels", "postprocess", "refine_boundary", "refine_levels"]
+__all__ = ["add_wrapped_masses", "air_beside", "doubt_unwrapped", "drop_fatty_pieces", "fill_indentations", "lung_levels", "postprocess", "refine_boundary", "refine_levels"]
 
 #: Lung pieces kept: two lungs, or lungs cut into pieces by a crop, a slab or fibrosis.
 MAX_PIECES = 4
@@ -337,6 +337,43 @@ def lung_levels(lung_prob: np.ndarray, low: float = 0.1, high: float = 0.9, mass
     level += lung_prob > 0.5
     level += lung_prob >= high
     return level
+
+
+def doubt_unwrapped(level: np.ndarray, hu: np.ndarray, axis: int, contact: float = MASS_CONTACT,
+                    threshold_hu: float = EDGE_HU) -> np.ndarray:
+    """`lung_levels` of a thin view with the sure tissue the lung does not wrap made unsure.
+
+    Where the network is sure (level 4), `refine_levels` keeps tissue denser than
+    `threshold_hu` whatever its HU: vessels, nodules, consolidation inside the lung. In a thin
+    view the network can be sure of soft tissue outside the lung too: a single slice at the top
+    of the 4D-CT's lungs got 6.6 mL of the neck around the apex tips (Dice 0.27 against the
+    whole scan's 1 mL), and one at the top of the abdomen series 2 mL of fat and air. So each
+    piece of sure tissue (26-connected) keeps level 4 only with `contact` of its in-plane
+    border (one voxel, across `axis`'s slices: a thin view has no above or below to judge by)
+    on aerated lung (level >= 1 and darker than `threshold_hu`), the wrap test of
+    `add_wrapped_masses`; the rest drops to level 3, where the HU decides. Nodules inside or at
+    the edge of the lung, and the masses the shared slabs keep, pass (measured:
+    docs/model.md, "Thin views").
+    """
+    level = np.asarray(level, np.uint8)
+    tissue = level == 4
+    tissue &= np.asarray(hu) >= threshold_hu
+    comp, n = cc3d.connected_components(tissue, connectivity=26, return_N=True)
+    if n == 0:
+        return level
+    size = [3, 3, 3]
+    size[axis] = 1
+    grown = ndimage.grey_dilation(comp, size=size)
+    border = grown > 0
+    border &= comp == 0
+    ids = grown[border]
+    aerated = (level[border] > 0) & (np.asarray(hu)[border] < threshold_hu)
+    share = np.bincount(ids, weights=aerated, minlength=n + 1) / np.maximum(np.bincount(ids, minlength=n + 1), 1)
+    doubt = share < contact
+    doubt[0] = False
+    out = level.copy()
+    out[doubt[comp]] = 3
+    return out
 
 
 def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float = EDGE_HU) -> np.ndarray:

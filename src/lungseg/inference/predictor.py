@@ -30,6 +30,7 @@ from lungseg.core.anatomy import (
     GAS_HU,
     MAX_GAS_SHARE,
     PARTIAL_VIEW_MM,
+    THIN_VIEW_MM,
     body_hull,
     body_midline_x,
     min_lung_volume_ml,
@@ -46,6 +47,7 @@ from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
     EDGE_HU,
     add_wrapped_masses,
+    doubt_unwrapped,
     drop_fatty_pieces,
     fill_indentations,
     lung_levels,
@@ -519,6 +521,8 @@ class Predictor:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu)
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+        if postprocessing and self.settings.refine and scan_height_mm(hu.shape, image.affine) <= THIN_VIEW_MM:
+            levels = doubt_unwrapped(levels, hu[box], superior_axis(image.affine))
         lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 3
         # dense tissue the network half-believes (P 0.3-0.9): a tumour the lung wraps, maybe
         mass = None
