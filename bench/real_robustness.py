@@ -7,7 +7,8 @@ checks are self-consistency and anatomy, not Dice against a truth:
 1. crop consistency on the three whole chests: segment the whole scan once (reference),
    then crop the IMAGE (bases only, apex only, slabs of 1/2/5 slices at 25/50/75 % of the
    lung extent, right or left side up to 2 cm past the midline; `--sweep` adds views of other
-   heights and slabs of 3 / 10 / 30 mm at four heights) and compare each crop's mask with the
+   heights, slabs of 3 / 10 / 30 mm at four heights and single slices at 17 heights, 3 to 99 %
+   of the lung height, apex and base tips included) and compare each crop's mask with the
    same crop of the reference (binary Dice, label Dice, right/left agreement);
 2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/), in the
    whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
@@ -59,6 +60,10 @@ MIDLINE_MARGIN_MM = 20.0
 SWEEP_FRACTIONS = (0.10, 0.30, 0.45)
 SWEEP_SLAB_MM = (3.0, 10.0, 30.0)
 SWEEP_LEVELS = (0.10, 0.40, 0.60, 0.90)
+#: `--sweep` also segments single axial slices at these heights (share of the lung height,
+#: from its lowest slice): a user's one slice can come from anywhere, the apex tip included
+SWEEP_SLICE_LEVELS = tuple(round(0.03 + 0.06 * i, 2) for i in range(17))
+SINGLE = "1 slice@"
 N_WORST = 4
 
 
@@ -150,6 +155,9 @@ def make_crops(volume, ref: np.ndarray, sweep: bool = False) -> list[tuple[str, 
             front, back = back, front
         crops.append(("front 60%", _box(y_ax, *front, volume.shape)))
         crops.append(("back 60%", _box(y_ax, *back, volume.shape)))
+        for level in SWEEP_SLICE_LEVELS:
+            p0 = p_lo + round(level * (extent - 1))
+            crops.append((f"{SINGLE}{level:.0%}", _box(s_ax, *to_index(p0, p0), volume.shape)))
     return crops
 
 
@@ -288,6 +296,8 @@ def check_chest(name: str, image, method: str, predictor, worst: list, sweep: bo
         log(f"    {crop_name:>12} {sub.shape}: label Dice {row['label_dice']:.3f}, {secs:.1f} s"
             + (f"  [{err}]" if err else ""))
         score = row["label_dice"]
+        if crop_name.startswith(SINGLE):  # the overlays show views; a slice at a lung tip holds ~1 mL
+            continue
         if len(worst) < N_WORST or score < max(w[0] for w in worst):
             views = crop_views(sub, pred if pred is not None else np.zeros_like(ref_crop), ref_crop)
             worst.append((score, row, views))
@@ -421,13 +431,15 @@ def table(method: str, res: dict) -> str:
                 note = f"Dice R {fmt(r['dice_right'], 2)} / L {fmt(r['dice_left'], 2)}"
             lines.append(f"| {r['chest']} | {r['crop']} {tuple(r['shape'])} | {fmt(r['binary_dice'])} | "
                          f"{fmt(r['label_dice'])} | {fmt(r['rl_agreement'])} | | {r['seconds']:.1f} | {note} |")
-    crops = [r for ch in res["chests"] for r in ch["crops"]]
-    if crops:
-        lines.append(f"| all chests | mean over {len(crops)} crops | "
-                     f"{np.mean([r['binary_dice'] for r in crops]):.3f} | "
-                     f"{np.mean([r['label_dice'] for r in crops]):.3f} | | | "
-                     f"{sum(r['seconds'] for r in crops):.1f} | "
-                     f"{sum(bool(r['error']) for r in crops)} errors |")
+    every = [r for ch in res["chests"] for r in ch["crops"]]
+    for what, crops in (("crops", [r for r in every if not r["crop"].startswith(SINGLE)]),
+                        ("single slices (3-99 % of the lung height)", [r for r in every if r["crop"].startswith(SINGLE)])):
+        if crops:
+            lines.append(f"| all chests | mean over {len(crops)} {what} | "
+                         f"{np.mean([r['binary_dice'] for r in crops]):.3f} | "
+                         f"{np.mean([r['label_dice'] for r in crops]):.3f} | | | "
+                         f"{sum(r['seconds'] for r in crops):.1f} | "
+                         f"{sum(bool(r['error']) for r in crops)} errors |")
     for r in res["pathology"]:
         side = f"R {r['in_right']:.2f} / L {r['in_left']:.2f}" if "in_right" in r else ""
         lines.append(f"| {r['case']} | {r['label']} ({r['label_voxels']} vox) | | | | "
@@ -541,7 +553,8 @@ def main() -> int:
     p = bench_parser(__doc__, "runs/real_robustness")
     p.add_argument("--quick", action="store_true", help="one chest only")
     p.add_argument("--sweep", action="store_true", help="also apex / bases views of 10-45 %%, slabs of "
-                   "3 / 10 / 30 mm at four heights, the middle half, the front / back 60 %%")
+                   "3 / 10 / 30 mm at four heights, the middle half, the front / back 60 %%, single "
+                   "slices at 17 heights")
     args = p.parse_args()
     found = shared_and_methods(p, args)
     if found is None:
