@@ -353,7 +353,7 @@ def doubt_unwrapped(level: np.ndarray, hu: np.ndarray, axis: int, contact: float
     on aerated lung (level >= 1 and darker than `threshold_hu`), the wrap test of
     `add_wrapped_masses`; the rest drops to level 3, where the HU decides. Nodules inside or at
     the edge of the lung, and the masses the shared slabs keep, pass (measured:
-    docs/model.md, "Thin views").
+    docs/model.md, "After the network", step 2).
     """
     level = np.asarray(level, np.uint8)
     tissue = level == 4
