@@ -12,6 +12,7 @@ held: a 512x512x300 scan needs well under 2 GiB.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import weakref
@@ -105,12 +106,11 @@ class InferenceSettings:
     #: padded as training showed them").
     min_window: tuple[int, int, int] | None = None
 
-    def window_for(self, shape: tuple[int, ...], min_window=None) -> tuple[int, int, int]:
+    def window_for(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """The window actually used for a volume of `shape` (model-grid voxels)."""
         whole = tuple(-(-int(n) // 16) * 16 for n in shape)  # divisible by the U-Net's 2^4
         if self.whole_volume_voxels and int(np.prod(whole)) <= self.whole_volume_voxels:
-            least = min_window or self.min_window or (0, 0, 0)
-            return tuple(max(w, int(m)) for w, m in zip(whole, least, strict=True))
+            return tuple(max(w, int(m)) for w, m in zip(whole, self.min_window or (0, 0, 0), strict=True))
         return tuple(self.roi_size)
 
 
@@ -355,10 +355,10 @@ class Predictor:
             self.model, self.model_settings = load_model(path, self.device)
         self.backend = backend
         self.preprocessing = {**DEFAULT_PREPROCESSING, **self.model_settings.get("preprocessing", {})}
-        self.settings = settings
-        #: thin volumes are padded to this window (`InferenceSettings.min_window`)
+        # the padding window resolved against this checkpoint (a copy: the caller's settings stay)
         depth = int((self.model_settings.get("roi_size") or (0, 0, 0))[2])
-        self.min_window = tuple(int(n) for n in (settings.min_window or (0, 0, depth)))
+        self.settings = dataclasses.replace(settings, min_window=tuple(
+            int(n) for n in (settings.min_window or (0, 0, depth))))
         self.model_path = path
         self._classical: tuple[weakref.ref, ClassicalParts | Volume | Future] | None = None
         #: work out the classical mask for `classical_reference` in a thread while the
@@ -391,7 +391,7 @@ class Predictor:
                 lo[j] = max(0, int(math.floor(ends.min())))
                 hi[j] = min(gshape[j], int(math.ceil(ends.max())) + 1)
         shape = hi - lo
-        whole = np.array(self.settings.window_for(tuple(shape), self.min_window))
+        whole = np.array(self.settings.window_for(tuple(shape)))
         if np.all(whole >= -(-shape // 16) * 16):  # one window: grow the box to it
             lo -= (whole - shape) // 2
             shape = whole
@@ -404,7 +404,7 @@ class Predictor:
         use_amp = self.device.type == "cuda" and self.backend == "torch"
         with torch.autocast(self.device.type, enabled=use_amp):
             logits = sliding_window_inference(
-                t, self.settings.window_for(x.shape, self.min_window), self.settings.sw_batch_size, self.model,
+                t, self.settings.window_for(x.shape), self.settings.sw_batch_size, self.model,
                 overlap=self.settings.overlap, mode=self.settings.mode, padding_mode="replicate",
             )
         return (1.0 - torch.softmax(logits.float(), dim=1)[0, 0]).cpu().numpy()
@@ -582,6 +582,11 @@ class Predictor:
                                    affine=image.affine, midline_x=midline_x)
             labels = np.where(labels > 0, labels, grown)
         return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+
+    @property
+    def min_window(self) -> tuple[int, int, int]:
+        """Thin volumes are padded to this window (`InferenceSettings.min_window`, resolved)."""
+        return self.settings.min_window
 
     def _ahead(self, fn: Callable[[], object]) -> Future:
         """`fn()` queued in the background thread (e.g. the classical mask's scipy/numpy/cc3d
