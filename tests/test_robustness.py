@@ -159,6 +159,25 @@ def test_mass_the_lung_wraps_is_given_back_but_not_a_dome_a_shell_or_chest_wall(
     assert (add_wrapped_masses(left, mass, hu, aff)[mass] == LEFT).mean() > 0.95
 
 
+def test_thin_view_gives_back_a_solid_mass_its_slices_cut():
+    # two slices through the mass: the view's top and bottom faces are not the mass's surface,
+    # so a thin view judges the wrap in-plane (and by a mean cross-section, not a volume)
+    lung, mass, hu = _wrapped_scene()
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    view = (slice(None), slice(None), slice(19, 21))
+    lung, mass, hu = lung[view], mass[view], hu[view]
+    assert mass.sum() * 0.002 < 10.0  # under the 3D step's volume gate
+    assert not (add_wrapped_masses(lung, mass, hu, aff)[mass] > 0).any()
+    assert (add_wrapped_masses(lung, mass, hu, aff, thin=True)[mass] == RIGHT).mean() > 0.95
+    # the same piece half lung (a dome or the heart's border cut obliquely): not solid, not a mass
+    partial = np.where(mass, -200.0, hu).astype(np.float32)
+    assert not (add_wrapped_masses(lung, mass, partial, aff, thin=True)[mass] > 0).any()
+    # the same piece with lung on less of its border than MASS_CONTACT: not wrapped in-plane
+    wall = lung.copy()
+    wall[25:75, 55:90] = 0
+    assert not (add_wrapped_masses(wall, mass, hu, aff, thin=True)[mass] > 0).any()
+
+
 def test_lung_levels_tell_the_mass_band_apart():
     p = np.array([0.05, 0.2, 0.4, 0.7, 0.95], np.float32)
     assert lung_levels(p).tolist() == [0, 1, 2, 3, 4]
@@ -212,6 +231,33 @@ def test_predict_gives_back_a_mass_the_network_half_believes(monkeypatch):
     # without the mass step the HU refinement leaves the dense mass out
     monkeypatch.setattr(predictor_module, "add_wrapped_masses", lambda labels, *a, **k: labels)
     assert (pred.predict(image).array[mass] > 0).mean() < 0.5
+
+
+def test_predict_gives_back_a_mass_in_a_thin_slab_through_it(monkeypatch):
+    # the same stand-in network on 2 slices through the mass: the whole-scan step's volume and
+    # 3D wrap cannot see it (the slab's faces are most of its surface); the thin-view step does
+    import lungseg.inference.postprocess as postprocess_module
+    import lungseg.inference.predictor as predictor_module
+    from lungseg.inference.predictor import Predictor
+
+    def network(self, x):
+        unsure = (x < 0.5) | ((x > 0.54) & (x < 0.56))
+        return np.where(x < 0.1, 1.0, np.where(unsure, 0.6, 0.0)).astype(np.float32)
+
+    monkeypatch.setattr(Predictor, "_model_probability", network)
+    image, mass = _chest_with_mass()
+    box = (slice(None), slice(None), slice(49, 51))
+    slab, mass = crop(image, box), mass[box]
+    labels = Predictor().predict(slab).array
+    assert (labels[mass] == RIGHT).mean() > 0.9
+    assert not (labels[slab.array == 40] > 0).any()  # the body stays out
+    whole_scan_step = postprocess_module.add_wrapped_masses
+
+    def as_if_thick(labels, candidate, hu, affine, **k):
+        return whole_scan_step(labels, candidate, hu, affine)
+
+    monkeypatch.setattr(predictor_module, "add_wrapped_masses", as_if_thick)
+    assert (Predictor().predict(slab).array[mass] > 0).mean() < 0.5
 
 
 def test_thin_view_reaches_the_network_as_a_training_deep_column():

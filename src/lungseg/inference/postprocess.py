@@ -185,12 +185,18 @@ MASS_RADIUS_MM = 4.0
 MASS_MIN_ML = 10.0
 MASS_CONTACT = 0.35
 MASS_MAX_BONE = 0.02
+#: the size gate in a thin view: a mean cross-section of 4 cm^2 (a 10 mL sphere's is 5.7)
+MASS_MIN_AREA_CM2 = 4.0
+#: a thin view's mass is solid: mean HU at least this. The liver's dome or the heart's border
+#: that a slice cuts obliquely, half lung, averages -85 to -200 HU (the 4D-CT's basal slices);
+#: the shared masses' pieces in 1-5 slice slabs -5 to 40 HU
+MASS_SOLID_HU = -50.0
 
 
 def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray, affine: np.ndarray,
                        radius_mm: float = MASS_RADIUS_MM, min_ml: float = MASS_MIN_ML,
                        contact: float = MASS_CONTACT, max_bone: float = MASS_MAX_BONE,
-                       target_mm: float = 2.0) -> np.ndarray:
+                       target_mm: float = 2.0, thin: bool = False) -> np.ndarray:
     """Give each lung a tumour too broad for `fill_indentations` that the lung wraps around.
 
     Why: a mass several cm across at the pleura is dense, so the HU refinement drops it where
@@ -202,12 +208,16 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
     partial-volume shell round every lung) are dropped by an opening on a ~`target_mm` grid;
     a piece of at least `min_ml` with at least `contact` of its 6-neighbour shell on lung and
     at most `max_bone` on bone (`hu` above `BONE_HU`) becomes lung, labelled as the lung that
-    touches it most.
+    touches it most. `thin` (a view of a few slices, `THIN_VIEW_MM`): its top and bottom faces
+    are the view's, not the mass's, so the shell is the in-plane border only and the size is
+    a mean cross-section of `MASS_MIN_AREA_CM2` instead of `min_ml`.
     """
     out = np.asarray(labels)
     ax = superior_axis(affine)
     spacing = spacing_of(affine)
     vml = voxel_volume_ml(affine)
+    if thin:
+        min_ml = MASS_MIN_AREA_CM2 * candidate.shape[ax] * spacing[ax] / 10.0
     if np.count_nonzero(candidate) * vml < min_ml:
         return out
     factors = _inplane_factors(spacing, ax, target_mm)
@@ -226,6 +236,10 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
     del thick
     sizes = np.bincount(comp.ravel(), minlength=n_comp + 1) * (vml * float(np.prod(factors)))
     shell_of = ndimage.generate_binary_structure(3, 1)
+    if thin:
+        across = [slice(None)] * 3
+        across[ax] = [0, 2]
+        shell_of[tuple(across)] = False  # no neighbours above or below
     for c, found in enumerate(ndimage.find_objects(comp), start=1):
         if found is None or sizes[c] < min_ml:
             continue
@@ -240,15 +254,19 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
         edge = [(int(b.start == 0), int(b.stop == m)) for b, m in zip(full, out.shape, strict=True)]
         piece = np.pad(piece, 1)  # on the box padded by `edge`: one voxel round `full` everywhere
         ring = ndimage.binary_dilation(piece, shell_of) & ~piece
+        if thin:  # the mass's own ragged edge that the opening took off is not its surroundings
+            ring &= ~np.pad(np.asarray(candidate[box]), edge)
         shell = np.pad(out[box], edge)[ring]
         on_lung = shell[shell > 0]
         if on_lung.size < contact * shell.size:
             continue
         if np.count_nonzero(np.pad(np.asarray(hu[box]), edge, constant_values=-1000)[ring] > BONE_HU) > max_bone * shell.size:
             continue
+        inner = tuple(slice(e[0], e[0] + b.stop - b.start) for e, b in zip(edge, box, strict=True))
+        if thin and np.asarray(hu[box])[piece[inner]].mean() < MASS_SOLID_HU:
+            continue
         if out is labels:
             out = np.array(labels, copy=True)
-        inner = tuple(slice(e[0], e[0] + b.stop - b.start) for e, b in zip(edge, box, strict=True))
         out[box][piece[inner]] = np.bincount(on_lung).argmax()
     return out
 

@@ -523,7 +523,8 @@ class Predictor:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu)
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
-        if postprocessing and self.settings.refine and scan_height_mm(hu.shape, image.affine) <= THIN_VIEW_MM:
+        thin = scan_height_mm(hu.shape, image.affine) <= THIN_VIEW_MM
+        if postprocessing and self.settings.refine and thin:
             levels = doubt_unwrapped(levels, hu[box], superior_axis(image.affine))
         lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 3
         # dense tissue the network half-believes (P 0.3-0.9): a tumour the lung wraps, maybe
@@ -560,7 +561,7 @@ class Predictor:
             del hull
         box_aff = shifted_affine(image.affine, [b.start for b in box])
         if mass is not None:
-            sub[inner] = add_wrapped_masses(sub[inner], mass, hu[box], box_aff)
+            sub[inner] = add_wrapped_masses(sub[inner], mass, hu[box], box_aff, thin=thin)
             del mass
         airways = airways_all[pbox]
         sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner], affine=box_aff,
