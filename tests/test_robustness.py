@@ -178,6 +178,33 @@ def test_thin_view_gives_back_a_solid_mass_its_slices_cut():
     assert not (add_wrapped_masses(wall, mass, hu, aff, thin=True)[mass] > 0).any()
 
 
+def test_thin_view_drops_a_pocket_of_bowel_gas_but_not_lung():
+    from lungseg.inference.predictor import drop_gas_pockets
+
+    # two slices (1 mm pixels, 2 mm slices): a lung base of ~30 cm² (parenchyma, -850 HU), a
+    # small lung tip (-820 HU), and a colon's gas pocket of ~4 cm² (pure gas, its rim -600 HU:
+    # the bowel wall's partial volume lifts the pocket's median over the pure-gas test)
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    hu = np.full((120, 120, 2), 40.0, np.float32)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[10:70, 10:60] = RIGHT
+    hu[10:70, 10:60] = -850.0
+    labels[90:95, 10:16] = LEFT
+    hu[90:95, 10:16] = -820.0
+    labels[80:102, 80:102] = LEFT
+    hu[80:102, 80:102] = -600.0
+    hu[85:97, 85:97] = -1000.0
+    assert np.median(hu[80:102, 80:102]) > -960.0  # the whole-piece gas test would keep it
+    out = drop_gas_pockets(labels, hu, aff)
+    assert not out[80:102, 80:102].any()
+    assert (out[10:70, 10:60] == RIGHT).all() and (out[90:95, 10:16] == LEFT).all()
+    # a large piece as gassy (severe emphysema in a slab) is not a pocket
+    big = np.zeros_like(labels)
+    big[10:110, 10:110] = RIGHT
+    gassy = np.where(np.indices(hu.shape).sum(0) % 2 == 0, -1000.0, -850.0).astype(np.float32)
+    assert (drop_gas_pockets(big, gassy, aff) == big).all()
+
+
 def test_lung_levels_tell_the_mass_band_apart():
     p = np.array([0.05, 0.2, 0.4, 0.7, 0.95], np.float32)
     assert lung_levels(p).tolist() == [0, 1, 2, 3, 4]
