@@ -179,7 +179,7 @@ def test_thin_view_gives_back_a_solid_mass_its_slices_cut():
 
 
 def test_thin_view_drops_a_pocket_of_bowel_gas_but_not_lung():
-    from lungseg.inference.predictor import drop_gas_pockets
+    from lungseg.core.anatomy import drop_gas_pockets
 
     # two slices (1 mm pixels, 2 mm slices): a lung base of ~30 cm² (parenchyma, -850 HU), a
     # small lung tip (-820 HU), and a colon's gas pocket of ~4 cm² (pure gas, its rim -600 HU:

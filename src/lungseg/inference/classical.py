@@ -51,8 +51,10 @@ from lungseg.core.anatomy import (
     AIR_THRESHOLD_HU,
     GAS_MEDIAN_HU,
     PARTIAL_VIEW_MM,
+    THIN_VIEW_MM,
     body_hull_per_slice,
     body_midline_x,
+    drop_gas_pockets,
     largest_body,
     min_lung_volume_ml,
     scan_height_mm,
@@ -331,6 +333,8 @@ class ClassicalParts:
             lungs = _select_lungs(cand, g.hu, g.affine, min_volume_ml, self.midline_x)
             labels_ras = _finish(lungs, g.affine, g.spacing, self.midline_x)
             labels_ras[airways] = 0  # closing and hole filling must not put the bronchi back
+            if scan_height_mm(self.shape, self.affine) <= THIN_VIEW_MM:
+                labels_ras = drop_gas_pockets(labels_ras, g.hu, g.affine)
         return Volume(g.back(labels_ras).astype(np.uint8), self.affine.copy(), dict(self.meta))
 
 
