@@ -15,7 +15,9 @@ Steps, on a ~2 mm copy of the image reoriented to RAS (any stored orientation wo
    does not); in a partial view (at most 150 mm tall) with one lung found, a smaller piece
    of the other lung is kept when the view cuts it at its top or bottom slice;
 5. right/left by anatomy (`split_left_right`), closing with a ~3 mm ball (vessels at the
-   lung surface) and hole filling per lung (vessels and nodules inside the lung);
+   lung surface) and hole filling per lung (vessels and nodules inside the lung); in a thin
+   view (at most 20 mm) small pieces whose core is over a quarter gas are pockets of bowel
+   gas, not lung (`core.anatomy.drop_gas_pockets`);
 6. back to exactly the input grid (nearest neighbour).
 
 Documented limits: dense pathology (consolidation, pleural effusion, atelectasis, dense
