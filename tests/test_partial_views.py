@@ -233,3 +233,17 @@ def test_lung_like_leaves_out_pieces_that_are_mostly_gas():
     assert (out[2:12, 2:18] == 1).all() and not out[18:28].any()
     hu[18:28, 2:18] = -870.0  # the same piece as aerated lung stays
     assert np.array_equal(lung_like(labels, hu), labels)
+
+
+def test_single_slice_through_a_lung_tip_keeps_its_recess():
+    # one 2 mm slice through the lowest tip of one lung: a recess of 0.8 mL, under the 1.0 mL
+    # that 50 mL per 10 cm asks of 2 mm, over the classical method's thin-view 25 mL per 10 cm
+    from lungseg.inference.classical import ClassicalParts
+
+    hu = np.full((240, 200, 1), -1000.0, np.float32)
+    hu[20:220, 20:180, :] = 40.0
+    hu[140:160, 100:120, :] = -850.0  # right (large x): 20 x 20 x 1 voxels of 1 x 1 x 2 mm
+    image = Volume(hu.astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0]))
+    labels = segment_classical(image).array
+    assert (labels[140:160, 100:120] == 1).mean() > 0.9
+    assert not ClassicalParts(image).lungs(min_volume_ml=1.0).array.any()  # at the taller bar
