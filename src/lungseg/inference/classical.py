@@ -10,7 +10,8 @@ Steps, on a ~2 mm copy of the image reoriented to RAS (any stored orientation wo
 3. the trachea and main bronchi are tracked from the top of the chest downwards (a small,
    central air tube whose cross-section stays small) and removed;
 4. of the remaining air components, at most two plausible lungs are kept: at least
-   `min_volume_ml`, not pure gas (median HU above -960, unlike stomach/bowel gas), and a
+   `min_volume_ml` (50 mL per 10 cm of height, half that in a thin view: `THIN_VIEW_CHEST_ML`),
+   not pure gas (median HU above -960, unlike stomach/bowel gas), and a
    second component must reach above the first one's centroid (gas below the diaphragm
    does not); in a partial view (at most 150 mm tall) with one lung found, a smaller piece
    of the other lung is kept when the view cuts it at its top or bottom slice;
