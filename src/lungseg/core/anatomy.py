@@ -152,7 +152,11 @@ def scan_height_mm(shape, affine: np.ndarray) -> float:
     return float(shape[ax]) * float(spacing_of(affine)[ax])
 
 
-def min_lung_volume_ml(shape, affine: np.ndarray, whole_chest_ml: float = 50.0) -> float:
+#: The smallest lung in a scan at least 10 cm tall (`min_lung_volume_ml`), mL.
+WHOLE_CHEST_MIN_ML = 50.0
+
+
+def min_lung_volume_ml(shape, affine: np.ndarray, whole_chest_ml: float = WHOLE_CHEST_MIN_ML) -> float:
     """Smallest component kept as a lung: `whole_chest_ml` for a scan at least 10 cm tall,
     proportionally less for a thin slab (a 2 mm slab holds ~20 mL of both lungs)."""
     return whole_chest_ml * min(1.0, scan_height_mm(shape, affine) / 100.0)

@@ -55,6 +55,7 @@ from lungseg.core.anatomy import (
     GAS_MEDIAN_HU,
     PARTIAL_VIEW_MM,
     THIN_VIEW_MM,
+    WHOLE_CHEST_MIN_ML,
     body_hull_per_slice,
     body_midline_x,
     drop_gas_pockets,
@@ -78,7 +79,7 @@ LUMEN_HU = -900.0  # airway lumen at ~2 mm: darker than lung parenchyma
 #: bowel gas the lower bar lets in are dropped by their gas (`drop_gas_pockets`). The network
 #: path keeps 50: it gets such recesses from this method (`add_missed_pieces`), while its own
 #: small pieces in an abdomen's thin views were up to 17 mL of bowel and fat at 25.
-THIN_VIEW_CHEST_ML = 25.0
+THIN_VIEW_CHEST_ML = WHOLE_CHEST_MIN_ML / 2
 BRONCHUS_LUMEN_HU = -930.0  # stricter, for growing along a bronchus without entering the lung
 
 
@@ -336,7 +337,7 @@ class ClassicalParts:
         g = self.grid
         thin = scan_height_mm(self.shape, self.affine) <= THIN_VIEW_MM
         if min_volume_ml is None:
-            min_volume_ml = min_lung_volume_ml(self.shape, self.affine, THIN_VIEW_CHEST_ML if thin else 50.0)
+            min_volume_ml = min_lung_volume_ml(self.shape, self.affine, THIN_VIEW_CHEST_ML if thin else WHOLE_CHEST_MIN_ML)
         labels_ras = np.zeros(g.hu.shape, np.uint8)
         if self.body.sum() * np.prod(g.spacing) / 1000.0 >= min_volume_ml:
             cand, airways = self._candidates()
