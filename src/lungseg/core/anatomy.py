@@ -142,7 +142,8 @@ def body_hull(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> np.
 #: `inference.classical`).
 PARTIAL_VIEW_MM = 150.0
 #: A partial view at most this tall is a thin view (a slab, a few slices, one slice): it has no
-#: above or below to judge a piece by, so pieces are judged in-plane (`postprocess.doubt_unwrapped`).
+#: above or below to judge a piece by, so pieces are judged in-plane (`postprocess.doubt_unwrapped`,
+#: `postprocess.add_wrapped_masses`, `drop_gas_pockets`).
 THIN_VIEW_MM = 20.0
 
 
@@ -150,6 +151,11 @@ def scan_height_mm(shape, affine: np.ndarray) -> float:
     """Head-to-foot extent of the scan (slices along the superior axis x their spacing)."""
     ax = superior_axis(affine)
     return float(shape[ax]) * float(spacing_of(affine)[ax])
+
+
+def is_thin_view(shape, affine: np.ndarray) -> bool:
+    """At most `THIN_VIEW_MM` tall: a slab, a few slices, one slice."""
+    return scan_height_mm(shape, affine) <= THIN_VIEW_MM
 
 
 #: The smallest lung in a scan at least 10 cm tall (`min_lung_volume_ml`), mL.

@@ -54,11 +54,11 @@ from lungseg.core.anatomy import (
     AIR_THRESHOLD_HU,
     GAS_MEDIAN_HU,
     PARTIAL_VIEW_MM,
-    THIN_VIEW_MM,
     WHOLE_CHEST_MIN_ML,
     body_hull_per_slice,
     body_midline_x,
     drop_gas_pockets,
+    is_thin_view,
     largest_body,
     min_lung_volume_ml,
     scan_height_mm,
@@ -335,7 +335,7 @@ class ClassicalParts:
     def lungs(self, min_volume_ml: float | None = None) -> Volume:
         """`segment_classical`'s mask."""
         g = self.grid
-        thin = scan_height_mm(self.shape, self.affine) <= THIN_VIEW_MM
+        thin = is_thin_view(self.shape, self.affine)
         if min_volume_ml is None:
             min_volume_ml = min_lung_volume_ml(self.shape, self.affine, THIN_VIEW_CHEST_ML if thin else WHOLE_CHEST_MIN_ML)
         labels_ras = np.zeros(g.hu.shape, np.uint8)

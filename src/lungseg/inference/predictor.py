@@ -32,10 +32,10 @@ from lungseg.core.anatomy import (
     GAS_HU,
     MAX_GAS_SHARE,
     PARTIAL_VIEW_MM,
-    THIN_VIEW_MM,
     body_hull,
     body_midline_x,
     drop_gas_pockets,
+    is_thin_view,
     min_lung_volume_ml,
     scan_height_mm,
     split_left_right,
@@ -525,7 +525,7 @@ class Predictor:
             if postprocessing and is_partial_view(image):
                 labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu)
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
-        thin = scan_height_mm(hu.shape, image.affine) <= THIN_VIEW_MM
+        thin = is_thin_view(hu.shape, image.affine)
         if postprocessing and self.settings.refine and thin:
             levels = doubt_unwrapped(levels, hu[box], superior_axis(image.affine))
         lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 3
