@@ -89,20 +89,31 @@ def phantom_data(root: Path, seeds: list[int], size: int) -> list[dict]:
     return entries
 
 
-def teacher_data(root: Path, model: Path) -> list[dict]:
-    """Real images and their teacher masks into root/imagesTr, root/labelsTr (entries repeated)."""
+def teacher_masks(real: dict, predictor):
+    """(name, image, teacher mask) of each real scan of `real` (name -> (image, tumour label or
+    None, minimum reader count, ...)) found in ../shared/data: the whole-scan mask of
+    `predictor` plus the labelled tumour / nodule voxels, which belong to the lung."""
     import lungseg
-    from lungseg.io.volumes import read_volume, write_volume
+    from lungseg.io.volumes import read_volume
 
-    predictor = lungseg.Predictor(model)
-    entries = []
-    for name, (image_rel, tumour_rel, min_readers, copies) in REAL_TRAIN.items():
+    for name, (image_rel, tumour_rel, min_readers, *_) in real.items():
         if not (SHARED / image_rel).exists():
             continue
         image = read_volume(SHARED / image_rel)
         lung = lungseg.segment(image, predictor=predictor).array > 0
         if tumour_rel:
             lung |= read_volume(SHARED / tumour_rel).array >= min_readers
+        yield name, image, lung
+
+
+def teacher_data(root: Path, model: Path) -> list[dict]:
+    """Real images and their teacher masks into root/imagesTr, root/labelsTr (entries repeated)."""
+    import lungseg
+    from lungseg.io.volumes import write_volume
+
+    entries = []
+    for name, image, lung in teacher_masks(REAL_TRAIN, lungseg.Predictor(model)):
+        copies = REAL_TRAIN[name][3]
         write_volume(image, root / "imagesTr" / f"{name}.nii.gz")
         write_volume(image.with_array(lung.astype(np.uint8)), root / "labelsTr" / f"{name}.nii.gz")
         for i in range(1, copies):  # case names must be unique: the extra copies are files too

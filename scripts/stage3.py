@@ -47,7 +47,6 @@ import numpy as np
 import typer
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "data"
 #: real scans that train (name -> (image, tumour label or None, minimum reader count, copies))
 REAL_TRAIN = {
     "real_4dct": ("real_unlabeled/chest_4dct_phase00.nii.gz", None, 0, 1),
@@ -65,29 +64,23 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def teacher_masks(out: Path, teacher: Path, spacing: float = 2.5) -> dict:
-    """Each real scan and its whole-pipeline mask (plus labelled lesions) on the training grid
-    (RAS, `spacing` mm): out/<name>_img.nii.gz (HU, int16) and out/<name>_lab.nii.gz (0/1)."""
+def teacher_grid(out: Path, teacher: Path, spacing: float = 2.5) -> dict:
+    """Each real scan and its whole-pipeline mask (plus labelled lesions; `finetune.teacher_masks`)
+    on the training grid (RAS, `spacing` mm): out/<name>_img.nii.gz (HU, int16) and
+    out/<name>_lab.nii.gz (0/1)."""
     import nibabel as nib
+    from finetune import teacher_masks  # scripts/finetune.py, beside this file
     from monai.transforms import Orientationd, Spacingd
 
     import lungseg
-    from lungseg.io.volumes import read_volume
     from lungseg.transforms import to_metatensor
 
     out.mkdir(parents=True, exist_ok=True)
-    predictor = lungseg.Predictor(teacher)
     keys = ["image", "label"]
     orient = Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
     resample = Spacingd(keys=keys, pixdim=(spacing,) * 3, mode=["bilinear", "nearest"])
     info = {}
-    for name, (image_rel, tumour_rel, min_readers, _) in REAL_TRAIN.items():
-        if not (SHARED / image_rel).exists():
-            continue
-        image = read_volume(SHARED / image_rel)
-        lung = lungseg.segment(image, predictor=predictor).array > 0
-        if tumour_rel:
-            lung |= read_volume(SHARED / tumour_rel).array >= min_readers
+    for name, image, lung in teacher_masks(REAL_TRAIN, lungseg.Predictor(teacher)):
         d = resample(orient({"image": to_metatensor(image),
                              "label": to_metatensor(image.with_array(lung.astype(np.uint8)))}))
         affine = np.asarray(d["image"].affine)
@@ -149,7 +142,7 @@ def build_stage3(out: Path, init: Path, seeds: list[int] | None = None, epochs: 
     seeds = list(STAGE3["seeds"] if seeds is None else seeds)
     t0 = time.monotonic()
     if not (out / "real" / "teacher.json").exists():
-        teacher_masks(out / "real", init)
+        teacher_grid(out / "real", init)
     datasets(out, size)
     log(f"data ready in {(time.monotonic() - t0) / 60:.1f} min")
     cuda = torch.cuda.is_available()
