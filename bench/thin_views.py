@@ -35,10 +35,11 @@ SLICES = (1, 3)
 
 def views(image, truth: np.ndarray):
     """(height, slices, view image, view truth) for every height and thickness; each view keeps
-    its voxels' world positions (the affine's origin moves with the crop). Heights outside the
-    scan (below a field of view that ends at the lung bases) are skipped."""
+    its voxels' world positions (`real_robustness.crop_volume`). Heights outside the scan (below
+    a field of view that ends at the lung bases) are skipped."""
+    from real_robustness import _box, crop_volume  # bench/, beside this file
+
     from lungseg.core.geometry import superior_axis
-    from lungseg.core.volume import Volume
 
     ax = superior_axis(image.affine)
     zs = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != ax)))
@@ -49,12 +50,8 @@ def views(image, truth: np.ndarray):
             continue
         for k in SLICES:
             z0 = max(0, min(image.shape[ax] - k, z - k // 2))
-            box = [slice(0, n) for n in image.shape]
-            box[ax] = slice(z0, z0 + k)
-            box = tuple(box)
-            affine = image.affine.copy()
-            affine[:3, 3] = image.affine[:3, :3] @ np.array([s.start for s in box], float) + image.affine[:3, 3]
-            yield f, k, Volume(np.ascontiguousarray(np.asarray(image.array)[box]), affine), truth[box]
+            box = _box(ax, z0, z0 + k - 1, image.shape)
+            yield f, k, crop_volume(image, box), truth[box]
 
 
 def dice(mask: np.ndarray, truth: np.ndarray) -> float:

@@ -72,19 +72,21 @@ def teacher_grid(out: Path, teacher: Path, spacing: float = 2.5) -> dict:
     out/<name>_lab.nii.gz (0/1)."""
     import nibabel as nib
     from finetune import teacher_masks  # scripts/finetune.py, beside this file
-    from monai.transforms import Orientationd, Spacingd
+    from monai.transforms import Compose
 
     import lungseg
-    from lungseg.transforms import to_metatensor
+    from lungseg.training.recipes import RECIPES
+    from lungseg.transforms import geometry_transforms, to_metatensor
 
     out.mkdir(parents=True, exist_ok=True)
-    keys = ["image", "label"]
-    orient = Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
-    resample = Spacingd(keys=keys, pixdim=(spacing,) * 3, mode=["bilinear", "nearest"])
+    pre = {**RECIPES["default-model"]["preprocessing"], "spacing": [spacing] * 3}
+    # training's own orientation and resampling steps (its HU window, the last step, is left to
+    # training: the files keep HU)
+    to_grid = Compose(geometry_transforms(pre, ["image", "label"])[:2])
     info = {}
     for name, image, lung in teacher_masks(REAL_TRAIN, lungseg.Predictor(teacher)):
-        d = resample(orient({"image": to_metatensor(image),
-                             "label": to_metatensor(image.with_array(lung.astype(np.uint8)))}))
+        d = to_grid({"image": to_metatensor(image),
+                     "label": to_metatensor(image.with_array(lung.astype(np.uint8)))})
         affine = np.asarray(d["image"].affine)
         nib.save(nib.Nifti1Image(np.round(d["image"][0].numpy()).astype(np.int16), affine),
                  out / f"{name}_img.nii.gz")

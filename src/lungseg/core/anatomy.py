@@ -24,7 +24,7 @@ from skimage.draw import polygon
 
 from lungseg.core.geometry import downsampled_affine, spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import bbox, pool_any, upsample_nearest
+from lungseg.core.morphology import bbox, pool_any, share_per_piece, upsample_nearest
 
 #: Air (lung parenchyma included) versus soft tissue, at a few mm.
 AIR_THRESHOLD_HU = -320.0
@@ -323,15 +323,12 @@ def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> 
         return labels
     ax = superior_axis(affine)
     spacing = spacing_of(affine)
-    pieces, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
     size = [max(1, round(POCKET_EDGE_MM / float(sp))) * 2 + 1 for sp in spacing]
     size[ax] = 1
     core = ndimage.binary_erosion(mask, np.ones(size, bool))
-    total = np.bincount(pieces[core], minlength=n + 1)
-    gas = np.bincount(pieces[core], weights=np.asarray(hu)[core] < GAS_HU, minlength=n + 1)
-    share = np.divide(gas, total, out=np.zeros(n + 1), where=total > 0)
-    height_cm = labels.shape[ax] * float(spacing[ax]) / 10.0
-    area_cm2 = np.bincount(pieces.ravel(), minlength=n + 1) * voxel_volume_ml(affine) / height_cm
+    pieces, share = share_per_piece(mask, np.asarray(hu) < GAS_HU, within=core)
+    height_cm = scan_height_mm(labels.shape, affine) / 10.0
+    area_cm2 = np.bincount(pieces.ravel(), minlength=share.size) * voxel_volume_ml(affine) / height_cm
     pocket = (share > MAX_GAS_SHARE) & (area_cm2 < POCKET_AREA_CM2)
     pocket[0] = False
     if not pocket.any():

@@ -127,3 +127,19 @@ def ball(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     half = [int(np.floor(radius_mm / s + 1e-6)) for s in spacing]
     grid = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing, strict=True)], indexing="ij")
     return sum(g**2 for g in grid) <= radius_mm**2 + 1e-6
+
+
+def share_per_piece(mask: np.ndarray, flag: np.ndarray,
+                    within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the 26-connected pieces of `mask`, the share of each piece's voxels where `flag` holds;
+    index 0 is the background, share 0), in one pass over the mask's voxels: `ndimage.median`
+    per piece sorts the whole array (7 s and 0.8 GiB more on a 512x512x275 chest). With
+    `within`, the share counts only each piece's voxels inside it (e.g. its core)."""
+    pieces, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    counted = mask if within is None else mask & within
+    which = pieces[counted]
+    total = np.bincount(which, minlength=n + 1)
+    hits = np.bincount(which, weights=np.asarray(flag)[counted], minlength=n + 1)
+    share = np.divide(hits, total, out=np.zeros(n + 1), where=total > 0)
+    share[0] = 0.0
+    return pieces, share
