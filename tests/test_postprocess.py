@@ -9,7 +9,7 @@ import pytest
 from lungseg.core.anatomy import split_left_right
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import fill_holes
-from lungseg.inference.postprocess import postprocess
+from lungseg.inference.postprocess import open_domes, postprocess
 
 RAS = np.diag([2.0, 2.0, 2.0, 1.0])
 LPS = np.diag([-2.0, -2.0, 2.0, 1.0])  # stored L-P-S: larger i = patient's left
@@ -83,6 +83,38 @@ def test_slicewise_fill_keeps_openings_to_border():
     m[0:3, 7:9, 4:6] = False   # open to the array border -> kept open
     f = fill_holes(m, slice_axis=2)
     assert f[4, 4, 4] and not f[0, 7, 4] and not f[2, 8, 5]
+
+
+def dome_lung():
+    """Two lungs; the left one's floor pushed up by a dome (open below it: the liver), and a
+    vessel running through it (a 2D hole in every slice it crosses, open at its ends)."""
+    lung = two_lungs()
+    dome = np.zeros(lung.shape, bool)
+    x, y = np.ogrid[5:25, 10:30]
+    for k, r in enumerate((8, 7, 6, 4)):  # the dome narrows upwards: slices 5-8
+        dome[5:25, 10:30, 5 + k] = (x - 15) ** 2 + (y - 20) ** 2 <= r * r
+    vessel = np.zeros(lung.shape, bool)
+    vessel[14:17, 19:22, 12:35] = True  # up to the lung's top: no 3D hole
+    return lung & ~dome & ~vessel, dome, vessel
+
+
+def test_axial_holes_the_network_rules_out_stay_open():
+    lung, dome, vessel = dome_lung()
+    assert dome.sum() > 400
+    labels = lung.astype(np.uint8)
+    plain = postprocess(labels, RAS, min_volume_ml=5)
+    assert plain[dome].all() and plain[vessel].all()  # axial filling closes both
+    outside = ~lung & ~vessel  # the network: P ~0 on the dome, the vessel half-believed
+    out = postprocess(labels, RAS, min_volume_ml=5, outside=outside)
+    assert not out[dome].any()
+    assert (out[vessel] == LEFT).all() and (plain[vessel] == LEFT).all()  # low i: the left lung in RAS
+    assert np.array_equal(out > 0, (plain > 0) & ~dome)
+    # a hole closed in 3D (a cavity, a bulla) stays lung whatever P says
+    cavity = lung.copy()
+    cavity[10:14, 15:18, 20:24] = False
+    f = fill_holes(cavity, slice_axis=2)
+    kept = open_domes(cavity, f, ~cavity)
+    assert kept[10:14, 15:18, 20:24].all()
 
 
 def test_postprocess_is_fast():

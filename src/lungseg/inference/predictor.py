@@ -522,7 +522,6 @@ class Predictor:
             mass = (levels - np.uint8(2)) < 2
             mass &= hu[box] >= EDGE_HU
             mass &= ~lung
-        del levels
         if not postprocessing:
             labels[box] = lung
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
@@ -531,6 +530,10 @@ class Predictor:
         inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox, strict=True))
         sub[inner] = lung
         del lung
+        # where the network is sure there is no lung (P <= LOW; all of the margin round its box)
+        outside = np.ones(sub.shape, bool)
+        np.equal(levels, 0, out=outside[inner])
+        del levels
         aff = shifted_affine(image.affine, [s.start for s in pbox])
         # fatty soft tissue out before the lungs are chosen: what is left of a piece must
         # still make a lung's volume (a skin fold between arm and body is not one)
@@ -539,7 +542,9 @@ class Predictor:
         partial = is_partial_view(image)
         found = sub > 0 if partial else None
         min_ml = min_lung_volume_ml(hu.shape, image.affine)
-        sub = postprocess(sub, aff, min_volume_ml=min_ml, midline_x=midline_x, hu=hu[pbox], hull=hull[pbox])
+        sub = postprocess(sub, aff, min_volume_ml=min_ml, midline_x=midline_x, hu=hu[pbox], hull=hull[pbox],
+                          outside=outside)
+        del outside
         if partial:  # strips of lung the view cut off from their lung (see add_cut_pieces)
             ax = superior_axis(image.affine)
             grown = add_cut_pieces(lung_like(sub, hu[pbox]), found, hu[pbox], hull[pbox], aff, min_ml,
