@@ -109,6 +109,11 @@ def test_axial_holes_the_network_rules_out_stay_open():
     assert not out[dome].any()
     assert (out[vessel] == LEFT).all() and (plain[vessel] == LEFT).all()  # low i: the left lung in RAS
     assert np.array_equal(out > 0, (plain > 0) & ~dome)
+    # a view cut at the dome's lowest slice: the cut face is open (as for fill_holes), P decides
+    view = postprocess(labels[:, :, 5:], RAS, min_volume_ml=5, outside=outside[:, :, 5:])
+    assert not view[dome[:, :, 5:]].any() and view[vessel[:, :, 5:]].all()
+    one = postprocess(labels[:, :, 6:7], RAS, min_volume_ml=0.1, outside=outside[:, :, 6:7])
+    assert not one[dome[:, :, 6:7]].any() and one[vessel[:, :, 6:7]].all()
     # a hole closed in 3D (a cavity, a bulla) stays lung whatever P says
     cavity = lung.copy()
     cavity[10:14, 15:18, 20:24] = False
