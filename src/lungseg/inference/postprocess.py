@@ -114,9 +114,9 @@ def open_domes(lung: np.ndarray, filled: np.ndarray, outside: np.ndarray, axis: 
     30 % up the lungs (docs/model.md). A piece of hole (26-connected) is open when a voxel of
     it has, straight above or below, a voxel that is neither lung nor hole, or the grid's end
     (as for `fill_holes`, a view's cut face): it is not closed in 3D. A hole closed in 3D (a
-    cavity, a bulla) stays lung whatever P says; in a thin view P decides. Only the box round the hole voxels that are `outside` (grown by
-    `pad` voxels) is looked at: a hole with P ~0 is rare in a real chest, and the full grid
-    sees two element-wise passes and a bounding box.
+    cavity, a bulla) stays lung whatever P says; in a thin view P decides. Only the box round
+    the hole voxels that are `outside` (grown by `pad` voxels) is looked at: a hole with P ~0
+    is rare in a real chest, and the full grid sees two element-wise passes and a bounding box.
     """
     hole = np.greater(filled, lung)
     core = hole & outside
@@ -127,7 +127,8 @@ def open_domes(lung: np.ndarray, filled: np.ndarray, outside: np.ndarray, axis: 
     h = hole[box]
     comp, n = cc3d.connected_components(h, connectivity=26, return_N=True)
     ids = comp[h]
-    share = np.bincount(ids[np.asarray(outside[box])[h]], minlength=n + 1) / np.maximum(np.bincount(ids, minlength=n + 1), 1)
+    share = np.bincount(ids[np.asarray(outside[box])[h]], minlength=n + 1)
+    share = share / np.maximum(np.bincount(ids, minlength=n + 1), 1)  # of each piece: outside
     # the slices just above and below the box too; past the grid's end is open, as for
     # `fill_holes` (a view's cut faces: a hole reaching them is not closed in 3D)
     n_ax = filled.shape[axis]
