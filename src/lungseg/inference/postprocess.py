@@ -88,17 +88,21 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     sides = split_left_right(keep, affine, midline_x)
     del comp
     ax = superior_axis(affine)
+    # the kept lungs' box (from the statistics above, no pass over the grid) grown by one voxel:
+    # their holes lie inside it and its rim is not lung, so filling there is filling everywhere
+    b = tuple(slice(max(0, min(stats["bounding_boxes"][c][a].start for c in order[:MAX_PIECES]) - 1),
+                    min(labels.shape[a], max(stats["bounding_boxes"][c][a].stop for c in order[:MAX_PIECES]) + 1))
+              for a in range(3))
+    sides_b = sides[b]
+    out_b = out[b]
     for side in (RIGHT, LEFT):
-        one = sides == side
-        b = bbox(one, pad=1)  # holes lie inside the lung's box, and one voxel round it is outside
-        if b is None:
-            continue
-        filled = fill_holes(one[b], slice_axis=ax)
+        one = sides_b == side
+        filled = fill_holes(one, slice_axis=ax)
         if outside is not None:
-            filled = open_domes(one[b], filled, outside[b], ax)
-        filled &= out[b] == 0
-        filled &= (sides[b] == 0) | (sides[b] == side)
-        out[b][filled] = side
+            filled = open_domes(one, filled, outside[b], ax)
+        filled &= out_b == 0
+        filled &= (sides_b == 0) | (sides_b == side)
+        out_b[filled] = side
     return out
 
 
