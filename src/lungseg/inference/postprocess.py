@@ -12,7 +12,7 @@ from scipy import ndimage
 from lungseg.core.anatomy import BONE_HU, GAS_MEDIAN_HU, min_lung_volume_ml, split_left_right
 from lungseg.core.geometry import spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import bbox, fill_holes, pool_any, upsample_nearest
+from lungseg.core.morphology import bbox, fill_holes, pool_any, share_per_piece, upsample_nearest
 
 __all__ = ["add_wrapped_masses", "air_beside", "doubt_unwrapped", "drop_fatty_pieces", "fill_indentations", "lung_levels", "open_domes", "postprocess", "refine_boundary", "refine_levels"]
 
@@ -129,10 +129,7 @@ def open_domes(lung: np.ndarray, filled: np.ndarray, outside: np.ndarray, axis: 
         return filled
     del core
     h = hole[box]
-    comp, n = cc3d.connected_components(h, connectivity=26, return_N=True)
-    ids = comp[h]
-    share = np.bincount(ids[np.asarray(outside[box])[h]], minlength=n + 1)
-    share = share / np.maximum(np.bincount(ids, minlength=n + 1), 1)  # of each piece: outside
+    comp, share = share_per_piece(h, outside[box])  # of each piece of hole: the share outside
     # the slices just above and below the box too; past the grid's end is open, as for
     # `fill_holes` (a view's cut faces: a hole reaching them is not closed in 3D)
     n_ax = filled.shape[axis]
@@ -147,7 +144,7 @@ def open_domes(lung: np.ndarray, filled: np.ndarray, outside: np.ndarray, axis: 
     below[axis], above[axis] = slice(0, -2), slice(2, None)
     touch = beyond[tuple(below)] | beyond[tuple(above)]
     touch &= h
-    drop = np.zeros(n + 1, bool)
+    drop = np.zeros(share.size, bool)
     drop[np.unique(comp[touch])] = True
     drop &= share > 0.5
     drop[0] = False
