@@ -43,9 +43,15 @@ MAX_GAS_SHARE = 0.25
 BONE_HU = 200.0
 
 
-def _coarse(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-    """A strided view at ~`target_mm` (cheap: no copy of a 512x512x300 scan) and its affine."""
-    steps = tuple(int(max(1, target_mm // s)) for s in spacing_of(affine))
+def _coarse(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0,
+            inplane_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A strided view at ~`target_mm` (cheap: no copy of a 512x512x300 scan) and its affine;
+    `inplane_mm`: another step across the axial plane."""
+    targets = [target_mm] * 3
+    if inplane_mm is not None:
+        targets = [inplane_mm] * 3
+        targets[superior_axis(affine)] = target_mm
+    steps = tuple(int(max(1, t // s)) for t, s in zip(targets, spacing_of(affine), strict=True))
     a = np.asarray(affine, float) @ np.diag([*steps, 1.0])
     return np.asarray(hu)[tuple(slice(None, None, k) for k in steps)], a
 
@@ -55,16 +61,38 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
 
     Per axial level, the thickest bone in the posterior half of the body (largest distance to
     its own edge, holes filled) near the body's centre is the vertebral body: ribs and
-    scapulae are thin, humeral heads lie far lateral. The median over levels is the midline.
-    Where no bone is found, the middle of the body's x-extent is used. This holds for a crop
-    that shows one lung and the spine beside it, where the scanner isocentre (x = 0) or the
-    crop's own centre do not. None when no body is found.
+    scapulae are thin, humeral heads lie far lateral. The median over at least 3 levels is the
+    midline. Where no bone is found, the middle of the body's x-extent is used. This holds for
+    a crop that shows one lung and the spine beside it, where the scanner isocentre (x = 0) or
+    the crop's own centre do not. None when no body is found.
     """
     small, aff = _coarse(hu, affine)
+    found = _spine_x(small, aff, min_radius_mm=4.0)
+    if found is None:
+        return None
+    xs, levels, centre = found
+    if len(xs) >= 3:
+        return float(np.median(xs))
+    if levels < 8:
+        # a view of a few levels (< 32 mm: a slab, one slice) has no 3 levels to take a median
+        # of, and its body's middle is the crop's (50-60 mm off in a crop of one lung): read at
+        # ~1 mm in-plane, where a vertebral body's marrow (< BONE_HU) is enclosed by its cortex
+        # instead of broken into specks, the spine on half the levels will do
+        small, aff = _coarse(hu, affine, inplane_mm=1.0)
+        xs, levels, _ = _spine_x(small, aff, min_radius_mm=7.0)
+        if len(xs) >= min(3, (levels + 1) // 2):
+            return float(np.median(xs))
+    return centre
+
+
+def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float) -> tuple[list[float], int, float] | None:
+    """`body_midline_x` on one strided view: the vertebral body's x per level where a bone at
+    least `min_radius_mm` deep (weighted by closeness to the body's middle) is found, the number
+    of levels that hold the body, and the middle of the body's x-extent."""
+    ax_s = superior_axis(aff)
     body = largest_body(small <= BODY_HU)
     if not body.any():
         return None
-    ax_s = superior_axis(aff)
     idx = np.argwhere(body)
     world = aff[:3, :3] @ idx.T + aff[:3, 3:4]  # RAS mm of body voxels
     centre = float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
@@ -73,6 +101,7 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     sel = (small[tuple(idx.T)] > BONE_HU) & (world[1] < (y_lo + y_hi) / 2.0)  # RAS: -y is posterior
     bone[tuple(idx[sel].T)] = True
     sp = np.delete(spacing_of(aff), ax_s)
+    levels = int(np.count_nonzero(np.moveaxis(body, ax_s, 0).reshape(body.shape[ax_s], -1).any(axis=1)))
     xs = []
     for k in np.flatnonzero(np.moveaxis(bone, ax_s, 0).reshape(bone.shape[ax_s], -1).any(axis=1)):
         sl = np.take(bone, k, axis=ax_s)
@@ -85,9 +114,9 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
         pts = np.insert(ij, ax_s, k, axis=1)
         x = aff[0, :3] @ pts.T + aff[0, 3]
         score = thick[tuple(ij.T)] * np.exp(-0.5 * ((x - centre) / 100.0) ** 2)
-        if score.max() >= 4.0:  # at least a 8 mm thick bone: not a rib
+        if score.max() >= min_radius_mm:  # 4 mm on the 4 mm stride: an 8 mm thick bone, not a rib
             xs.append(float(x[int(np.argmax(score))]))
-    return float(np.median(xs)) if len(xs) >= 3 else centre
+    return xs, levels, centre
 
 
 def largest_body(air: np.ndarray) -> np.ndarray:
