@@ -7,8 +7,9 @@ checks are self-consistency and anatomy, not Dice against a truth:
 1. crop consistency on the three whole chests: segment the whole scan once (reference),
    then crop the IMAGE (bases only, apex only, slabs of 1/2/5 slices at 25/50/75 % of the
    lung extent, right or left side up to 2 cm past the midline; `--sweep` adds views of other
-   heights, slabs of 3 / 10 / 30 mm at four heights and single slices at 17 heights, 3 to 99 %
-   of the lung height, apex and base tips included) and compare each crop's mask with the
+   heights, slabs of 3 / 10 / 30 mm at four heights, single slices at 17 heights, 3 to 99 %
+   of the lung height, apex and base tips included, and 1- / 5-slice views of each side crop at
+   five heights) and compare each crop's mask with the
    same crop of the reference (binary Dice, label Dice, right/left agreement);
 2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/), in the
    whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
@@ -65,6 +66,12 @@ SWEEP_LEVELS = (0.10, 0.40, 0.60, 0.90)
 #: from its lowest slice): a user's one slice can come from anywhere, the apex tip included
 SWEEP_SLICE_LEVELS = tuple(round(0.03 + 0.06 * i, 2) for i in range(17))
 SINGLE = "1 slice@"
+#: `--sweep` also segments thin views of the lateral crops (one side of the body up to
+#: `MIDLINE_MARGIN_MM` past the midline): 1 and 5 slices at these heights, named
+#: "<side> <k> sl@<height>": one lung in a slab, its side from the spine alone
+SIDE_THIN_SLICES = (1, 5)
+SIDE_THIN_LEVELS = (0.10, 0.30, 0.50, 0.70, 0.90)
+SIDE_THIN = " sl@"
 N_WORST = 4
 
 
@@ -133,10 +140,12 @@ def make_crops(volume, ref: np.ndarray, sweep: bool = False) -> list[tuple[str, 
         + volume.affine[0, x_ax] * (idx - centre_vox[x_ax])
     lung_x = world_x[np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != x_ax)))[0]]
     mid = 0.5 * (lung_x.min() + lung_x.max())
+    sides = []
     for name, keep in (("right side", world_x >= mid - MIDLINE_MARGIN_MM),  # RAS: right = larger x
                        ("left side", world_x <= mid + MIDLINE_MARGIN_MM)):
         sel = np.nonzero(keep)[0]
-        crops.append((name, _box(x_ax, int(sel.min()), int(sel.max()), volume.shape)))
+        sides.append((name, _box(x_ax, int(sel.min()), int(sel.max()), volume.shape)))
+    crops += sides
     if sweep:
         for f in SWEEP_FRACTIONS:
             crops.append((f"apex {f:.0%}", _box(s_ax, *to_index(p_hi - round(f * extent), n - 1), volume.shape)))
@@ -159,6 +168,13 @@ def make_crops(volume, ref: np.ndarray, sweep: bool = False) -> list[tuple[str, 
         for level in SWEEP_SLICE_LEVELS:
             p0 = p_lo + round(level * (extent - 1))
             crops.append((f"{SINGLE}{level:.0%}", _box(s_ax, *to_index(p0, p0), volume.shape)))
+        for name, side in sides:
+            for k in SIDE_THIN_SLICES:
+                for level in SIDE_THIN_LEVELS:
+                    p0 = p_lo + round(level * (extent - 1)) - (k - 1) // 2
+                    box = list(side)
+                    box[s_ax] = _box(s_ax, *to_index(p0, p0 + k - 1), volume.shape)[s_ax]
+                    crops.append((f"{name} {k}{SIDE_THIN}{level:.0%}", tuple(box)))
     return crops
 
 
@@ -297,7 +313,7 @@ def check_chest(name: str, image, method: str, predictor, worst: list, sweep: bo
         log(f"    {crop_name:>12} {sub.shape}: label Dice {row['label_dice']:.3f}, {secs:.1f} s"
             + (f"  [{err}]" if err else ""))
         score = row["label_dice"]
-        if crop_name.startswith(SINGLE):  # the overlays show views; a slice at a lung tip holds ~1 mL
+        if crop_name.startswith(SINGLE) or SIDE_THIN in crop_name:  # the overlays show views; a slice at a lung tip holds ~1 mL
             continue
         if len(worst) < N_WORST or score < max(w[0] for w in worst):
             views = crop_views(sub, pred if pred is not None else np.zeros_like(ref_crop), ref_crop)
@@ -433,14 +449,20 @@ def table(method: str, res: dict) -> str:
             lines.append(f"| {r['chest']} | {r['crop']} {tuple(r['shape'])} | {fmt(r['binary_dice'])} | "
                          f"{fmt(r['label_dice'])} | {fmt(r['rl_agreement'])} | | {r['seconds']:.1f} | {note} |")
     every = [r for ch in res["chests"] for r in ch["crops"]]
-    for what, crops in (("crops", [r for r in every if not r["crop"].startswith(SINGLE)]),
-                        ("single slices (3-99 % of the lung height)", [r for r in every if r["crop"].startswith(SINGLE)])):
+    single = [r for r in every if r["crop"].startswith(SINGLE)]
+    side_thin = [r for r in every if SIDE_THIN in r["crop"]]
+    for what, crops in (("crops", [r for r in every if r not in single and r not in side_thin]),
+                        ("single slices (3-99 % of the lung height)", single),
+                        ("1- and 5-slice views of one side", side_thin)):
         if crops:
+            agree = [r["rl_agreement"] for r in crops if r["rl_agreement"] is not None]
             lines.append(f"| all chests | mean over {len(crops)} {what} | "
                          f"{np.mean([r['binary_dice'] for r in crops]):.3f} | "
-                         f"{np.mean([r['label_dice'] for r in crops]):.3f} | | | "
+                         f"{np.mean([r['label_dice'] for r in crops]):.3f} | "
+                         f"{np.mean(agree) if agree else float('nan'):.3f} | | "
                          f"{sum(r['seconds'] for r in crops):.1f} | "
-                         f"{sum(bool(r['error']) for r in crops)} errors |")
+                         f"{sum(bool(r['error']) for r in crops)} errors; "
+                         f"{sum(a < 0.98 for a in agree)} with R/L agreement < 0.98 |")
     for r in res["pathology"]:
         side = f"R {r['in_right']:.2f} / L {r['in_left']:.2f}" if "in_right" in r else ""
         lines.append(f"| {r['case']} | {r['label']} ({r['label_voxels']} vox) | | | | "
