@@ -56,6 +56,31 @@ def test_midline_of_a_thin_crop_of_one_lung_is_the_spine(chest, n_slices):
     assert abs(body_midline_x(part.array, part.affine) - mid) < 10.0
 
 
+@pytest.mark.parametrize("n_slices", [1, 5])
+def test_thin_view_cut_through_the_body_puts_the_midline_at_the_cut(n_slices):
+    # no spine in view (a crop whose edge runs through the vertebral body leaves its marrow
+    # open): the body runs into one side of the field of view and ends in air at the other,
+    # so the view shows one side of the chest and the midline lies at the cut, not in the
+    # middle of what is left of the body (which here is inside the lung)
+    x = np.arange(-10.0, 150.0, 2.0)[:, None, None]  # world x of the crop's columns, mm
+    y = np.arange(-100.0, 100.0, 2.0)[None, :, None]
+    hu = np.full((x.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
+    body = (x / 140.0) ** 2 + (y / 90.0) ** 2 <= 1.0
+    hu[np.broadcast_to(body, hu.shape)] = 40.0
+    lung = ((x - 75.0) / 40.0) ** 2 + (y / 60.0) ** 2 <= 1.0
+    hu[np.broadcast_to(lung, hu.shape)] = -850.0
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    affine[:3, 3] = [-10.0, -100.0, 0.0]
+    mid = body_midline_x(hu, affine)
+    assert mid < 0.0  # the cut at x = -10 mm, medial to the lung (35-115 mm)
+    # the same body whole: cut on neither side, its middle is the midline
+    x_all = np.arange(-150.0, 150.0, 2.0)[:, None, None]
+    whole = np.full((x_all.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
+    whole[np.broadcast_to((x_all / 140.0) ** 2 + (y / 90.0) ** 2 <= 1.0, whole.shape)] = 40.0
+    affine[:3, 3] = [-150.0, -100.0, 0.0]
+    assert abs(body_midline_x(whole, affine)) < 5.0
+
+
 @pytest.mark.parametrize("method", ["classical", "unet"])
 @pytest.mark.parametrize("n_slices", [1, 2, 5])
 def test_thin_slabs_and_single_slices(chest, method, n_slices):

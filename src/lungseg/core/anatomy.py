@@ -62,7 +62,8 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     Per axial level, the thickest bone in the posterior half of the body (largest distance to
     its own edge, holes filled) near the body's centre is the vertebral body: ribs and
     scapulae are thin, humeral heads lie far lateral. The median over at least 3 levels is the
-    midline. Where no bone is found, the middle of the body's x-extent is used. This holds for
+    midline. Where no bone is found, the middle of the body's x-extent is used, except in a thin
+    view cut through the body on one side only (`_cut_side_x`), where the cut is. This holds for
     a crop that shows one lung and the spine beside it, where the scanner isocentre (x = 0) or
     the crop's own centre do not. None when no body is found.
     """
@@ -82,7 +83,35 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
         xs, levels, _ = _spine_x(small, aff, min_radius_mm=7.0)
         if len(xs) >= min(3, (levels + 1) // 2):
             return float(np.median(xs))
+        # no spine (a side crop that cuts through the vertebral body leaves its marrow open):
+        # a view whose field of view cuts through the body on one side only shows one side of
+        # the chest, and the midline lies at or beyond that cut, not in the view's middle
+        cut = _cut_side_x(largest_body(small <= BODY_HU), aff)
+        if cut is not None:
+            return cut
     return centre
+
+
+#: Share of the body's front-to-back extent that a field of view's side must cut through for
+#: the view to count as a crop of one side (an arm cut by the edge spans a third or less).
+CUT_SIDE_SHARE = 0.6
+
+
+def _cut_side_x(body: np.ndarray, aff: np.ndarray) -> float | None:
+    """World x of the field of view's right or left edge when the body runs into it along at
+    least `CUT_SIDE_SHARE` of its front-to-back extent and does not do so at the other edge;
+    None otherwise (a whole body, or one cut on both sides)."""
+    x_ax = int(np.argmax(np.abs(aff[0, :3])))
+    extent = np.count_nonzero(body.any(axis=x_ax))  # (level, y) rows that hold the body
+    if extent == 0:
+        return None
+    faces = [np.take(body, i, axis=x_ax) for i in (0, body.shape[x_ax] - 1)]
+    cut = [np.count_nonzero(f) / extent >= CUT_SIDE_SHARE for f in faces]
+    if cut[0] == cut[1]:
+        return None
+    i = 0 if cut[0] else body.shape[x_ax] - 1
+    ijk = np.insert(np.argwhere(faces[i > 0]), x_ax, i, axis=1)
+    return float(np.mean(aff[0, :3] @ ijk.T + aff[0, 3]))
 
 
 def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float) -> tuple[list[float], int, float] | None:
