@@ -68,7 +68,7 @@ SWEEP_SLICE_LEVELS = tuple(round(0.03 + 0.06 * i, 2) for i in range(17))
 SINGLE = "1 slice@"
 #: `--sweep` also segments thin views of the lateral crops (one side of the body up to
 #: `MIDLINE_MARGIN_MM` past the midline): 1 and 5 slices at these heights, named
-#: "<side> <k> sl@<height>": one lung in a slab, its side from the spine alone
+#: "<side> <k> sl@<height>": one lung in a slab, its side from the spine or, without one, the cut
 SIDE_THIN_SLICES = (1, 5)
 SIDE_THIN_LEVELS = (0.10, 0.30, 0.50, 0.70, 0.90)
 SIDE_THIN = " sl@"
