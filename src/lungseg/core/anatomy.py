@@ -62,31 +62,34 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     Per axial level, the thickest bone in the posterior half of the body (largest distance to
     its own edge, holes filled) near the body's centre is the vertebral body: ribs and
     scapulae are thin, humeral heads lie far lateral. The median over at least 3 levels is the
-    midline. Where no bone is found, the middle of the body's x-extent is used, except in a thin
-    view cut through the body on one side only (`_cut_side_x`), where the cut is. This holds for
-    a crop that shows one lung and the spine beside it, where the scanner isocentre (x = 0) or
-    the crop's own centre do not. None when no body is found.
+    midline. In a thin view cut through the body on one side only (`_cut_side_x`) the spine is
+    looked for near the cut. Where no bone is found, the middle of the body's x-extent is used,
+    except in such a view, where the cut is. This holds for a crop that shows one lung and the
+    spine beside it, where the scanner isocentre (x = 0) or the crop's own centre do not. None
+    when no body is found.
     """
     small, aff = _coarse(hu, affine)
-    found = _spine_x(small, aff, min_radius_mm=4.0)
+    # a view of a few levels (< 8 on the 4 mm stride, ~32 mm: a slab, one slice) that is a crop
+    # of one side (`_cut_side_x`) looks for the spine near the cut: the shoulder's humeral head
+    # and scapular neck, thicker than an upper vertebra, lie at the view's other end
+    thin = small.shape[superior_axis(aff)] < 8
+    cut = _cut_side_x(largest_body(small <= BODY_HU), aff) if thin else None
+    found = _spine_x(small, aff, min_radius_mm=4.0, centre=cut)
     if found is None:
         return None
     xs, levels, centre = found
     if len(xs) >= 3:
         return float(np.median(xs))
     if levels < 8:
-        # a view of a few levels (< 32 mm: a slab, one slice) has no 3 levels to take a median
-        # of, and its body's middle is the crop's (50-60 mm off in a crop of one lung): read at
-        # ~1 mm in-plane, where a vertebral body's marrow (< BONE_HU) is enclosed by its cortex
-        # instead of broken into specks, the spine on half the levels will do
+        # a thin view may have no 3 levels to take a median of, and its body's middle is the
+        # crop's (50-60 mm off in a crop of one lung): read at ~1 mm in-plane, where a vertebral
+        # body's marrow (< BONE_HU) is enclosed by its cortex instead of broken into specks,
+        # the spine on half the levels will do
         small, aff = _coarse(hu, affine, inplane_mm=1.0)
-        xs, levels, _ = _spine_x(small, aff, min_radius_mm=7.0)
+        cut = _cut_side_x(largest_body(small <= BODY_HU), aff)
+        xs, levels, _ = _spine_x(small, aff, min_radius_mm=7.0, centre=cut)
         if len(xs) >= min(3, (levels + 1) // 2):
             return float(np.median(xs))
-        # no spine (a side crop that cuts through the vertebral body leaves its marrow open):
-        # a view whose field of view cuts through the body on one side only shows one side of
-        # the chest, and the midline lies at or beyond that cut, not in the view's middle
-        cut = _cut_side_x(largest_body(small <= BODY_HU), aff)
         if cut is not None:
             return cut
     return centre
@@ -117,7 +120,8 @@ def _cut_side_x(body: np.ndarray, aff: np.ndarray) -> float | None:
     return float(np.mean(aff[0, :3] @ ijk.T + aff[0, 3]))
 
 
-def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float) -> tuple[list[float], int, float] | None:
+def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float,
+             centre: float | None = None) -> tuple[list[float], int, float] | None:
     """`body_midline_x` on one strided view: the vertebral body's x per level where a bone at
     least `min_radius_mm` deep (weighted by closeness to the body's middle) is found, the number
     of levels that hold the body, and the middle of the body's x-extent."""
@@ -127,7 +131,8 @@ def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float) -> tuple[
         return None
     idx = np.argwhere(body)
     world = aff[:3, :3] @ idx.T + aff[:3, 3:4]  # RAS mm of body voxels
-    centre = float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
+    middle = float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
+    centre = middle if centre is None else centre
     y_lo, y_hi = np.percentile(world[1], [2, 98])
     bone = np.zeros(small.shape, bool)
     sel = (small[tuple(idx.T)] > BONE_HU) & (world[1] < (y_lo + y_hi) / 2.0)  # RAS: -y is posterior
@@ -148,7 +153,7 @@ def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float) -> tuple[
         score = thick[tuple(ij.T)] * np.exp(-0.5 * ((x - centre) / 100.0) ** 2)
         if score.max() >= min_radius_mm:  # 4 mm on the 4 mm stride: an 8 mm thick bone, not a rib
             xs.append(float(x[int(np.argmax(score))]))
-    return xs, levels, centre
+    return xs, levels, middle
 
 
 def largest_body(air: np.ndarray) -> np.ndarray:
