@@ -81,6 +81,26 @@ def test_thin_view_cut_through_the_body_puts_the_midline_at_the_cut(n_slices):
     assert abs(body_midline_x(whole, affine)) < 5.0
 
 
+@pytest.mark.parametrize("n_slices", [1, 5])
+def test_thin_crop_of_one_side_looks_for_the_spine_near_the_cut(n_slices):
+    # at the shoulders a humeral head is thicker than an upper vertebra and, in a crop of one
+    # side, nearer the middle of what is left of the body: near the cut is where the spine is
+    x = np.arange(-20.0, 200.0, 2.0)[:, None, None]
+    y = np.arange(-110.0, 110.0, 2.0)[None, :, None]
+    hu = np.full((x.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
+
+    def draw(mask, value):
+        hu[np.broadcast_to(mask, hu.shape)] = value
+
+    draw((x / 190.0) ** 2 + (y / 100.0) ** 2 <= 1.0, 40.0)  # body, cut at x = -20 mm
+    draw(((x - 90.0) / 45.0) ** 2 + ((y - 10.0) / 60.0) ** 2 <= 1.0, -850.0)  # lung
+    draw(x ** 2 + (y + 60.0) ** 2 <= 12.0 ** 2, 400.0)  # vertebral body, 12 mm
+    draw((x - 165.0) ** 2 + (y + 10.0) ** 2 <= 22.0 ** 2, 400.0)  # humeral head, 22 mm
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    affine[:3, 3] = [-20.0, -110.0, 0.0]
+    assert abs(body_midline_x(hu, affine)) < 10.0
+
+
 @pytest.mark.parametrize("method", ["classical", "unet"])
 @pytest.mark.parametrize("n_slices", [1, 2, 5])
 def test_thin_slabs_and_single_slices(chest, method, n_slices):
