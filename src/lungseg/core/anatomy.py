@@ -69,30 +69,38 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     when no body is found.
     """
     small, aff = _coarse(hu, affine)
+    ax_s = superior_axis(aff)
+    body = largest_body(small <= BODY_HU)
+    if not body.any():
+        return None
     # a view of a few levels (< 8 on the 4 mm stride, ~32 mm: a slab, one slice) that is a crop
     # of one side (`_cut_side_x`) looks for the spine near the cut: the shoulder's humeral head
     # and scapular neck, thicker than an upper vertebra, lie at the view's other end
-    thin = small.shape[superior_axis(aff)] < 8
-    cut = _cut_side_x(largest_body(small <= BODY_HU), aff) if thin else None
-    found = _spine_x(small, aff, min_radius_mm=4.0, centre=cut)
-    if found is None:
-        return None
-    xs, levels, centre = found
+    thin = len(_slices_with(body, ax_s)) < 8
+    cut = _cut_side_x(body, aff) if thin else None
+    xs, middle = _spine_x(small, body, aff, min_radius_mm=4.0, centre=cut)
     if len(xs) >= 3:
         return float(np.median(xs))
-    if levels < 8:
+    if thin:
         # a thin view may have no 3 levels to take a median of, and its body's middle is the
         # crop's (50-60 mm off in a crop of one lung): read at ~1 mm in-plane, where a vertebral
         # body's marrow (< BONE_HU) is enclosed by its cortex instead of broken into specks,
         # the spine on half the levels will do
         small, aff = _coarse(hu, affine, inplane_mm=1.0)
-        cut = _cut_side_x(largest_body(small <= BODY_HU), aff)
-        xs, levels, _ = _spine_x(small, aff, min_radius_mm=7.0, centre=cut)
-        if len(xs) >= min(3, (levels + 1) // 2):
-            return float(np.median(xs))
-        if cut is not None:
-            return cut
-    return centre
+        body = largest_body(small <= BODY_HU)
+        if body.any():
+            cut = _cut_side_x(body, aff)
+            xs, _ = _spine_x(small, body, aff, min_radius_mm=7.0, centre=cut)
+            if len(xs) >= min(3, (len(_slices_with(body, ax_s)) + 1) // 2):
+                return float(np.median(xs))
+            if cut is not None:
+                return cut
+    return middle
+
+
+def _slices_with(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Indices of the slices across `axis` that hold any of `mask`."""
+    return np.flatnonzero(np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(axis=1))
 
 
 #: A view counts as a crop of one side of the body when the body runs into one right/left edge
@@ -120,15 +128,13 @@ def _cut_side_x(body: np.ndarray, aff: np.ndarray) -> float | None:
     return float(np.mean(aff[0, :3] @ ijk.T + aff[0, 3]))
 
 
-def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float,
-             centre: float | None = None) -> tuple[list[float], int, float] | None:
-    """`body_midline_x` on one strided view: the vertebral body's x per level where a bone at
-    least `min_radius_mm` deep (weighted by closeness to the body's middle) is found, the number
-    of levels that hold the body, and the middle of the body's x-extent."""
+def _spine_x(small: np.ndarray, body: np.ndarray, aff: np.ndarray, min_radius_mm: float,
+             centre: float | None = None) -> tuple[list[float], float]:
+    """`body_midline_x` on one strided view and its `body` (`largest_body`, not empty): the
+    vertebral body's x per level where a bone at least `min_radius_mm` deep (weighted by
+    closeness to `centre`, by default the middle of the body's x-extent) is found, and that
+    middle."""
     ax_s = superior_axis(aff)
-    body = largest_body(small <= BODY_HU)
-    if not body.any():
-        return None
     idx = np.argwhere(body)
     world = aff[:3, :3] @ idx.T + aff[:3, 3:4]  # RAS mm of body voxels
     middle = float((np.percentile(world[0], 2) + np.percentile(world[0], 98)) / 2.0)
@@ -138,9 +144,8 @@ def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float,
     sel = (small[tuple(idx.T)] > BONE_HU) & (world[1] < (y_lo + y_hi) / 2.0)  # RAS: -y is posterior
     bone[tuple(idx[sel].T)] = True
     sp = np.delete(spacing_of(aff), ax_s)
-    levels = int(np.count_nonzero(np.moveaxis(body, ax_s, 0).reshape(body.shape[ax_s], -1).any(axis=1)))
     xs = []
-    for k in np.flatnonzero(np.moveaxis(bone, ax_s, 0).reshape(bone.shape[ax_s], -1).any(axis=1)):
+    for k in _slices_with(bone, ax_s):
         sl = np.take(bone, k, axis=ax_s)
         holes, n = ndimage.label(ndimage.binary_fill_holes(sl) & ~sl)
         if n:  # the marrow of a vertebral body, not the space inside the rib cage
@@ -153,7 +158,7 @@ def _spine_x(small: np.ndarray, aff: np.ndarray, min_radius_mm: float,
         score = thick[tuple(ij.T)] * np.exp(-0.5 * ((x - centre) / 100.0) ** 2)
         if score.max() >= min_radius_mm:  # 4 mm on the 4 mm stride: an 8 mm thick bone, not a rib
             xs.append(float(x[int(np.argmax(score))]))
-    return xs, levels, middle
+    return xs, middle
 
 
 def largest_body(air: np.ndarray) -> np.ndarray:
