@@ -8,8 +8,8 @@ checks are self-consistency and anatomy, not Dice against a truth:
    then crop the IMAGE (bases only, apex only, slabs of 1/2/5 slices at 25/50/75 % of the
    lung extent, right or left side up to 2 cm past the midline; `--sweep` adds views of other
    heights, slabs of 3 / 10 / 30 mm at four heights, single slices at 17 heights, 3 to 99 %
-   of the lung height, apex and base tips included, and 1- / 5-slice views of each side crop at
-   five heights) and compare each crop's mask with the
+   of the lung height, apex and base tips included, 1- / 5-slice views of each side crop at
+   five heights, and coronal / sagittal 1- and 5-slice views) and compare each crop's mask with the
    same crop of the reference (binary Dice, label Dice, right/left agreement);
 2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/), in the
    whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
@@ -72,6 +72,13 @@ SINGLE = "1 slice@"
 SIDE_THIN_SLICES = (1, 5)
 SIDE_THIN_LEVELS = (0.10, 0.30, 0.50, 0.70, 0.90)
 SIDE_THIN = " sl@"
+#: `--sweep` also segments coronal and sagittal thin views: 1 and 5 slices at these shares of
+#: the lungs' front-back (coronal) and right-left (sagittal: through each lung) extent, named
+#: "coronal <k> sl@<f>" / "sagittal <k> sl@<f>"
+ORTHO_SLICES = (1, 5)
+CORONAL_LEVELS = (0.25, 0.50, 0.75)
+SAGITTAL_LEVELS = (0.20, 0.80)
+ORTHO = ("coronal ", "sagittal ")
 N_WORST = 4
 
 
@@ -175,6 +182,13 @@ def make_crops(volume, ref: np.ndarray, sweep: bool = False) -> list[tuple[str, 
                     box = list(side)
                     box[s_ax] = _box(s_ax, *to_index(p0, p0 + k - 1), volume.shape)[s_ax]
                     crops.append((f"{name} {k}{SIDE_THIN}{level:.0%}", tuple(box)))
+        for plane, (ax_name, levels) in zip(ORTHO, (("AP", CORONAL_LEVELS), ("RL", SAGITTAL_LEVELS)), strict=True):
+            ax, _ = axis_of(volume.affine, ax_name)
+            occ = np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != ax)))[0]
+            for k in ORTHO_SLICES:
+                for level in levels:
+                    p0 = int(occ.min() + round(level * (occ.max() - occ.min()))) - (k - 1) // 2
+                    crops.append((f"{plane}{k} sl@{level:.0%}", _box(ax, p0, p0 + k - 1, volume.shape)))
     return crops
 
 
@@ -450,10 +464,12 @@ def table(method: str, res: dict) -> str:
                          f"{fmt(r['label_dice'])} | {fmt(r['rl_agreement'])} | | {r['seconds']:.1f} | {note} |")
     every = [r for ch in res["chests"] for r in ch["crops"]]
     single = [r for r in every if r["crop"].startswith(SINGLE)]
-    side_thin = [r for r in every if SIDE_THIN in r["crop"]]
-    for what, crops in (("crops", [r for r in every if r not in single and r not in side_thin]),
+    ortho = [r for r in every if r["crop"].startswith(ORTHO)]
+    side_thin = [r for r in every if SIDE_THIN in r["crop"] and r not in ortho]
+    for what, crops in (("crops", [r for r in every if r not in single and r not in side_thin and r not in ortho]),
                         ("single slices (3-99 % of the lung height)", single),
-                        ("1- and 5-slice views of one side", side_thin)):
+                        ("1- and 5-slice views of one side", side_thin),
+                        ("1- and 5-slice coronal / sagittal views", ortho)):
         if crops:
             agree = [r["rl_agreement"] for r in crops if r["rl_agreement"] is not None]
             lines.append(f"| all chests | mean over {len(crops)} {what} | "

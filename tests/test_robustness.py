@@ -117,6 +117,31 @@ def test_thin_slabs_and_single_slices(chest, method, n_slices):
 
 
 @pytest.mark.parametrize("method", ["classical", "unet"])
+@pytest.mark.parametrize("n_slices", [1, 5])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_coronal_and_sagittal_thin_views(chest, method, axis, n_slices):
+    # a coronal (axis 1) or sagittal (axis 0) slab or single slice is a thin view too: before,
+    # its lungs fell under the 50 mL a 10 cm tall scan asks of a lung, and the airway search,
+    # reading each axial slice as a line, took a lung's top for the trachea (empty masks)
+    image, truth = chest
+    t = truth.array
+    other = tuple(a for a in range(3) if a != axis)
+    occ = np.flatnonzero((t > 0).any(axis=other))
+    for f in (0.25, 0.75):  # through the lungs, not the mediastinum
+        i = int(occ[0] + f * (occ[-1] - occ[0]))
+        box = tuple(slice(i, i + n_slices) if a == axis else slice(None) for a in range(3))
+        mask = lungseg.segment(crop(image, box), method=method).array
+        ref = t[box]
+        assert mask.shape == ref.shape
+        assert dice(mask > 0, ref > 0) > 0.95
+        for side in (RIGHT, LEFT):  # coronal: both lungs on their sides; sagittal: the one lung
+            if (ref == side).sum() > 50:  # named by the side of the scanner's isocentre
+                assert dice(mask == side, ref == side) > 0.95
+            else:
+                assert (mask == side).sum() <= 50
+
+
+@pytest.mark.parametrize("method", ["classical", "unet"])
 def test_crop_with_one_lung_names_it_by_its_side(chest, method):
     image, truth = chest
     # the array's i axis runs towards +x (RAS): keep the high-i half plus a margin = the right lung
@@ -433,3 +458,16 @@ def test_thin_views_only_doubt_unwrapped_tissue(monkeypatch):
     assert (thin[90:130, 30:80] > 0).all() and (thin[20:60, 30:80] > 0).all()
     assert not (thin[104:118, 87:97] > 0).any()
     assert (tall[104:118, 87:95, 30] > 0).mean() > 0.9
+
+
+def test_view_axis_is_the_axis_a_thin_view_is_thin_along():
+    from lungseg.core.anatomy import is_thin_view, min_lung_volume_ml, view_axis
+    aff = np.diag([0.8, 0.8, 2.0, 1.0])  # RAS, z superior
+    assert view_axis((512, 512, 150), aff) == 2 and not is_thin_view((512, 512, 150), aff)
+    assert view_axis((512, 512, 3), aff) == 2 and is_thin_view((512, 512, 3), aff)
+    assert view_axis((512, 4, 150), aff) == 1 and is_thin_view((512, 4, 150), aff)  # coronal
+    assert view_axis((6, 512, 150), aff) == 0  # sagittal
+    assert view_axis((6, 512, 3), aff) == 2  # thin along the head-foot axis first
+    assert min_lung_volume_ml((512, 512, 150), aff) == 50.0
+    assert min_lung_volume_ml((512, 512, 5), aff) == pytest.approx(5.0)
+    assert min_lung_volume_ml((512, 5, 150), aff) == pytest.approx(2.0)

@@ -17,6 +17,7 @@ Example (two boxes; in an identity affine larger x is the patient's right)::
 from __future__ import annotations
 
 import cc3d
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
@@ -66,8 +67,12 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     looked for near the cut. Where no bone is found, the middle of the body's x-extent is used,
     except in such a view, where the cut is. This holds for a crop that shows one lung and the
     spine beside it, where the scanner isocentre (x = 0) or the crop's own centre do not. None
-    when no body is found.
+    when no body is found. A sagittal thin view (`view_axis` is right-left) shows no midline:
+    there the scanner's isocentre, world x = 0, is the guess (the shared scans' midlines lie
+    within 20 mm of it; a lung's centre lies 80-100 mm out).
     """
+    if view_axis(np.shape(hu), affine) == _right_left_axis(affine):
+        return 0.0
     small, aff = _coarse(hu, affine)
     ax_s = superior_axis(aff)
     body = largest_body(small <= BODY_HU)
@@ -96,6 +101,12 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
             if cut is not None:
                 return cut
     return middle
+
+
+def _right_left_axis(affine: np.ndarray) -> int:
+    """Array axis closest to the patient's right-left direction."""
+    codes = nib.orientations.aff2axcodes(np.asarray(affine, float))
+    return [c in ("R", "L") for c in codes].index(True)
 
 
 def _slices_with(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -224,9 +235,32 @@ def scan_height_mm(shape, affine: np.ndarray) -> float:
     return float(shape[ax]) * float(spacing_of(affine)[ax])
 
 
+def extents_mm(shape, affine: np.ndarray) -> np.ndarray:
+    """The scan's extent along each array axis (slices x spacing), mm."""
+    return np.asarray(shape[:3], float) * spacing_of(affine)
+
+
+def view_axis(shape, affine: np.ndarray) -> int:
+    """The axis a view is read across, slice by slice: the superior axis, unless the view is
+    thin (at most `THIN_VIEW_MM`) along another axis only — a coronal or sagittal slab or a
+    single coronal / sagittal slice, which has no front and back (or sides) to judge by, as an
+    axial slab has no above and below."""
+    ax = superior_axis(affine)
+    ext = extents_mm(shape, affine)
+    if ext[ax] > THIN_VIEW_MM and ext.min() <= THIN_VIEW_MM:
+        return int(np.argmin(ext))
+    return ax
+
+
+def view_thickness_mm(shape, affine: np.ndarray) -> float:
+    """The view's extent across its slices (`view_axis`): its height for an axial view."""
+    return float(extents_mm(shape, affine)[view_axis(shape, affine)])
+
+
 def is_thin_view(shape, affine: np.ndarray) -> bool:
-    """At most `THIN_VIEW_MM` tall: a slab, a few slices, one slice."""
-    return scan_height_mm(shape, affine) <= THIN_VIEW_MM
+    """At most `THIN_VIEW_MM` thick along `view_axis`: a slab, a few slices, one slice — axial,
+    coronal or sagittal."""
+    return view_thickness_mm(shape, affine) <= THIN_VIEW_MM
 
 
 #: The smallest lung in a scan at least 10 cm tall (`min_lung_volume_ml`), mL.
@@ -234,9 +268,10 @@ WHOLE_CHEST_MIN_ML = 50.0
 
 
 def min_lung_volume_ml(shape, affine: np.ndarray, whole_chest_ml: float = WHOLE_CHEST_MIN_ML) -> float:
-    """Smallest component kept as a lung: `whole_chest_ml` for a scan at least 10 cm tall,
-    proportionally less for a thin slab (a 2 mm slab holds ~20 mL of both lungs)."""
-    return whole_chest_ml * min(1.0, scan_height_mm(shape, affine) / 100.0)
+    """Smallest component kept as a lung: `whole_chest_ml` for a scan at least 10 cm along each
+    axis, proportionally less for a thin slab (a 2 mm axial slab holds ~20 mL of both lungs; a
+    1 mm coronal slice ~15 mL), whatever its orientation."""
+    return whole_chest_ml * min(1.0, float(extents_mm(shape, affine).min()) / 100.0)
 
 
 def _side_of(centroid_x: float, midline_x: float = 0.0) -> int:
@@ -392,13 +427,13 @@ def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> 
     mask = labels > 0
     if not mask.any():
         return labels
-    ax = superior_axis(affine)
+    ax = view_axis(labels.shape, affine)
     spacing = spacing_of(affine)
     size = [max(1, round(POCKET_EDGE_MM / float(sp))) * 2 + 1 for sp in spacing]
     size[ax] = 1
     core = ndimage.binary_erosion(mask, np.ones(size, bool))
     pieces, share = share_per_piece(mask, np.asarray(hu) < GAS_HU, within=core)
-    height_cm = scan_height_mm(labels.shape, affine) / 10.0
+    height_cm = view_thickness_mm(labels.shape, affine) / 10.0
     area_cm2 = np.bincount(pieces.ravel(), minlength=share.size) * voxel_volume_ml(affine) / height_cm
     pocket = (share > MAX_GAS_SHARE) & (area_cm2 < POCKET_AREA_CM2)
     pocket[0] = False

@@ -63,6 +63,7 @@ from lungseg.core.anatomy import (
     min_lung_volume_ml,
     scan_height_mm,
     split_left_right,
+    view_axis,
 )
 from lungseg.core.errors import InputError
 from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_ml
@@ -233,11 +234,13 @@ def _other_lung_cut_by_fov(lab: np.ndarray, stats: dict, sizes: np.ndarray, hu: 
     Only in a view at most `PARTIAL_VIEW_MM` tall, with one lung found: a piece on the other
     side of the body's midline, at least `OTHER_PIECE_MIN_ML`, with lung parenchyma's median
     HU (not pure gas, not soft tissue), that the field of view cuts at its top or bottom
-    slice (a lung goes on beyond the view; a bowel gas pocket lies inside it).
+    slice (a lung goes on beyond the view; a bowel gas pocket lies inside it) — or, in a
+    coronal or sagittal thin view, at its first or last slice (`view_axis`).
     """
-    nz = lab.shape[2]
+    va = view_axis(lab.shape, aff)
+    nz = lab.shape[va]
     none = np.zeros(lab.shape, bool)
-    if scan_height_mm(lab.shape, aff) > PARTIAL_VIEW_MM or midline_x is None:
+    if (scan_height_mm(lab.shape, aff) > PARTIAL_VIEW_MM and not is_thin_view(lab.shape, aff)) or midline_x is None:
         return none
     ijk = np.asarray(stats["centroids"], float)
     world_x = aff[0, :3] @ ijk.T + aff[0, 3]
@@ -247,7 +250,7 @@ def _other_lung_cut_by_fov(lab: np.ndarray, stats: dict, sizes: np.ndarray, hu: 
             break
         if (world_x[c] > midline_x) == first_right:
             continue
-        zs = stats["bounding_boxes"][c][2]
+        zs = stats["bounding_boxes"][c][va]
         if zs.start > 0 and zs.stop < nz:
             continue  # inside the view: gas, not a lung cut by it
         med = float(np.median(hu[lab == c]))
@@ -324,7 +327,12 @@ class ClassicalParts:
             g = self.grid
             hull = body_hull_per_slice(self.body)
             cand = self.air & hull & ~_outside_air(self.air, hull, g.hu)
-            self._tree = _airway_tree(cand, hull, g.hu, g.spacing, _index_x(self.midline_x, g.affine))
+            if view_axis(g.hu.shape, g.affine) != 2:
+                # a coronal or sagittal thin view: each axial slice is a line, where a lung's
+                # top reads as the trachea's cross-section (tracking it took whole lungs out)
+                self._tree = np.zeros(cand.shape, bool)
+            else:
+                self._tree = _airway_tree(cand, hull, g.hu, g.spacing, _index_x(self.midline_x, g.affine))
             self._cand = cand
         return self._cand, self._tree
 
@@ -409,6 +417,6 @@ def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray, midline_x: float
             continue
         m = np.pad(m, r + 1)
         m = ndimage.binary_closing(m, structure=struct)[(slice(r + 1, -(r + 1)),) * 3]
-        m = fill_holes(m, slice_axis=2)
+        m = fill_holes(m, slice_axis=view_axis(m.shape, aff))
         out[m & (out == 0)] = side
     return out

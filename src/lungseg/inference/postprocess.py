@@ -34,7 +34,8 @@ EDGE_HU = -400.0
 
 def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | None = None,
                 midline_x: float | None = None, hu: np.ndarray | None = None,
-                hull: np.ndarray | None = None, outside: np.ndarray | None = None) -> np.ndarray:
+                hull: np.ndarray | None = None, outside: np.ndarray | None = None,
+                axis: int | None = None) -> np.ndarray:
     """Clean a predicted lung label map: largest plausible lungs, holes filled, sides by anatomy.
 
     `labels` holds 0/1/2 (right/left may be swapped or mixed: only `labels > 0` is used
@@ -50,7 +51,8 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     air at the skin). A lung cut by the field of view pokes out of the hull a little and is
     kept whole. With `outside` (bool: where the method is sure there is no lung, the network's
     P <= `LOW`), a hole that only the axial filling closes and that is mostly `outside` is left
-    open (`open_domes`). No lung -> all zeros.
+    open (`open_domes`). `axis`: the slices the filling goes across (default the superior axis;
+    a coronal or sagittal thin view's own, `core.anatomy.view_axis`). No lung -> all zeros.
     """
     labels = np.asarray(labels)
     affine = np.asarray(affine, float)
@@ -76,7 +78,7 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
             if hull is not None:
                 inside = float(np.mean(hull[bb][sel]))
                 if inside < 0.5 or (hu is not None and inside < EDGE_HULL_SHARE
-                                    and air_beside(comp == c, labels > 0, hu, affine) > AIR_BESIDE_SHARE):
+                                    and air_beside(comp == c, labels > 0, hu, affine, axis=axis) > AIR_BESIDE_SHARE):
                     continue
             plausible.append(c)
         order = plausible
@@ -87,7 +89,7 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     keep = lut[comp]
     sides = split_left_right(keep, affine, midline_x)
     del comp
-    ax = superior_axis(affine)
+    ax = superior_axis(affine) if axis is None else axis
     # the kept lungs' box (from the statistics above, no pass over the grid) grown by one voxel:
     # their holes lie inside it and its rim is not lung, so filling there is filling everywhere
     b = tuple(slice(max(0, min(stats["bounding_boxes"][c][a].start for c in order[:MAX_PIECES]) - 1),
@@ -156,11 +158,12 @@ def open_domes(lung: np.ndarray, filled: np.ndarray, outside: np.ndarray, axis: 
 
 
 def air_beside(piece: np.ndarray, mask: np.ndarray, hu: np.ndarray, affine: np.ndarray,
-               ring_mm: float = AIR_RING_MM, air_hu: float = AIR_BESIDE_HU) -> float:
+               ring_mm: float = AIR_RING_MM, air_hu: float = AIR_BESIDE_HU, axis: int | None = None) -> float:
     """Share of an in-plane ring `ring_mm` wide around `piece` that is air (< `air_hu`) outside
     `mask`: ~0 for a lung (chest wall, mediastinum, diaphragm around it), high for a pocket of
-    air at the skin. Worked out on the piece's box grown by the ring."""
-    ax = superior_axis(affine)
+    air at the skin. Worked out on the piece's box grown by the ring; in-plane is across `axis`
+    (default the superior axis)."""
+    ax = superior_axis(affine) if axis is None else axis
     sp = spacing_of(affine)
     grow = [0 if a == ax else max(1, int(round(ring_mm / sp[a]))) for a in range(3)]
     box = bbox(piece, pad=0)
@@ -181,7 +184,7 @@ def _inplane_factors(spacing: np.ndarray, axis: int, target_mm: float) -> tuple[
 
 def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 12.0,
                       keep_out: np.ndarray | None = None, keep_out_mm: float = 25.0,
-                      target_mm: float = 2.0) -> np.ndarray:
+                      target_mm: float = 2.0, axis: int | None = None) -> np.ndarray:
     """Give back to each lung what a nodule or tumour at its surface cut out of it.
 
     A juxta-pleural nodule is dense, so the network and the HU edge both leave it out of the
@@ -190,9 +193,10 @@ def fill_indentations(labels: np.ndarray, affine: np.ndarray, radius_mm: float =
     concavities of the heart or the diaphragm), and what the closing adds becomes lung,
     except within `keep_out_mm` of `keep_out` (the central airways: the hilum's vessels and
     bronchi are not lung). Worked out on a ~`target_mm` grid, so it costs well under a second.
+    `axis`: the slices (default the superior axis; a coronal or sagittal thin view's own).
     """
     out = np.array(labels, dtype=np.uint8, copy=True)
-    ax = superior_axis(affine)
+    ax = superior_axis(affine) if axis is None else axis
     spacing = spacing_of(affine)
     factors = _inplane_factors(spacing, ax, target_mm)
     low_sp = spacing * np.array(factors)
@@ -259,7 +263,7 @@ MASS_SOLID_HU = -50.0
 def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray, affine: np.ndarray,
                        radius_mm: float = MASS_RADIUS_MM, min_ml: float = MASS_MIN_ML,
                        contact: float = MASS_CONTACT, max_bone: float = MASS_MAX_BONE,
-                       target_mm: float = 2.0, thin: bool = False) -> np.ndarray:
+                       target_mm: float = 2.0, thin: bool = False, axis: int | None = None) -> np.ndarray:
     """Give each lung a tumour too broad for `fill_indentations` that the lung wraps around.
 
     Why: a mass several cm across at the pleura is dense, so the HU refinement drops it where
@@ -273,10 +277,11 @@ def add_wrapped_masses(labels: np.ndarray, candidate: np.ndarray, hu: np.ndarray
     at most `max_bone` on bone (`hu` above `BONE_HU`) becomes lung, labelled as the lung that
     touches it most. `thin` (a view of a few slices, `THIN_VIEW_MM`): its top and bottom faces
     are the view's, not the mass's, so the shell is the in-plane border only and the size is
-    a mean cross-section of `MASS_MIN_AREA_CM2` instead of `min_ml`.
+    a mean cross-section of `MASS_MIN_AREA_CM2` instead of `min_ml`. `axis`: the slices (default
+    the superior axis; a coronal or sagittal thin view's own, `core.anatomy.view_axis`).
     """
     out = np.asarray(labels)
-    ax = superior_axis(affine)
+    ax = superior_axis(affine) if axis is None else axis
     spacing = spacing_of(affine)
     vml = voxel_volume_ml(affine)
     if thin:

@@ -39,6 +39,7 @@ from lungseg.core.anatomy import (
     min_lung_volume_ml,
     scan_height_mm,
     split_left_right,
+    view_axis,
 )
 from lungseg.core.errors import InputError
 from lungseg.core.geometry import shifted_affine, spacing_of, superior_axis, voxel_volume_ml
@@ -132,8 +133,10 @@ CUT_PIECE_HULL = 0.75
 
 def is_partial_view(image: Volume) -> bool:
     """True for an input at most `PARTIAL_VIEW_MM` tall (it cannot hold a whole lung): there the
-    network may miss a small lung piece whole, and the classical method's is added."""
-    return scan_height_mm(image.shape, image.affine) <= PARTIAL_VIEW_MM
+    network may miss a small lung piece whole, and the classical method's is added; and for a
+    coronal or sagittal thin view (`core.anatomy.view_axis`)."""
+    return (scan_height_mm(image.shape, image.affine) <= PARTIAL_VIEW_MM
+            or is_thin_view(image.shape, image.affine))
 
 
 def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float = 0.05,
@@ -169,14 +172,14 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
 
 def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: np.ndarray,
                    affine: np.ndarray, min_volume_ml: float, midline_x: float | None = None,
-                   cut_faces: tuple[bool, bool] = (True, True)) -> np.ndarray:
+                   cut_faces: tuple[bool, bool] = (True, True), axis: int | None = None) -> np.ndarray:
     """`labels` (the chosen lungs) plus the pieces of `found` (the network's refined mask before
     the lungs were chosen) that were dropped only for being too small for a lung, where the view
     cuts them: a strip of a lateral recess in a slab through the bases is cut off from its lung,
     which joins it only above the view (the 4D-CT's 30 mm slab at 10 % of the lung height: a
     14 mL strip under the 15 mL such a slab asks of a lung). Taken: pieces from `CUT_PIECE_ML`
-    up to `min_volume_ml`, touching a face of the view along the head-foot axis (`cut_faces`:
-    whether the array's low / high face is the image's), aerated (median HU between
+    up to `min_volume_ml`, touching a face of the view along `axis` (default the head-foot axis;
+    `cut_faces`: whether the array's low / high face is the image's), aerated (median HU between
     `CUT_PIECE_HU` and `CUT_PIECE_MAX_HU`: the trachea's lumen in a single slice is darker),
     inside the body `hull`, on a side (by the body's `midline_x`) where a lung was chosen.
     """
@@ -187,7 +190,7 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
         return labels
     size_ml = np.bincount(comp.ravel(), minlength=n + 1) * voxel_volume_ml(affine)
     chosen = np.bincount(comp[labels > 0].ravel(), minlength=n + 1) > 0
-    ax = superior_axis(affine)
+    ax = superior_axis(affine) if axis is None else axis
     cut = np.zeros(n + 1, bool)
     for face, is_cut in zip((0, comp.shape[ax] - 1), cut_faces, strict=True):
         if is_cut:
@@ -513,8 +516,9 @@ class Predictor:
                 labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu)
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
         thin = is_thin_view(hu.shape, image.affine)
+        ax = view_axis(hu.shape, image.affine)  # the slices: axial, or a coronal / sagittal thin view's
         if postprocessing and self.settings.refine and thin:
-            levels = doubt_unwrapped(levels, hu[box], superior_axis(image.affine))
+            levels = doubt_unwrapped(levels, hu[box], ax)
         lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 3
         # dense tissue the network half-believes (P 0.3-0.9): a tumour the lung wraps, maybe
         mass = None
@@ -543,19 +547,19 @@ class Predictor:
         found = sub > 0 if partial else None
         min_ml = min_lung_volume_ml(hu.shape, image.affine)
         sub = postprocess(sub, aff, min_volume_ml=min_ml, midline_x=midline_x, hu=hu[pbox], hull=hull[pbox],
-                          outside=outside)
+                          outside=outside, axis=ax)
         del outside
         if partial:  # strips of lung the view cut off from their lung (see add_cut_pieces)
-            ax = superior_axis(image.affine)
             grown = add_cut_pieces(lung_like(sub, hu[pbox]), found, hu[pbox], hull[pbox], aff, min_ml,
-                                   midline_x, cut_faces=(pbox[ax].start == 0, pbox[ax].stop == hu.shape[ax]))
+                                   midline_x, cut_faces=(pbox[ax].start == 0, pbox[ax].stop == hu.shape[ax]),
+                                   axis=ax)
             sub = np.where(sub > 0, sub, grown)
             del found, grown
         else:
             del hull
         box_aff = shifted_affine(image.affine, [b.start for b in box])
         if mass is not None:
-            sub[inner] = add_wrapped_masses(sub[inner], mass, hu[box], box_aff, thin=thin)
+            sub[inner] = add_wrapped_masses(sub[inner], mass, hu[box], box_aff, thin=thin, axis=ax)
             del mass
         airways = airways_all[pbox]
         sub[inner] = grow_into_rims(sub[inner], rim, hu[box], keep_out=airways[inner], affine=box_aff,
@@ -563,7 +567,7 @@ class Predictor:
         del rim
         if not partial:
             del airways_all
-        sub = fill_indentations(sub, aff, keep_out=airways)  # nodules at the pleura
+        sub = fill_indentations(sub, aff, keep_out=airways, axis=ax)  # nodules at the pleura
         sub[airways] = 0  # trachea and main bronchi are not lung
         labels[pbox] = sub
         if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
