@@ -158,6 +158,22 @@ def test_partial_scan_skips_whole_chest_checks(chest):
     assert qc["passed"] and qc["warnings"] == []
 
 
+@pytest.mark.parametrize("axis, ends", [(1, ["anterior", "posterior"]), (0, ["left", "right"])])
+def test_coronal_or_sagittal_slab_is_not_a_whole_chest(chest, axis, ends):
+    """A coronal (or sagittal) slab spans the whole chest head to foot, but its lungs are cut at
+    its own faces: not judged as a whole chest, and those faces are not the field of view's edge."""
+    image, truth = chest
+    i = int(np.nonzero((truth.array == 1).any(axis=tuple(a for a in range(3) if a != axis)))[0].mean())
+    box = tuple(slice(i, i + 3) if a == axis else slice(None) for a in range(3))
+    img, lab = Volume(image.array[box].copy(), image.affine), Volume(truth.array[box].copy(), image.affine)
+    qc = check_mask(img, lab)
+    checks = _by_name(qc)
+    assert not qc["whole_chest"] and sorted(qc["cut_at"]) == sorted(ends)
+    assert checks["both_lungs"]["skipped"] and checks["lung_volume"]["skipped"]
+    assert checks["fov_edge"]["passed"] is True
+    assert qc["passed"] and qc["warnings"] == []
+
+
 @pytest.mark.parametrize("scale, words", [(0.45, "total lung volume 0.84 L is outside the plausible 1.0-9.0 L"),
                                           (1.6, "total lung volume 10.59 L is outside the plausible 1.0-9.0 L")])
 def test_implausible_volume_from_a_wrong_voxel_size(chest, scale, words):

@@ -33,7 +33,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from lungseg.core.anatomy import GAS_HU, MAX_GAS_SHARE
+from lungseg.core.anatomy import GAS_HU, MAX_GAS_SHARE, view_axis
 from lungseg.core.geometry import check_same_grid, spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LABEL_NAMES, LEFT, RIGHT, check_labels
 from lungseg.core.volume import Volume
@@ -130,7 +130,8 @@ def chest_coverage(image: Volume, mask: Volume) -> dict:
     Along the superior axis (`core.geometry.superior_axis`): `extent_mm` is the lungs'
     head-foot extent; the lungs are cut at an end when the end slice holds more than
     `END_SLICE_FRACTION` of their largest cross-section. `whole_chest` is true when they are
-    cut at neither end and span at least `WHOLE_CHEST_MIN_EXTENT_MM`.
+    cut at neither end and span at least `WHOLE_CHEST_MIN_EXTENT_MM`. A coronal or sagittal thin
+    view (`core.anatomy.view_axis`) is never a whole chest: its lungs are cut at its two faces.
     """
     return _coverage(_labels(image, mask), image.affine)
 
@@ -145,6 +146,9 @@ def _coverage(labels: np.ndarray, affine: np.ndarray) -> dict:
     extent = float((present[-1] - present[0] + 1) * spacing_of(affine)[axis])
     cut = [name for name, n in ((low_name, area[0]), (high_name, area[-1]))
            if n > END_SLICE_FRACTION * area.max()]
+    across = view_axis(labels.shape, affine)
+    if across != axis:  # a coronal or sagittal slab / slice: cut front and back (or at the sides)
+        cut += list(_end_names(affine, across))
     return {"axis": axis, "extent_mm": extent, "cut_at": sorted(cut),
             "whole_chest": not cut and extent >= WHOLE_CHEST_MIN_EXTENT_MM}
 
@@ -246,7 +250,7 @@ def check_fov_edge(image: Volume, mask: Volume) -> Finding:
 def _fov_edge(labels: np.ndarray, affine: np.ndarray) -> Finding:
     lung = labels > 0
     spacing = spacing_of(affine)
-    axis_s = superior_axis(affine)
+    axis_s = view_axis(labels.shape, affine)  # a slab's own faces are not the reconstruction's edge
     surface = _surface_area_mm2(lung, spacing)
     shares: dict[str, float] = {}
     touching: dict[str, list[str]] = {}
