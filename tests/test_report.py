@@ -118,6 +118,34 @@ def test_pictures_have_content_and_sides():
     assert_sides(read_png(png_bytes(thumbnail_figure(image, mask))), min_pixels=50)
 
 
+@pytest.mark.parametrize("axis", [2, 1, 0])
+def test_pictures_of_a_single_slice(axis):
+    """A single axial, coronal or sagittal slice is a valid input: its pictures show the plane it
+    holds (matplotlib cannot draw a contour on a line: `--png` / `--report` crashed on any
+    one-slice input), with the lungs on their sides."""
+    from lungseg.core.volume import Volume
+
+    image, mask = ellipsoid_phantom(**GRIDS["anisotropic"])
+    # a plane through the right lung for a sagittal slice, through both lungs otherwise
+    pick = np.argwhere(mask.array == 1)[:, axis] if axis == 0 else np.argwhere(mask.array > 0)[:, axis]
+    k = int(np.median(pick))
+    box = tuple(slice(k, k + 1) if a == axis else slice(None) for a in range(3))
+    aff = mask.affine.copy()
+    aff[:3, 3] += aff[:3, :3] @ np.array([b.start or 0 for b in box], float)
+    img, lab = Volume(image.array[box].copy(), aff), Volume(mask.array[box].copy(), aff)
+    ov = read_png(png_bytes(overlay_figure(img, lab, fill=True)))
+    mont = read_png(png_bytes(montage_figure(img, lab)))
+    thumb = read_png(png_bytes(thumbnail_figure(img, lab)))
+    for pic in (ov, mont, thumb):
+        assert_not_uniform(pic)
+    if axis == 0:
+        red, blue = colour_masks(mont)
+        assert red.sum() > 200 and blue.sum() == 0
+    else:
+        assert_sides(ov)
+        assert_sides(mont)
+
+
 def test_pictures_follow_the_patient_not_the_array():
     """Swapping the array's x axis while flipping the affine is the same patient: same picture sides."""
     image, mask = ellipsoid_phantom(**GRIDS["anisotropic"])

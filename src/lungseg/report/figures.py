@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lungseg.core.anatomy import view_axis  # noqa: E402
 from lungseg.core.volume import Volume  # noqa: E402
 from lungseg.io.safety import atomic_path  # noqa: E402
 
@@ -84,11 +85,12 @@ def _draw(ax, im: np.ndarray, lb: np.ndarray, aspect: float, fill: bool) -> None
         inside = lb == value
         if not inside.any():
             continue
-        if fill:
+        if fill or min(inside.shape) < 2:  # a contour needs two rows and two columns
             rgba = np.zeros((*inside.shape, 4))
             rgba[inside] = matplotlib.colors.to_rgba(colour, 0.35)
             ax.imshow(rgba, aspect=aspect, interpolation="nearest")
-        ax.contour(inside, levels=[0.5], colors=colour, linewidths=1.0)
+        if min(inside.shape) >= 2:
+            ax.contour(inside, levels=[0.5], colors=colour, linewidths=1.0)
     ax.set_axis_off()
 
 
@@ -101,9 +103,17 @@ def _lung_centre(lab: np.ndarray) -> np.ndarray:
     return centre
 
 
+def _thin_across(shape, sp) -> int | None:
+    """0 (sagittal) or 1 (coronal) for a RAS-ordered view thin along x or y only (a coronal or
+    sagittal slab or slice, `core.anatomy.view_axis`), else None (axial views, whole scans)."""
+    ax = view_axis(shape, np.diag([*sp, 1.0]))
+    return ax if ax != 2 else None
+
+
 def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = False):
     """Axial, coronal and sagittal slices through the lungs' centre with the mask drawn on
-    (contours; with `fill`, also a translucent fill); a matplotlib Figure."""
+    (contours; with `fill`, also a translucent fill); a matplotlib Figure. A plane that a thin
+    view shows as a line (a single axial, coronal or sagittal slice) is left out."""
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
     c = _lung_centre(lab)
@@ -112,8 +122,9 @@ def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = Fa
         ("coronal", img[:, c[1], :], lab[:, c[1], :], sp[2] / sp[0]),
         ("sagittal", img[c[0], :, :], lab[c[0], :, :], sp[2] / sp[1]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
-    for ax, (name, im, lb, aspect) in zip(axes, planes, strict=True):
+    planes = [p for p in planes if min(p[1].shape) >= 2]
+    fig, axes = plt.subplots(1, len(planes), figsize=(13 * len(planes) / 3 + 0.5, 4.6), squeeze=False)
+    for ax, (name, im, lb, aspect) in zip(axes[0], planes, strict=True):
         _draw(ax, _display(im), _display(lb), aspect, fill)
         ax.set_title(name)
     handles = [plt.Line2D([], [], color=c, lw=3, label=n) for n, c in LEGEND]
@@ -134,9 +145,20 @@ def plot_overlay(image: Volume, mask: Volume, out_png: str | Path, title: str = 
 
 def montage_figure(image: Volume, mask: Volume, n: int = 12, cols: int = 6):
     """`n` axial slices evenly spaced from the lung apices to the bases, cropped to the lungs,
-    each labelled with its distance below the apex (mm); a matplotlib Figure."""
+    each labelled with its distance below the apex (mm); a matplotlib Figure. A coronal or
+    sagittal thin view, whose axial slices are lines, shows its own slices instead (up to `n`)."""
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
+    across = _thin_across(lab.shape, sp)
+    if across is not None:
+        ks = np.unique(np.round(np.linspace(0, lab.shape[across] - 1, min(n, lab.shape[across]))).astype(int))
+        aspect = sp[2] / sp[1 - across]  # x (coronal) or y (sagittal) across the page, z up
+        fig, axes = plt.subplots(1, len(ks), figsize=(min(13.0, 4.4 * len(ks)), 4.6), squeeze=False)
+        for ax, k in zip(axes[0], ks, strict=True):
+            _draw(ax, _display(np.take(img, k, axis=across)), _display(np.take(lab, k, axis=across)), aspect,
+                  fill=True)
+            ax.set_title(f"{('sagittal', 'coronal')[across]} slice {k + 1} of {lab.shape[across]}", fontsize=8)
+        return fig
     z_any = np.flatnonzero((lab > 0).any(axis=(0, 1)))
     if len(z_any) == 0:
         z_any = np.arange(lab.shape[2])
@@ -175,7 +197,9 @@ def thumbnail_figure(image: Volume, mask: Volume):
     idx = np.argwhere(lab > 0)
     span = (np.ptp(idx, axis=0) + 1) * np.asarray(sp) if len(idx) else np.ones(3)
     fig, ax = plt.subplots(figsize=(1.6, 1.6))
-    if span[2] >= 0.4 * span[0]:
+    if _thin_across(lab.shape, sp) == 0:  # a sagittal slab: its own plane
+        _draw(ax, _display(img[c[0], :, :]), _display(lab[c[0], :, :]), sp[2] / sp[1], fill=True)
+    elif span[2] >= 0.4 * span[0]:
         _draw(ax, _display(img[:, c[1], :]), _display(lab[:, c[1], :]), sp[2] / sp[0], fill=True)
     else:
         _draw(ax, _display(img[:, :, c[2]]), _display(lab[:, :, c[2]]), sp[1] / sp[0], fill=True)
