@@ -538,6 +538,11 @@ class Predictor:
         outside = np.ones(sub.shape, bool)
         np.equal(levels, 0, out=outside[inner])
         del levels
+        if thin and ax != superior_axis(image.affine):
+            # a coronal or sagittal thin view, where no airway search runs (it follows the trachea
+            # down axial slices): the trachea and bronchi are the lumen the network rules out
+            airways_all = airways_all.copy()
+            airways_all[pbox] |= _lumen_ruled_out(outside, hu[pbox], hull[pbox], image.affine, ax)
         aff = shifted_affine(image.affine, [s.start for s in pbox])
         # fatty soft tissue out before the lungs are chosen: what is left of a piece must
         # still make a lung's volume (a skin fold between arm and body is not one)
@@ -657,6 +662,27 @@ def _anatomy(image: Volume, hull: _Once | None = None, midline: _Once | None = N
     parts = ClassicalParts(image, midline_x=midline)
     airways = parts.airways()
     return hull(), midline(), parts, airways
+
+
+#: Airway lumen (mm of wall added round it) in a coronal or sagittal thin view (`_lumen_ruled_out`)
+VIEW_LUMEN_HU = -900.0
+VIEW_WALL_MM = 2.0
+
+
+def _lumen_ruled_out(outside: np.ndarray, hu: np.ndarray, hull: np.ndarray, affine: np.ndarray,
+                     axis: int) -> np.ndarray:
+    """The central airways of a coronal or sagittal thin view: air darker than `VIEW_LUMEN_HU`
+    inside the body where the network rules lung out (P <= LOW), with `VIEW_WALL_MM` of wall
+    in-plane. Why: the steps that add the classical method's lung to a partial view (a lung
+    piece the network missed, aerated lung, dark rims) keep the airway tree out, but the tree is
+    tracked down axial slices and a coronal view has none: a coronal slice through LIDC-0314's
+    carina got its left main bronchus as lung (the network's P there: median 0.22)."""
+    lumen = outside & (hu < VIEW_LUMEN_HU) & hull
+    if not lumen.any():
+        return lumen
+    sp = spacing_of(affine)
+    size = [1 if a == axis else 2 * max(1, round(VIEW_WALL_MM / float(sp[a]))) + 1 for a in range(3)]
+    return ndimage.binary_dilation(lumen, np.ones(size, bool))
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:
