@@ -9,7 +9,8 @@ checks are self-consistency and anatomy, not Dice against a truth:
    lung extent, right or left side up to 2 cm past the midline; `--sweep` adds views of other
    heights, slabs of 3 / 10 / 30 mm at four heights, single slices at 17 heights, 3 to 99 %
    of the lung height, apex and base tips included, 1- / 5-slice views of each side crop at
-   five heights, and coronal / sagittal 1- and 5-slice views) and compare each crop's mask with the
+   five heights, coronal / sagittal 1- and 5-slice views, and a field of view cut 5 mm inside the
+   lungs' box, whole and in three single slices) and compare each crop's mask with the
    same crop of the reference (binary Dice, label Dice, right/left agreement);
 2. pathology: share of tumour/nodule voxels inside the lung mask (real_pathology/), in the
    whole scan and in 1/2/5-slice slabs through the lesion segmented on their own;
@@ -79,6 +80,11 @@ ORTHO_SLICES = (1, 5)
 CORONAL_LEVELS = (0.25, 0.50, 0.75)
 SAGITTAL_LEVELS = (0.20, 0.80)
 ORTHO = ("coronal ", "sagittal ")
+#: `--sweep` also segments a field of view drawn tight round the lungs, `TIGHT_MM` inside their
+#: box on the four in-plane sides (a target reconstruction that cuts both lungs), whole and in
+#: single slices at `TIGHT_LEVELS` of the lung height
+TIGHT_MM = 5.0
+TIGHT_LEVELS = (0.25, 0.50, 0.75)
 N_WORST = 4
 
 
@@ -182,6 +188,18 @@ def make_crops(volume, ref: np.ndarray, sweep: bool = False) -> list[tuple[str, 
                     box = list(side)
                     box[s_ax] = _box(s_ax, *to_index(p0, p0 + k - 1), volume.shape)[s_ax]
                     crops.append((f"{name} {k}{SIDE_THIN}{level:.0%}", tuple(box)))
+        tight = list(_box(s_ax, 0, n - 1, volume.shape))
+        for ax_name in ("RL", "AP"):
+            ax, _ = axis_of(volume.affine, ax_name)
+            occ = np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != ax)))[0]
+            cut = int(round(TIGHT_MM / float(np.abs(volume.affine[:3, ax]).max())))
+            tight[ax] = _box(ax, int(occ.min()) + cut, int(occ.max()) - cut, volume.shape)[ax]
+        crops.append(("tight fov", tuple(tight)))
+        for level in TIGHT_LEVELS:
+            box = list(tight)
+            p0 = p_lo + round(level * (extent - 1))
+            box[s_ax] = _box(s_ax, *to_index(p0, p0), volume.shape)[s_ax]
+            crops.append((f"tight fov, one slice at {level:.0%}", tuple(box)))
         for plane, (ax_name, levels) in zip(ORTHO, (("AP", CORONAL_LEVELS), ("RL", SAGITTAL_LEVELS)), strict=True):
             ax, _ = axis_of(volume.affine, ax_name)
             occ = np.nonzero((ref > 0).any(axis=tuple(a for a in range(3) if a != ax)))[0]

@@ -82,6 +82,22 @@ def test_thin_view_cut_through_the_body_puts_the_midline_at_the_cut(n_slices):
 
 
 @pytest.mark.parametrize("n_slices", [1, 5])
+def test_view_tight_round_the_lungs_is_not_a_crop_of_one_side(n_slices):
+    # a field of view drawn inside the lungs' box cuts the chest wall on both sides; on one side
+    # the lung, not the room's air, fills the edge: that is not a crop of one side (its "cut"
+    # put the midline at the other edge, 120 mm off, and named both lungs one side)
+    x = np.arange(-120.0, 130.0, 2.0)[:, None, None]
+    y = np.arange(-100.0, 100.0, 2.0)[None, :, None]
+    hu = np.full((x.shape[0], y.shape[1], n_slices), 40.0, np.float32)  # the body fills the view
+    hu[np.broadcast_to(((x + 70.0) / 50.0) ** 2 + (y / 70.0) ** 2 <= 1.0, hu.shape)] = -850.0
+    hu[np.broadcast_to(((x - 90.0) / 60.0) ** 2 + (y / 150.0) ** 2 <= 1.0, hu.shape)] = -850.0  # cut
+    hu[np.broadcast_to(x ** 2 + (y + 70.0) ** 2 <= 12.0 ** 2, hu.shape)] = 400.0  # vertebra at 0
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    affine[:3, 3] = [-120.0, -100.0, 0.0]
+    assert abs(body_midline_x(hu, affine)) < 10.0
+
+
+@pytest.mark.parametrize("n_slices", [1, 5])
 def test_thin_crop_of_one_side_looks_for_the_spine_near_the_cut(n_slices):
     # at the shoulders a humeral head is thicker than an upper vertebra and, in a crop of one
     # side, nearer the middle of what is left of the body: near the cut is where the spine is
@@ -154,6 +170,44 @@ def test_coronal_slab_through_the_trachea_keeps_its_lumen_out(chest):
     mask = lungseg.segment(crop(image, box)).array
     assert (mask[lumen[box]] > 0).sum() <= 0.04 * lumen[box].sum()
     assert dice(mask > 0, truth.array[box] > 0) > 0.96
+
+
+@pytest.mark.parametrize("n_slices", [1, 40])
+def test_field_of_view_tight_round_the_lungs(chest, n_slices):
+    # a view cut 10 mm inside the lungs' box on all four in-plane sides (a crop to the lungs, a
+    # target reconstruction): the lungs run into the view's edges, where the chest wall is out
+    # of view, and are lung to their cut, with their sides
+    image, truth = chest
+    t = truth.array
+    ijk = np.argwhere(t > 0)
+    cut = int(np.ceil(10.0 / image.spacing[0]))
+    k = int(ijk[:, 2].mean()) - n_slices // 2
+    box = (slice(ijk[:, 0].min() + cut, ijk[:, 0].max() + 1 - cut),
+           slice(ijk[:, 1].min() + cut, ijk[:, 1].max() + 1 - cut), slice(max(0, k), k + n_slices))
+    mask = lungseg.segment(crop(image, box)).array
+    ref = t[box]
+    for side in (RIGHT, LEFT):
+        assert dice(mask == side, ref == side) > 0.95
+
+
+def test_body_hull_holds_a_lung_the_field_of_view_cuts():
+    # room air at the view's edge is outside the body; a lung the view cuts (parenchyma, not
+    # the room's -1000 HU) is inside it, so its hull holds the lung to the edge
+    from lungseg.core.anatomy import room_air
+
+    x = np.arange(0.0, 200.0, 2.0)[:, None, None]
+    y = np.arange(0.0, 200.0, 2.0)[None, :, None]
+    hu = np.full((100, 100, 3), -1000.0, np.float32)
+    body = ((x - 60.0) / 120.0) ** 2 + ((y - 100.0) / 80.0) ** 2 <= 1.0  # cut at x = 0
+    hu[np.broadcast_to(body, hu.shape)] = 40.0
+    lung = ((x - 20.0) / 50.0) ** 2 + ((y - 100.0) / 50.0) ** 2 <= 1.0  # runs into the edge
+    hu[np.broadcast_to(lung, hu.shape)] = -850.0
+    air = hu < -320
+    kept = room_air(air, hu)
+    lung3 = np.broadcast_to(lung, hu.shape)
+    assert not kept[lung3].any() and kept[~np.broadcast_to(body, hu.shape)].all()
+    hull = body_hull(hu, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert hull[lung3].mean() > 0.95
 
 
 @pytest.mark.parametrize("method", ["classical", "unet"])
