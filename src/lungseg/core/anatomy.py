@@ -17,13 +17,18 @@ Example (two boxes; in an identity affine larger x is the patient's right)::
 from __future__ import annotations
 
 import cc3d
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.draw import polygon
 
-from lungseg.core.geometry import downsampled_affine, spacing_of, superior_axis, voxel_volume_ml
+from lungseg.core.geometry import (
+    downsampled_affine,
+    right_left_axis,
+    spacing_of,
+    superior_axis,
+    voxel_volume_ml,
+)
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, pool_any, share_per_piece, upsample_nearest
 
@@ -71,7 +76,7 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     there the scanner's isocentre, world x = 0, is the guess (the shared scans' midlines lie
     within 20 mm of it; a lung's centre lies 80-100 mm out).
     """
-    if view_axis(np.shape(hu), affine) == _right_left_axis(affine):
+    if view_axis(np.shape(hu), affine) == right_left_axis(affine):
         return 0.0
     small, aff = _coarse(hu, affine)
     ax_s = superior_axis(aff)
@@ -101,12 +106,6 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
             if cut is not None:
                 return cut
     return middle
-
-
-def _right_left_axis(affine: np.ndarray) -> int:
-    """Array axis closest to the patient's right-left direction."""
-    codes = nib.orientations.aff2axcodes(np.asarray(affine, float))
-    return [c in ("R", "L") for c in codes].index(True)
 
 
 def _slices_with(mask: np.ndarray, axis: int) -> np.ndarray:

@@ -43,8 +43,16 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
 
 def superior_axis(affine: np.ndarray) -> int:
     """Array axis closest to the patient's superior-inferior direction."""
-    codes = nib.orientations.aff2axcodes(np.asarray(affine, float))
-    return [c in ("S", "I") for c in codes].index(True)
+    return _axis_coded(affine, ("S", "I"))
+
+
+def right_left_axis(affine: np.ndarray) -> int:
+    """Array axis closest to the patient's right-left direction."""
+    return _axis_coded(affine, ("R", "L"))
+
+
+def _axis_coded(affine: np.ndarray, codes: tuple[str, str]) -> int:
+    return [c in codes for c in nib.orientations.aff2axcodes(np.asarray(affine, float))].index(True)
 
 
 def shifted_affine(affine: np.ndarray, start: Sequence[float]) -> np.ndarray:
