@@ -41,7 +41,7 @@ def test_normal_chest_triggers_nothing(chest):
     checks = _by_name(qc)
     assert qc["passed"] and qc["warnings"] == []
     assert [c["name"] for c in qc["checks"]] == ["both_lungs", "lung_volume", "fov_edge", "method_agreement",
-                                                 "dense_tissue_kept", "gas_share"]
+                                                 "dense_tissue_kept", "gas_share", "sides"]
     assert all(c["passed"] is True and not c["skipped"] for c in qc["checks"])
     right = np.count_nonzero(truth.array == 1) * image.voxel_ml
     assert qc["volumes_ml"]["right"] == pytest.approx(right, abs=0.05)
@@ -171,7 +171,12 @@ def test_coronal_or_sagittal_slab_is_not_a_whole_chest(chest, axis, ends):
     assert not qc["whole_chest"] and sorted(qc["cut_at"]) == sorted(ends)
     assert checks["both_lungs"]["skipped"] and checks["lung_volume"]["skipped"]
     assert checks["fov_edge"]["passed"] is True
-    assert qc["passed"] and qc["warnings"] == []
+    if axis == 1:  # a coronal slab shows the body from side to side: its sides are read from it
+        assert checks["sides"]["passed"] is True
+        assert qc["passed"] and qc["warnings"] == []
+    else:  # a sagittal one does not: the one warning asks a person to check the side
+        assert checks["sides"]["passed"] is False and checks["sides"]["value"] == "isocentre"
+        assert qc["warnings"] == [checks["sides"]["message"]]
 
 
 @pytest.mark.parametrize("scale, words", [(0.45, "total lung volume 0.84 L is outside the plausible 1.0-9.0 L"),

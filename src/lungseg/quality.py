@@ -34,12 +34,18 @@ import nibabel as nib
 import numpy as np
 
 from lungseg.core.anatomy import GAS_HU, MAX_GAS_SHARE, view_axis
-from lungseg.core.geometry import check_same_grid, spacing_of, superior_axis, voxel_volume_ml
+from lungseg.core.geometry import (
+    check_same_grid,
+    right_left_axis,
+    spacing_of,
+    superior_axis,
+    voxel_volume_ml,
+)
 from lungseg.core.labels import LABEL_NAMES, LEFT, RIGHT, check_labels
 from lungseg.core.volume import Volume
 
 __all__ = ["Finding", "check_mask", "chest_coverage", "check_both_lungs", "check_lung_volume",
-           "check_fov_edge", "check_agreement", "check_dense_tissue", "check_gas", "run_checks"]
+           "check_fov_edge", "check_agreement", "check_dense_tissue", "check_gas", "check_sides", "run_checks"]
 
 #: Lungs spanning at least this far head-to-foot (mm) can be a whole chest (adult lungs are
 #: ~20-30 cm tall; a scan of the lung bases or apices alone spans less).
@@ -353,6 +359,29 @@ def _gas(labels: np.ndarray, hu: np.ndarray) -> Finding:
                    "emphysema: check the mask")
 
 
+def check_sides(image: Volume, mask: Volume) -> Finding:
+    """Right and left guessed, not read from the body: a sagittal thin view.
+
+    Why: sides come from the body's midline (the spine), which a sagittal slab or slice does
+    not show; there the lung is named by the side of the scanner's isocentre, world x = 0
+    (`core.anatomy.body_midline_x`), right when the patient lay near the table's centre and the
+    file kept the scanner's coordinates, wrong when a tool moved the origin. Fails (a warning,
+    so that a person checks the side) for such a view with lung in it; otherwise passes.
+    Value: "isocentre" or "midline".
+    """
+    return _sides(_labels(image, mask), image.affine)
+
+
+def _sides(labels: np.ndarray, affine: np.ndarray) -> Finding:
+    if view_axis(labels.shape, affine) != right_left_axis(affine):
+        return Finding("sides", True, "midline", "right and left from the body's midline")
+    if not labels.any():
+        return Finding("sides", None, "isocentre", "skipped: no lung in the mask")
+    return Finding("sides", False, "isocentre",
+                   "a sagittal view shows no midline: right / left was guessed from the scanner's "
+                   "isocentre (x = 0 mm); check the side in the overlay")
+
+
 def run_checks(image: Volume, mask: Volume, reference: Volume | None = None,
                names: tuple[str, str] = ("the mask", "the reference mask")) -> list[Finding]:
     """All checks, in a fixed order (each array is validated once)."""
@@ -367,7 +396,7 @@ def _run(labels: np.ndarray, ref: np.ndarray | None, image: Volume,
     return [_both_lungs(labels, affine), _lung_volume(labels, affine), _fov_edge(labels, affine),
             _agreement(labels, ref, names),
             _dense_tissue(labels, ref, np.asarray(image.array), image.voxel_ml, names),
-            _gas(labels, np.asarray(image.array))]
+            _gas(labels, np.asarray(image.array)), _sides(labels, affine)]
 
 
 def check_mask(image: Volume, mask: Volume, reference: Volume | None = None, *,
