@@ -327,10 +327,11 @@ class ClassicalParts:
             g = self.grid
             hull = body_hull_per_slice(self.body)
             cand = self.air & hull & ~_outside_air(self.air, hull, g.hu)
-            if view_axis(g.hu.shape, g.affine) != 2:
+            across = view_axis(g.hu.shape, g.affine)
+            if across != 2:
                 # a coronal or sagittal thin view: each axial slice is a line, where a lung's
                 # top reads as the trachea's cross-section (tracking it took whole lungs out)
-                self._tree = np.zeros(cand.shape, bool)
+                self._tree = _view_trachea(cand, g.hu, g.spacing, across, _index_x(self.midline_x, g.affine))
             else:
                 self._tree = _airway_tree(cand, hull, g.hu, g.spacing, _index_x(self.midline_x, g.affine))
             self._cand = cand
@@ -375,6 +376,62 @@ def _airway_tree(cand: np.ndarray, hull: np.ndarray, hu: np.ndarray, sp: np.ndar
     lumen = cc3d.connected_components((hu < BRONCHUS_LUMEN_HU) & near | tube, connectivity=6)
     tube = np.isin(lumen, np.unique(lumen[tube]))
     return ndimage.binary_dilation(tube, iterations=max(1, int(round(wall_mm / float(sp.min())))))
+
+
+#: `_view_trachea`: pure-air tubes at least twice this across, reaching this far above the lungs,
+#: or cut by the view's top this near the midline
+VIEW_TUBE_RADIUS_MM = 3.0
+VIEW_ABOVE_LUNG_MM = 6.0
+VIEW_TUBE_MIDLINE_MM = 20.0
+
+
+def _view_trachea(cand: np.ndarray, hu: np.ndarray, sp: np.ndarray, axis: int,
+                  centre_i: float | None = None, wall_mm: float = 2.0) -> np.ndarray:
+    """The trachea and main bronchi in a coronal or sagittal thin view (RAS grid, z up): the
+    pure-air lumen (< `BRONCHUS_LUMEN_HU`) at least 2 x `VIEW_TUBE_RADIUS_MM` across in the view's
+    plane, in pieces that reach `VIEW_ABOVE_LUNG_MM` above the lungs' top (the trachea goes on
+    into the neck; a bronchus, a bulla or emphysema inside the lung does not) or, where the view's
+    top cuts the lungs too, that it cuts within `VIEW_TUBE_MIDLINE_MM` of the midline (`centre_i`,
+    an i index), plus a wall.
+
+    Why: the axial airway search cannot run on such a view, and the classical method took a
+    coronal slab's trachea in whole (a phantom's coronal slab through it: all 161 lumen voxels).
+    """
+    lumen = cand & (hu < BRONCHUS_LUMEN_HU)
+    if not lumen.any():
+        return lumen
+    r = [0 if a == axis else max(1, int(round(VIEW_TUBE_RADIUS_MM / float(sp[a])))) for a in range(3)]
+    grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
+    disc = sum((g * float(s)) ** 2 for g, s in zip(grid, sp, strict=True)) <= VIEW_TUBE_RADIUS_MM ** 2 + 1e-6
+    tubes = ndimage.binary_opening(lumen, structure=disc)
+    if not tubes.any():
+        return tubes
+    # the lungs' top: the highest level holding parenchyma (air, not lumen, away from the tubes)
+    near = ndimage.binary_dilation(tubes, structure=disc, iterations=2)
+    parenchyma = cand & ~lumen & ~near
+    levels = np.flatnonzero(parenchyma.sum(axis=(0, 1)) * float(np.prod(np.delete(sp, 2))) >= 20.0)
+    if levels.size == 0:
+        return np.zeros(cand.shape, bool)
+    top = levels[-1] + VIEW_ABOVE_LUNG_MM / float(sp[2])
+    lab, n = cc3d.connected_components(tubes, connectivity=26, return_N=True)
+    stats = cc3d.statistics(lab)
+    z_top = cand.shape[2] - 1
+    keep = []
+    for c in range(1, n + 1):
+        if stats["bounding_boxes"][c][2].stop - 1 >= top:
+            keep.append(c)
+        elif centre_i is not None and stats["bounding_boxes"][c][2].stop - 1 == z_top:
+            i_top = np.nonzero(lab[:, :, z_top] == c)[0]
+            if abs(float(i_top.mean()) - centre_i) * float(sp[0]) <= VIEW_TUBE_MIDLINE_MM:
+                keep.append(c)
+    if not keep:
+        return np.zeros(cand.shape, bool)
+    tree = np.isin(lab, keep)
+    # the bronchi the opening narrowed: the lumen joined to the tree
+    lum, _ = cc3d.connected_components(lumen, connectivity=26, return_N=True)
+    tree = np.isin(lum, np.unique(lum[tree]))
+    w = [0 if a == axis else max(1, int(round(wall_mm / float(sp[a])))) for a in range(3)]
+    return ndimage.binary_dilation(tree, structure=np.ones([2 * k + 1 for k in w], bool))
 
 
 class _RasGrid:
