@@ -31,6 +31,24 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
 
 
+class Drawn:
+    """A drawn axial view: world x in [x0, x1) and y in [y0, y1) mm on a 2 mm grid (RAS), `n`
+    slices `dz` mm apart, filled with `fill` HU; `draw` paints a shape given over `x`, `y`."""
+
+    def __init__(self, x_mm, y_mm, n, fill=-1000.0, dz=5.0):
+        self.x = np.arange(*x_mm, 2.0)[:, None, None]
+        self.y = np.arange(*y_mm, 2.0)[None, :, None]
+        self.hu = np.full((self.x.shape[0], self.y.shape[1], n), fill, np.float32)
+        self.affine = np.diag([2.0, 2.0, dz, 1.0])
+        self.affine[:3, 3] = [x_mm[0], y_mm[0], 0.0]
+
+    def draw(self, shape, value):
+        self.hu[np.broadcast_to(shape, self.hu.shape)] = value
+
+    def midline(self):
+        return body_midline_x(self.hu, self.affine)
+
+
 @pytest.fixture(scope="module")
 def chest():
     return lungseg.make_phantom(seed=11, size=128)
@@ -62,23 +80,15 @@ def test_thin_view_cut_through_the_body_puts_the_midline_at_the_cut(n_slices):
     # open): the body runs into one side of the field of view and ends in air at the other,
     # so the view shows one side of the chest and the midline lies at the cut, not in the
     # middle of what is left of the body (which here is inside the lung)
-    x = np.arange(-10.0, 150.0, 2.0)[:, None, None]  # world x of the crop's columns, mm
-    y = np.arange(-100.0, 100.0, 2.0)[None, :, None]
-    hu = np.full((x.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
-    body = (x / 140.0) ** 2 + (y / 90.0) ** 2 <= 1.0
-    hu[np.broadcast_to(body, hu.shape)] = 40.0
-    lung = ((x - 75.0) / 40.0) ** 2 + (y / 60.0) ** 2 <= 1.0
-    hu[np.broadcast_to(lung, hu.shape)] = -850.0
-    affine = np.diag([2.0, 2.0, 5.0, 1.0])
-    affine[:3, 3] = [-10.0, -100.0, 0.0]
-    mid = body_midline_x(hu, affine)
-    assert mid < 0.0  # the cut at x = -10 mm, medial to the lung (35-115 mm)
+    v = Drawn((-10.0, 150.0), (-100.0, 100.0), n_slices)  # world x of the crop's columns, mm
+    x, y = v.x, v.y
+    v.draw((x / 140.0) ** 2 + (y / 90.0) ** 2 <= 1.0, 40.0)  # body
+    v.draw(((x - 75.0) / 40.0) ** 2 + (y / 60.0) ** 2 <= 1.0, -850.0)  # lung
+    assert v.midline() < 0.0  # the cut at x = -10 mm, medial to the lung (35-115 mm)
     # the same body whole: cut on neither side, its middle is the midline
-    x_all = np.arange(-150.0, 150.0, 2.0)[:, None, None]
-    whole = np.full((x_all.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
-    whole[np.broadcast_to((x_all / 140.0) ** 2 + (y / 90.0) ** 2 <= 1.0, whole.shape)] = 40.0
-    affine[:3, 3] = [-150.0, -100.0, 0.0]
-    assert abs(body_midline_x(whole, affine)) < 5.0
+    whole = Drawn((-150.0, 150.0), (-100.0, 100.0), n_slices)
+    whole.draw((whole.x / 140.0) ** 2 + (whole.y / 90.0) ** 2 <= 1.0, 40.0)
+    assert abs(whole.midline()) < 5.0
 
 
 @pytest.mark.parametrize("n_slices", [1, 5])
@@ -86,35 +96,25 @@ def test_view_tight_round_the_lungs_is_not_a_crop_of_one_side(n_slices):
     # a field of view drawn inside the lungs' box cuts the chest wall on both sides; on one side
     # the lung, not the room's air, fills the edge: that is not a crop of one side (its "cut"
     # put the midline at the other edge, 120 mm off, and named both lungs one side)
-    x = np.arange(-120.0, 130.0, 2.0)[:, None, None]
-    y = np.arange(-100.0, 100.0, 2.0)[None, :, None]
-    hu = np.full((x.shape[0], y.shape[1], n_slices), 40.0, np.float32)  # the body fills the view
-    hu[np.broadcast_to(((x + 70.0) / 50.0) ** 2 + (y / 70.0) ** 2 <= 1.0, hu.shape)] = -850.0
-    hu[np.broadcast_to(((x - 90.0) / 60.0) ** 2 + (y / 150.0) ** 2 <= 1.0, hu.shape)] = -850.0  # cut
-    hu[np.broadcast_to(x ** 2 + (y + 70.0) ** 2 <= 12.0 ** 2, hu.shape)] = 400.0  # vertebra at 0
-    affine = np.diag([2.0, 2.0, 5.0, 1.0])
-    affine[:3, 3] = [-120.0, -100.0, 0.0]
-    assert abs(body_midline_x(hu, affine)) < 10.0
+    v = Drawn((-120.0, 130.0), (-100.0, 100.0), n_slices, fill=40.0)  # the body fills the view
+    x, y = v.x, v.y
+    v.draw(((x + 70.0) / 50.0) ** 2 + (y / 70.0) ** 2 <= 1.0, -850.0)
+    v.draw(((x - 90.0) / 60.0) ** 2 + (y / 150.0) ** 2 <= 1.0, -850.0)  # cut by the view
+    v.draw(x ** 2 + (y + 70.0) ** 2 <= 12.0 ** 2, 400.0)  # vertebra at 0
+    assert abs(v.midline()) < 10.0
 
 
 @pytest.mark.parametrize("n_slices", [1, 5])
 def test_thin_crop_of_one_side_looks_for_the_spine_near_the_cut(n_slices):
     # at the shoulders a humeral head is thicker than an upper vertebra and, in a crop of one
     # side, nearer the middle of what is left of the body: near the cut is where the spine is
-    x = np.arange(-20.0, 200.0, 2.0)[:, None, None]
-    y = np.arange(-110.0, 110.0, 2.0)[None, :, None]
-    hu = np.full((x.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
-
-    def draw(mask, value):
-        hu[np.broadcast_to(mask, hu.shape)] = value
-
-    draw((x / 190.0) ** 2 + (y / 100.0) ** 2 <= 1.0, 40.0)  # body, cut at x = -20 mm
-    draw(((x - 90.0) / 45.0) ** 2 + ((y - 10.0) / 60.0) ** 2 <= 1.0, -850.0)  # lung
-    draw(x ** 2 + (y + 60.0) ** 2 <= 12.0 ** 2, 400.0)  # vertebral body, 12 mm
-    draw((x - 165.0) ** 2 + (y + 10.0) ** 2 <= 22.0 ** 2, 400.0)  # humeral head, 22 mm
-    affine = np.diag([2.0, 2.0, 5.0, 1.0])
-    affine[:3, 3] = [-20.0, -110.0, 0.0]
-    assert abs(body_midline_x(hu, affine)) < 10.0
+    v = Drawn((-20.0, 200.0), (-110.0, 110.0), n_slices)
+    x, y = v.x, v.y
+    v.draw((x / 190.0) ** 2 + (y / 100.0) ** 2 <= 1.0, 40.0)  # body, cut at x = -20 mm
+    v.draw(((x - 90.0) / 45.0) ** 2 + ((y - 10.0) / 60.0) ** 2 <= 1.0, -850.0)  # lung
+    v.draw(x ** 2 + (y + 60.0) ** 2 <= 12.0 ** 2, 400.0)  # vertebral body, 12 mm
+    v.draw((x - 165.0) ** 2 + (y + 10.0) ** 2 <= 22.0 ** 2, 400.0)  # humeral head, 22 mm
+    assert abs(v.midline()) < 10.0
 
 
 @pytest.mark.parametrize("method", ["classical", "unet"])
@@ -196,18 +196,16 @@ def test_body_hull_holds_a_lung_the_field_of_view_cuts():
     # the room's -1000 HU) is inside it, so its hull holds the lung to the edge
     from lungseg.core.anatomy import room_air
 
-    x = np.arange(0.0, 200.0, 2.0)[:, None, None]
-    y = np.arange(0.0, 200.0, 2.0)[None, :, None]
-    hu = np.full((100, 100, 3), -1000.0, np.float32)
+    v = Drawn((0.0, 200.0), (0.0, 200.0), 3, dz=2.0)
+    x, y = v.x, v.y
     body = ((x - 60.0) / 120.0) ** 2 + ((y - 100.0) / 80.0) ** 2 <= 1.0  # cut at x = 0
-    hu[np.broadcast_to(body, hu.shape)] = 40.0
     lung = ((x - 20.0) / 50.0) ** 2 + ((y - 100.0) / 50.0) ** 2 <= 1.0  # runs into the edge
-    hu[np.broadcast_to(lung, hu.shape)] = -850.0
-    air = hu < -320
-    kept = room_air(air, hu)
-    lung3 = np.broadcast_to(lung, hu.shape)
-    assert not kept[lung3].any() and kept[~np.broadcast_to(body, hu.shape)].all()
-    hull = body_hull(hu, np.diag([2.0, 2.0, 2.0, 1.0]))
+    v.draw(body, 40.0)
+    v.draw(lung, -850.0)
+    kept = room_air(v.hu < -320, v.hu)
+    lung3 = np.broadcast_to(lung, v.hu.shape)
+    assert not kept[lung3].any() and kept[~np.broadcast_to(body, v.hu.shape)].all()
+    hull = body_hull(v.hu, v.affine)
     assert hull[lung3].mean() > 0.95
 
 

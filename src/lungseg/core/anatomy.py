@@ -30,7 +30,7 @@ from lungseg.core.geometry import (
     voxel_volume_ml,
 )
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import bbox, pool_any, share_per_piece, upsample_nearest
+from lungseg.core.morphology import bbox, pool_any, share_per_piece, square, upsample_nearest
 
 #: Air (lung parenchyma included) versus soft tissue, at a few mm.
 AIR_THRESHOLD_HU = -320.0
@@ -470,10 +470,7 @@ def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> 
     if not mask.any():
         return labels
     ax = view_axis(labels.shape, affine)
-    spacing = spacing_of(affine)
-    size = [max(1, round(POCKET_EDGE_MM / float(sp))) * 2 + 1 for sp in spacing]
-    size[ax] = 1
-    core = ndimage.binary_erosion(mask, np.ones(size, bool))
+    core = ndimage.binary_erosion(mask, square(POCKET_EDGE_MM, spacing_of(affine), ax))
     pieces, share = share_per_piece(mask, np.asarray(hu) < GAS_HU, within=core)
     height_cm = view_thickness_mm(labels.shape, affine) / 10.0
     area_cm2 = np.bincount(pieces.ravel(), minlength=share.size) * voxel_volume_ml(affine) / height_cm

@@ -129,6 +129,19 @@ def ball(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     return sum(g**2 for g in grid) <= radius_mm**2 + 1e-6
 
 
+def disc(radius_mm: float, spacing: Sequence[float], axis: int) -> np.ndarray:
+    """`ball` one voxel thick across `axis`: a disc in the plane of the other two axes."""
+    b = ball(radius_mm, spacing)
+    return np.take(b, [b.shape[axis] // 2], axis=axis)
+
+
+def square(half_mm: float, spacing: Sequence[float], axis: int) -> np.ndarray:
+    """A box reaching `half_mm` (at least one voxel) either side of its centre in the plane
+    across `axis`, one voxel thick along it: an in-plane margin of a slab's slices."""
+    size = [1 if a == axis else 2 * max(1, round(half_mm / float(s))) + 1 for a, s in enumerate(spacing)]
+    return np.ones(size, bool)
+
+
 def share_per_piece(mask: np.ndarray, flag: np.ndarray,
                     within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(the 26-connected pieces of `mask`, the share of each piece's voxels where `flag` holds;

@@ -68,7 +68,7 @@ from lungseg.core.anatomy import (
 from lungseg.core.errors import InputError
 from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import ball, fill_holes, pool_mean, upsample_nearest
+from lungseg.core.morphology import ball, disc, fill_holes, pool_mean, square, upsample_nearest
 from lungseg.core.volume import Volume
 
 __all__ = ["ClassicalParts", "central_airways", "segment_classical"]
@@ -400,14 +400,12 @@ def _view_trachea(cand: np.ndarray, hu: np.ndarray, sp: np.ndarray, axis: int,
     lumen = cand & (hu < BRONCHUS_LUMEN_HU)
     if not lumen.any():
         return lumen
-    r = [0 if a == axis else max(1, int(round(VIEW_TUBE_RADIUS_MM / float(sp[a])))) for a in range(3)]
-    grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
-    disc = sum((g * float(s)) ** 2 for g, s in zip(grid, sp, strict=True)) <= VIEW_TUBE_RADIUS_MM ** 2 + 1e-6
-    tubes = ndimage.binary_opening(lumen, structure=disc)
+    tube = disc(VIEW_TUBE_RADIUS_MM, sp, axis)
+    tubes = ndimage.binary_opening(lumen, structure=tube)
     if not tubes.any():
         return tubes
     # the lungs' top: the highest level holding parenchyma (air, not lumen, away from the tubes)
-    near = ndimage.binary_dilation(tubes, structure=disc, iterations=2)
+    near = ndimage.binary_dilation(tubes, structure=tube, iterations=2)
     parenchyma = cand & ~lumen & ~near
     levels = np.flatnonzero(parenchyma.sum(axis=(0, 1)) * float(np.prod(np.delete(sp, 2))) >= 20.0)
     if levels.size == 0:
@@ -430,8 +428,7 @@ def _view_trachea(cand: np.ndarray, hu: np.ndarray, sp: np.ndarray, axis: int,
     # the bronchi the opening narrowed: the lumen joined to the tree
     lum, _ = cc3d.connected_components(lumen, connectivity=26, return_N=True)
     tree = np.isin(lum, np.unique(lum[tree]))
-    w = [0 if a == axis else max(1, int(round(wall_mm / float(sp[a])))) for a in range(3)]
-    return ndimage.binary_dilation(tree, structure=np.ones([2 * k + 1 for k in w], bool))
+    return ndimage.binary_dilation(tree, structure=square(wall_mm, sp, axis))
 
 
 class _RasGrid:

@@ -45,7 +45,7 @@ from lungseg.core.errors import InputError
 from lungseg.core.geometry import shifted_affine, spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT as LEFT_LABEL
 from lungseg.core.labels import RIGHT as RIGHT_LABEL
-from lungseg.core.morphology import bbox, share_per_piece
+from lungseg.core.morphology import bbox, share_per_piece, square
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
@@ -538,7 +538,7 @@ class Predictor:
         outside = np.ones(sub.shape, bool)
         np.equal(levels, 0, out=outside[inner])
         del levels
-        if thin and ax != superior_axis(image.affine):
+        if ax != superior_axis(image.affine):
             # a coronal or sagittal thin view, where no airway search runs (it follows the trachea
             # down axial slices): the trachea and bronchi are the lumen the network rules out
             airways_all = airways_all.copy()
@@ -680,9 +680,7 @@ def _lumen_ruled_out(outside: np.ndarray, hu: np.ndarray, hull: np.ndarray, affi
     lumen = outside & (hu < VIEW_LUMEN_HU) & hull
     if not lumen.any():
         return lumen
-    sp = spacing_of(affine)
-    size = [1 if a == axis else 2 * max(1, round(VIEW_WALL_MM / float(sp[a]))) + 1 for a in range(3)]
-    return ndimage.binary_dilation(lumen, np.ones(size, bool))
+    return ndimage.binary_dilation(lumen, square(VIEW_WALL_MM, spacing_of(affine), axis))
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:
