@@ -146,6 +146,22 @@ def test_pictures_of_a_single_slice(axis):
         assert_sides(mont)
 
 
+def test_thumbnail_of_a_thick_single_slice_shows_its_plane():
+    """A 10 mm axial slice whose lung is narrower than 25 mm looked "taller than wide" to the
+    thumbnail's plane rule, which then drew a one-row coronal plane."""
+    from lungseg.core.volume import Volume
+
+    hu = np.full((60, 60, 1), 40, np.int16)
+    lab = np.zeros((60, 60, 1), np.uint8)
+    hu[20:30, 10:50] = -850
+    lab[20:30, 10:50] = 1
+    aff = np.diag([1.0, 1.0, 10.0, 1.0])
+    red, _ = colour_masks(read_png(png_bytes(thumbnail_figure(Volume(hu, aff), Volume(lab, aff)))))
+    rows, cols = np.nonzero(red)
+    assert rows.size > 100
+    assert np.ptp(rows) > 2 * np.ptp(cols)  # the axial plane: 40 mm front to back, 10 mm across
+
+
 def test_pictures_follow_the_patient_not_the_array():
     """Swapping the array's x axis while flipping the affine is the same patient: same picture sides."""
     image, mask = ellipsoid_phantom(**GRIDS["anisotropic"])

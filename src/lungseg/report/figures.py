@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lungseg.core.anatomy import view_axis  # noqa: E402
+from lungseg.core.anatomy import is_thin_view, view_axis  # noqa: E402
 from lungseg.core.volume import Volume  # noqa: E402
 from lungseg.io.safety import atomic_path  # noqa: E402
 
@@ -85,12 +85,11 @@ def _draw(ax, im: np.ndarray, lb: np.ndarray, aspect: float, fill: bool) -> None
         inside = lb == value
         if not inside.any():
             continue
-        if fill or min(inside.shape) < 2:  # a contour needs two rows and two columns
+        if fill:
             rgba = np.zeros((*inside.shape, 4))
             rgba[inside] = matplotlib.colors.to_rgba(colour, 0.35)
             ax.imshow(rgba, aspect=aspect, interpolation="nearest")
-        if min(inside.shape) >= 2:
-            ax.contour(inside, levels=[0.5], colors=colour, linewidths=1.0)
+        ax.contour(inside, levels=[0.5], colors=colour, linewidths=1.0)  # callers pass no one-row plane
     ax.set_axis_off()
 
 
@@ -190,16 +189,18 @@ def montage_figure(image: Volume, mask: Volume, n: int = 12, cols: int = 6):
 
 def thumbnail_figure(image: Volume, mask: Volume):
     """One small slice through the lungs with the mask filled in (for the cohort table): coronal,
-    or axial when the lungs are far wider than tall (a slab of a few slices)."""
+    or axial when the lungs are far wider than tall; a thin view's own plane."""
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
     c = _lung_centre(lab)
     idx = np.argwhere(lab > 0)
     span = (np.ptp(idx, axis=0) + 1) * np.asarray(sp) if len(idx) else np.ones(3)
     fig, ax = plt.subplots(figsize=(1.6, 1.6))
-    if _thin_across(lab.shape, sp) == 0:  # a sagittal slab: its own plane
+    grid = np.diag([*sp, 1.0])
+    thin = view_axis(lab.shape, grid) if is_thin_view(lab.shape, grid) else None
+    if thin == 0:  # a sagittal slab: its own plane
         _draw(ax, _display(img[c[0], :, :]), _display(lab[c[0], :, :]), sp[2] / sp[1], fill=True)
-    elif span[2] >= 0.4 * span[0]:
+    elif thin == 1 or (thin is None and span[2] >= 0.4 * span[0]):
         _draw(ax, _display(img[:, c[1], :]), _display(lab[:, c[1], :]), sp[2] / sp[0], fill=True)
     else:
         _draw(ax, _display(img[:, :, c[2]]), _display(lab[:, :, c[2]]), sp[1] / sp[0], fill=True)
