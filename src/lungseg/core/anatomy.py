@@ -115,8 +115,9 @@ def _slices_with(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.flatnonzero(np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(axis=1))
 
 
-#: A view counts as a crop of one side of the body when the body runs into one right/left edge
-#: of the field of view along at least `CUT_SIDE_SHARE` of its front-to-back extent and into the
+#: A view counts as a crop of one side of the body when the body (at each level, all between its
+#: front and back on that edge: the other lung a crop cuts is the patient too) runs into one
+#: right/left edge of the field of view along at least `CUT_SIDE_SHARE` of its front-to-back extent and into the
 #: other along at most `FREE_SIDE_SHARE` (skin and air there). Shoulders that a whole chest's
 #: field of view cuts touch both edges (LIDC-0314's at 90 %: 0.63 / 0.29), as does a cardiac
 #: field of view cut unevenly round the heart (the cropped CTA: 0.21 / 0.67). What lies on the
