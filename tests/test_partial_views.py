@@ -110,31 +110,6 @@ def test_real_abdomen_series_has_no_lung_with_the_default_model():
     assert mask.shape == image.shape and not mask.array.any()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "abdomen_ct_dicom").is_dir(), reason="shared data absent")
-def test_real_abdomen_thin_views_have_no_lung():
-    # the top of a gas-filled loop in 1-, 2- and 5-slice views of the abdomen series, blurred by
-    # its wall to lung's HU (0.7-3.5 mL called lung by both methods before session 17), lies deep
-    # in the belly, far from bone: every classical view, and the default model's views of it
-    import lungseg
-
-    image = lungseg.read_volume(SHARED / "abdomen_ct_dicom")
-    hu = np.asarray(image.array)
-    views = [(k, z) for k in (1, 2, 5) for z in range(0, 21 - k)]
-    for k, z in views:
-        view = Volume(hu[:, :, z:z + k], image.affine @ _shift(z), {})
-        assert not lungseg.segment(view, method="classical").array.any(), (k, z)
-    for k, z in ((1, 6), (1, 7), (1, 8), (2, 5), (2, 6), (2, 7), (2, 8), (5, 6)):
-        view = Volume(hu[:, :, z:z + k], image.affine @ _shift(z), {})
-        assert not lungseg.segment(view).array.any(), (k, z)
-
-
-def _shift(z: int) -> np.ndarray:
-    out = np.eye(4)
-    out[2, 3] = z
-    return out
-
-
 def test_grow_into_rims_joins_dark_rims_to_their_lung_only():
     # two lungs (x 2-9 right, 12-19 left in index; RAS affine: larger x = right), P band `rim`
     labels = np.zeros((22, 20, 6), np.uint8)
@@ -268,7 +243,6 @@ def test_single_slice_through_a_lung_tip_keeps_its_recess():
     hu = np.full((240, 200, 1), -1000.0, np.float32)
     hu[20:220, 20:180, :] = 40.0
     hu[140:160, 100:120, :] = -850.0  # right (large x): 20 x 20 x 1 voxels of 1 x 1 x 2 mm
-    hu[162:166, 100:120, :] = 400.0  # the rib it lies against (a recess lies on the chest wall)
     image = Volume(hu.astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0]))
     labels = segment_classical(image).array
     assert (labels[140:160, 100:120] == 1).mean() > 0.9

@@ -348,7 +348,6 @@ def test_thin_view_drops_a_pocket_of_bowel_gas_but_not_lung():
     hu[10:70, 10:60] = -850.0
     labels[90:95, 10:16] = LEFT
     hu[90:95, 10:16] = -820.0
-    hu[72:76, 10:60] = hu[97:101, 10:16] = 500.0  # ribs beside the lungs
     labels[80:102, 80:102] = LEFT
     hu[80:102, 80:102] = -600.0
     hu[85:97, 85:97] = -1000.0
@@ -361,40 +360,6 @@ def test_thin_view_drops_a_pocket_of_bowel_gas_but_not_lung():
     big[10:110, 10:110] = RIGHT
     gassy = np.where(np.indices(hu.shape).sum(0) % 2 == 0, -1000.0, -850.0).astype(np.float32)
     assert (drop_gas_pockets(big, gassy, aff) == big).all()
-
-
-def test_thin_view_drops_a_blurred_gas_pocket_away_from_bone():
-    from lungseg.core.anatomy import POCKET_BONE_MM, POCKET_SKIN_MM, drop_gas_pockets
-
-    # one 2 mm slice (1 mm pixels): the top of a gas-filled loop, blurred by its wall to lung's
-    # HU (no gas core left), 40 mm from the nearest bone; a lung tip of the same size and HU
-    # 3 mm from a rib; and the same blurred piece where the view's edge cuts it (its ribs may
-    # lie outside the view)
-    aff = np.diag([1.0, 1.0, 2.0, 1.0])
-    hu = np.full((160, 160, 1), 40.0, np.float32)
-    labels = np.zeros(hu.shape, np.uint8)
-    hu[0:4, 60:100] = 500.0  # a rib
-    tip, loop, cut = (slice(7, 17), slice(70, 82)), (slice(60, 70), slice(70, 82)), (slice(120, 130), slice(148, 160))
-    for where, side in ((tip, LEFT), (loop, RIGHT), (cut, RIGHT)):
-        labels[where] = side
-        hu[where] = -700.0
-    assert 40 > POCKET_BONE_MM
-    out = drop_gas_pockets(labels, hu, aff)
-    assert not out[loop].any()
-    assert (out[tip] == LEFT).all() and (out[cut] == RIGHT).all()
-    # the loop 4 mm from a lung's larger piece is a shred of that lung (between hilar vessels)
-    near = labels.copy()
-    near[74:134, 60:110] = RIGHT
-    assert (drop_gas_pockets(near, np.where(near > 0, -850.0, hu).astype(np.float32), aff)[loop] == RIGHT).all()
-    # the loop under a thin wall (room air 20 mm away: a lung behind costal cartilage) stays
-    skin = np.where(np.arange(160)[:, None, None] >= 90, -1000.0, hu).astype(np.float32)
-    assert POCKET_SKIN_MM > 20
-    assert (drop_gas_pockets(labels, skin, aff)[loop] == RIGHT).all()
-    assert not drop_gas_pockets(labels, np.where(np.arange(160)[:, None, None] >= 120, -1000.0, hu)
-                                .astype(np.float32), aff)[loop].any()  # 50 mm deep: dropped
-    # the loop beside bone stays (it cannot be told from lung by where it lies)
-    hu[74:76, 70:82] = 500.0
-    assert (drop_gas_pockets(labels, hu, aff)[loop] == RIGHT).all()
 
 
 def test_lung_levels_tell_the_mass_band_apart():

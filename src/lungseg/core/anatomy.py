@@ -466,15 +466,6 @@ def split_left_right(lung: np.ndarray, affine: np.ndarray, midline_x: float | No
 #: gas (`drop_gas_pockets`)
 POCKET_AREA_CM2 = 20.0
 POCKET_EDGE_MM = 1.5
-#: ... or that lies nowhere within `POCKET_BONE_MM` of bone (or of a larger piece) in the view's
-#: plane: a lung lies against its ribs (and spine, sternum) in every slice (the classical pieces
-#: of 243 thin views of the shared chests: at most 5.3 mm from bone, 237 of them lung), a pocket
-#: of bowel gas inside the belly does not (the abdomen series' and A0001's basal pockets: 18-30 mm)
-POCKET_BONE_MM = 10.0
-#: ... and that lies deeper than `POCKET_SKIN_MM` under the skin (a lung behind costal cartilage
-#: that is not yet bone lies just under a thin chest wall; the abdomen series' pocket lay 42-48 mm
-#: deep, A0001's 33 mm)
-POCKET_SKIN_MM = 25.0
 
 
 def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -487,11 +478,7 @@ def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> 
     view of the shared chests at most 0.20 (LIDC-0314's noisy apex), 0.04 for 95 % of them. A
     piece as small as a pocket (mean cross-section under `POCKET_AREA_CM2`; a lung's in a mid-chest
     slice is 100-150 cm²) with more than `MAX_GAS_SHARE` of its core gas is not lung. Large pieces
-    are left alone: severe emphysema can be a quarter gas. Pockets at the top of a gas-filled
-    loop, blurred by its wall, read like lung (cores 0.0-0.16 gas, medians -510 to -805 HU: 8 of
-    the series' 51 thin views); what tells them apart is where they lie: a lung lies against its
-    chest wall, so a small piece nowhere within `POCKET_BONE_MM` of bone or of a larger piece, and
-    deeper than `POCKET_SKIN_MM` under the skin, is not lung either (`_away_from_chest_wall`).
+    are left alone: severe emphysema can be a quarter gas.
     """
     labels = np.asarray(labels)
     mask = labels > 0
@@ -502,53 +489,8 @@ def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> 
     pieces, share = share_per_piece(mask, np.asarray(hu) < GAS_HU, within=core)
     height_cm = view_thickness_mm(labels.shape, affine) / 10.0
     area_cm2 = np.bincount(pieces.ravel(), minlength=share.size) * voxel_volume_ml(affine) / height_cm
-    small = area_cm2 < POCKET_AREA_CM2
-    small[0] = False
-    pocket = (share > MAX_GAS_SHARE) & small
-    if small.any():
-        pocket |= small & _away_from_chest_wall(pieces, small, np.asarray(hu), spacing_of(affine), ax)
+    pocket = (share > MAX_GAS_SHARE) & (area_cm2 < POCKET_AREA_CM2)
+    pocket[0] = False
     if not pocket.any():
         return labels
     return np.where(pocket[pieces], 0, labels).astype(labels.dtype)
-
-
-def _away_from_chest_wall(pieces: np.ndarray, which: np.ndarray, hu: np.ndarray, spacing: np.ndarray,
-                    axis: int) -> np.ndarray:
-    """Per piece (`which`: the small ones, to judge), True where none of its voxels lies within
-    `POCKET_BONE_MM` of bone (`BONE_HU`) or of a larger piece, nor within `POCKET_SKIN_MM` of the
-    room's air (air that reaches the view's in-plane edge). A shred of lung that a thin view cuts
-    off between hilar vessels lies 2.5-6.5 mm from the rest of its lung (the shared chests'
-    slabs), A0001's basal gas pocket 14.7 mm. A piece that the view's in-plane edge cuts is never
-    away: its ribs may lie outside the view."""
-    away = np.zeros(which.size, bool)
-    judged = which.copy()
-    judged[0] = False
-    for a in (a for a in range(3) if a != axis):
-        for end in (0, pieces.shape[a] - 1):
-            judged[np.take(pieces, end, axis=a).ravel()] = False
-    if not judged.any():
-        return away
-    # only round the judged pieces: what lies farther in-plane is not within reach
-    pad = np.ceil(max(POCKET_BONE_MM, POCKET_SKIN_MM) / spacing).astype(int) + 1
-    box = tuple(slice(max(0, b.start - p), min(n, b.stop + p))
-                for b, p, n in zip(bbox(judged[pieces], pad=0), pad, pieces.shape, strict=True))
-    sub = pieces[box]
-    large = ~which
-    large[0] = False
-    hu = np.asarray(hu)
-    reached = np.zeros(which.size, bool)
-    anchor = hu[box] > BONE_HU
-    anchor |= large[sub]
-    if anchor.any():
-        reached[sub[ndimage.distance_transform_edt(~anchor, sampling=spacing) <= POCKET_BONE_MM]] = True
-    # the room's air: air that reaches the view's in-plane edge
-    air = hu < AIR_THRESHOLD_HU
-    air &= pieces == 0
-    comp = cc3d.connected_components(air, connectivity=6)
-    edge_ids = np.unique(np.concatenate([np.take(comp, end, axis=a).ravel()
-                                         for a in range(3) if a != axis for end in (0, comp.shape[a] - 1)]))
-    outside = np.isin(comp[box], edge_ids[edge_ids > 0])
-    if outside.any():
-        reached[sub[ndimage.distance_transform_edt(~outside, sampling=spacing) <= POCKET_SKIN_MM]] = True
-    away[judged & ~reached] = True
-    return away
