@@ -110,6 +110,23 @@ def test_real_abdomen_series_has_no_lung_with_the_default_model():
     assert mask.shape == image.shape and not mask.array.any()
 
 
+A0002 = SHARED / "real_pathology" / "ct_lungpetctdx_a0002_8mm.nii.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not A0002.is_file(), reason="shared data absent")
+def test_real_table_pad_is_not_lung():
+    # Lung-PET-CT-Dx A0002: the foam pad under the patient runs into the field of view's lower
+    # edge; counted as the patient's air (a lung the view cuts), it joined the table to the body
+    # and 290 mL of it became "lung" (rows 458-511, the lungs end above row 390)
+    import lungseg
+
+    image = lungseg.read_volume(A0002)
+    mask = lungseg.segment(image).array
+    assert not mask[:, 420:, :].any()
+    assert 2500 < np.count_nonzero(mask) * image.voxel_ml < 3000  # both lungs, 2747 mL
+
+
 def test_grow_into_rims_joins_dark_rims_to_their_lung_only():
     # two lungs (x 2-9 right, 12-19 left in index; RAS affine: larger x = right), P band `rim`
     labels = np.zeros((22, 20, 6), np.uint8)

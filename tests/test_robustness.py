@@ -216,6 +216,29 @@ def test_body_hull_holds_a_lung_the_field_of_view_cuts():
     assert hull[lung3].mean() > 0.95
 
 
+def test_body_hull_leaves_out_a_table_pad_the_field_of_view_cuts():
+    # a table's foam pad under the patient (-870 HU, as light as lung) joined to the room's air
+    # that the view's edge cuts: the mean of the two passed for a lung's (-955 HU on
+    # Lung-PET-CT-Dx A0002), the table joined the body and the hull took in the pad (290-320 mL
+    # of "lung" there); the median is the room's. A lung the view cuts stays inside
+    v = Drawn((0.0, 200.0), (0.0, 200.0), 3, dz=2.0)
+    x, y = v.x, v.y
+    body = ((x - 110.0) / 80.0) ** 2 + ((y - 90.0) / 60.0) ** 2 <= 1.0
+    lung = ((x - 20.0) / 50.0) ** 2 + ((y - 90.0) / 40.0) ** 2 <= 1.0  # the view cuts it at x = 0
+    pad = (x >= 40.0) & (x < 180.0) & (y >= 144.0)  # runs into the view's edge at y = 200
+    v.draw(body | (((x - 20.0) / 60.0) ** 2 + ((y - 90.0) / 50.0) ** 2 <= 1.0), 40.0)
+    v.draw(lung, -850.0)
+    v.draw(pad, -870.0)
+    v.draw(pad & (y >= 180.0) & (y < 186.0), 250.0)  # the table's shell
+    hull = body_hull(v.hu, v.affine)
+    pad3 = np.broadcast_to(pad & (y >= 152.0), v.hu.shape)
+    assert hull[pad3].mean() < 0.05
+    assert hull[np.broadcast_to(lung, v.hu.shape)].mean() > 0.95
+    assert hull[np.broadcast_to(body, v.hu.shape)].mean() > 0.95
+    outside = v.hu[(v.hu < -320) & ~np.broadcast_to(lung, v.hu.shape)]  # the room's air and the pad
+    assert outside.mean() > -960 > np.median(outside)  # a lung's mean, the room's median
+
+
 @pytest.mark.parametrize("method", ["classical", "unet"])
 def test_crop_with_one_lung_names_it_by_its_side(chest, method):
     image, truth = chest
