@@ -203,7 +203,15 @@ def largest_body(air: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def room_air(air: np.ndarray, hu: np.ndarray) -> np.ndarray:
+#: air that the field of view cuts with a median darker than this and lying outside the hull of
+#: the body without it (under `FOAM_IN_HULL` of it inside) is a table's foam pad, not a lung the
+#: view cuts: A0002's pad alone in a slice reads -915 to -931 HU, the lungs the shared views cut
+#: -760 to -880 (an emphysematous one, darker, lies inside that hull)
+FOAM_HU = -900.0
+FOAM_IN_HULL = 0.1
+
+
+def room_air(air: np.ndarray, hu: np.ndarray, within=None) -> np.ndarray:
     """`air` without the air that the field of view cuts inside the patient: pieces (6-connected)
     that touch the array's border and are not room air (median at or above `GAS_MEDIAN_HU`).
 
@@ -217,7 +225,11 @@ def room_air(air: np.ndarray, hu: np.ndarray) -> np.ndarray:
     not call the table lung), which is why the classical method keeps its own body. The median,
     not the mean: the room's air joined to a foam pad under the patient averaged -955 HU on
     Lung-PET-CT-Dx A0002 (median -996), so room air, pad and table became body and 290-320 mL
-    of the pad "lung"; the lungs a view cuts have medians of -760 to -880 HU.
+    of the pad "lung"; the lungs a view cuts have medians of -760 to -880 HU. With `within` (the
+    hull of the body without the cut air: bool, or a function that makes it on demand), a piece
+    darker than `FOAM_HU` is the patient's only with `FOAM_IN_HULL` of it inside that hull: the
+    same pad alone in a slice of A0002 (not joined to the room's air) reads -915 to -931 HU and
+    lies wholly outside it.
     """
     lab, n = cc3d.connected_components(air, connectivity=6, return_N=True)
     if n == 0:
@@ -232,8 +244,16 @@ def room_air(air: np.ndarray, hu: np.ndarray) -> np.ndarray:
         return air
     # the median as a count (half or more of the piece darker than GAS_MEDIAN_HU is the room):
     # one bincount, not a sort of the room's air
-    gas = np.bincount(lab.ravel(), weights=(np.asarray(hu) < GAS_MEDIAN_HU).ravel(), minlength=n + 1)[ids]
-    inside = ids[gas < 0.5 * np.bincount(lab.ravel(), minlength=n + 1)[ids]]
+    hu = np.asarray(hu)
+    size = np.bincount(lab.ravel(), minlength=n + 1)[ids]
+    gas = np.bincount(lab.ravel(), weights=(hu < GAS_MEDIAN_HU).ravel(), minlength=n + 1)[ids]
+    dark = np.bincount(lab.ravel(), weights=(hu < FOAM_HU).ravel(), minlength=n + 1)[ids]
+    foam = (gas < 0.5 * size) & (dark >= 0.5 * size)
+    inside = ids[gas < 0.5 * size]
+    if within is not None and foam.any():
+        hull = within() if callable(within) else within
+        held = np.bincount(lab[hull], minlength=n + 1)[ids]
+        inside = ids[(gas < 0.5 * size) & ~(foam & (held < FOAM_IN_HULL * size))]
     if inside.size == 0:
         return air
     lut = np.zeros(n + 1, bool)
@@ -272,9 +292,24 @@ def body_hull(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0) -> np.
     small, _ = _coarse(hu, affine, target_mm)
     steps = [max(1, int(np.ceil(n / m))) for n, m in zip(np.shape(hu), small.shape, strict=True)]
     ax = superior_axis(affine)
-    body = np.moveaxis(largest_body(room_air(small < AIR_THRESHOLD_HU, small)), ax, 2)
-    hull = np.moveaxis(body_hull_per_slice(body), 2, ax)
-    return upsample_nearest(hull, steps, np.shape(hu))
+    air = small < AIR_THRESHOLD_HU
+
+    def hull_of(body: np.ndarray) -> np.ndarray:
+        return np.moveaxis(body_hull_per_slice(np.moveaxis(body, ax, 2)), 2, ax)
+
+    made = {}
+
+    def plain_hull() -> np.ndarray:  # the body's hull without the cut air, made on demand
+        made["body"] = largest_body(air)
+        made["hull"] = hull_of(made["body"])
+        return made["hull"]
+
+    body = largest_body(room_air(air, small, within=plain_hull))
+    # cut air that only filled the plain hull leaves the hull as it was (the hull of a body
+    # between the plain body and its hull): no second hull, as for LIDC-0314's foam columns
+    if made and not (body & ~made["hull"]).any() and not (made["body"] & ~body).any():
+        return upsample_nearest(made["hull"], steps, np.shape(hu))
+    return upsample_nearest(hull_of(body), steps, np.shape(hu))
 
 
 #: A scan at most this tall (mm, head to foot) is a partial view: bases only, apex only, a
