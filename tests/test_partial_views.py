@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
+from lungseg.core.geometry import shifted_affine
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import segment_classical
 from lungseg.inference.predictor import (
@@ -128,15 +129,9 @@ def test_real_table_pad_is_not_lung():
     # a slice at half the lungs' height: there the pad is not joined to the room's air (median
     # -924 HU, as dark as foam) and lies outside the body's own hull
     z = 14
-    view = Volume(np.asarray(image.array)[:, :, z:z + 1], image.affine @ _shift(z), {})
+    view = Volume(np.asarray(image.array)[:, :, z:z + 1], shifted_affine(image.affine, [0, 0, z]), {})
     one = lungseg.segment(view).array
     assert not one[:, 420:, :].any() and np.count_nonzero(one) * view.voxel_ml > 50
-
-
-def _shift(z: int) -> np.ndarray:
-    out = np.eye(4)
-    out[2, 3] = z
-    return out
 
 
 def test_grow_into_rims_joins_dark_rims_to_their_lung_only():

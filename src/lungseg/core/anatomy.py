@@ -16,6 +16,8 @@ Example (two boxes; in an identity affine larger x is the patient's right)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cc3d
 import numpy as np
 from scipy import ndimage
@@ -211,7 +213,8 @@ FOAM_HU = -900.0
 FOAM_IN_HULL = 0.1
 
 
-def room_air(air: np.ndarray, hu: np.ndarray, within=None) -> np.ndarray:
+def room_air(air: np.ndarray, hu: np.ndarray,
+             within: Callable[[], np.ndarray] | None = None) -> np.ndarray:
     """`air` without the air that the field of view cuts inside the patient: pieces (6-connected)
     that touch the array's border and are not room air (median at or above `GAS_MEDIAN_HU`).
 
@@ -225,8 +228,8 @@ def room_air(air: np.ndarray, hu: np.ndarray, within=None) -> np.ndarray:
     not call the table lung), which is why the classical method keeps its own body. The median,
     not the mean: the room's air joined to a foam pad under the patient averaged -955 HU on
     Lung-PET-CT-Dx A0002 (median -996), so room air, pad and table became body and 290-320 mL
-    of the pad "lung"; the lungs a view cuts have medians of -760 to -880 HU. With `within` (the
-    hull of the body without the cut air: bool, or a function that makes it on demand), a piece
+    of the pad "lung"; the lungs a view cuts have medians of -760 to -880 HU. With `within` (a
+    function that makes the hull of the body without the cut air, called only when needed), a piece
     darker than `FOAM_HU` is the patient's only with `FOAM_IN_HULL` of it inside that hull: the
     same pad alone in a slice of A0002 (not joined to the room's air) reads -915 to -931 HU and
     lies wholly outside it.
@@ -248,12 +251,12 @@ def room_air(air: np.ndarray, hu: np.ndarray, within=None) -> np.ndarray:
     size = np.bincount(lab.ravel(), minlength=n + 1)[ids]
     gas = np.bincount(lab.ravel(), weights=(hu < GAS_MEDIAN_HU).ravel(), minlength=n + 1)[ids]
     dark = np.bincount(lab.ravel(), weights=(hu < FOAM_HU).ravel(), minlength=n + 1)[ids]
-    foam = (gas < 0.5 * size) & (dark >= 0.5 * size)
-    inside = ids[gas < 0.5 * size]
+    patient = gas < 0.5 * size
+    foam = patient & (dark >= 0.5 * size)
     if within is not None and foam.any():
-        hull = within() if callable(within) else within
-        held = np.bincount(lab[hull], minlength=n + 1)[ids]
-        inside = ids[(gas < 0.5 * size) & ~(foam & (held < FOAM_IN_HULL * size))]
+        held = np.bincount(lab[within()], minlength=n + 1)[ids]
+        patient &= ~(foam & (held < FOAM_IN_HULL * size))
+    inside = ids[patient]
     if inside.size == 0:
         return air
     lut = np.zeros(n + 1, bool)

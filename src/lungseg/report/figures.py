@@ -103,10 +103,10 @@ def _lung_centre(lab: np.ndarray) -> np.ndarray:
 
 
 def _thin_across(shape, sp) -> int | None:
-    """0 (sagittal) or 1 (coronal) for a RAS-ordered view thin along x or y only (a coronal or
-    sagittal slab or slice, `core.anatomy.view_axis`), else None (axial views, whole scans)."""
-    ax = view_axis(shape, np.diag([*sp, 1.0]))
-    return ax if ax != 2 else None
+    """The axis a RAS-ordered thin view is thin across (`core.anatomy.view_axis`): 0 sagittal,
+    1 coronal, 2 axial (a slab or a slice); None for a taller view or a whole scan."""
+    grid = np.diag([*sp, 1.0])
+    return view_axis(shape, grid) if is_thin_view(shape, grid) else None
 
 
 def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = False):
@@ -149,7 +149,7 @@ def montage_figure(image: Volume, mask: Volume, n: int = 12, cols: int = 6):
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
     across = _thin_across(lab.shape, sp)
-    if across is not None:
+    if across in (0, 1):
         ks = np.unique(np.round(np.linspace(0, lab.shape[across] - 1, min(n, lab.shape[across]))).astype(int))
         aspect = sp[2] / sp[1 - across]  # x (coronal) or y (sagittal) across the page, z up
         fig, axes = plt.subplots(1, len(ks), figsize=(min(13.0, 4.4 * len(ks)), 4.6), squeeze=False)
@@ -196,8 +196,7 @@ def thumbnail_figure(image: Volume, mask: Volume):
     idx = np.argwhere(lab > 0)
     span = (np.ptp(idx, axis=0) + 1) * np.asarray(sp) if len(idx) else np.ones(3)
     fig, ax = plt.subplots(figsize=(1.6, 1.6))
-    grid = np.diag([*sp, 1.0])
-    thin = view_axis(lab.shape, grid) if is_thin_view(lab.shape, grid) else None
+    thin = _thin_across(lab.shape, sp)
     if thin == 0:  # a sagittal slab: its own plane
         _draw(ax, _display(img[c[0], :, :]), _display(lab[c[0], :, :]), sp[2] / sp[1], fill=True)
     elif thin == 1 or (thin is None and span[2] >= 0.4 * span[0]):
