@@ -49,6 +49,12 @@ GAS_HU = -950.0
 MAX_GAS_SHARE = 0.25
 #: Cortical bone: ribs, vertebrae, sternum (and dense contrast, which the profile tolerates).
 BONE_HU = 200.0
+#: A thin view's vertebral body whose cortex the ~1 mm read finds broken (a thick slice through
+#: an end plate: Lung-PET-CT-Dx A0002's 8 mm slices) is read again with its bone closed by a disc
+#: of this radius, so that its marrow is enclosed, and counts where it lies within
+#: `SPINE_CONFIRM_MM` of the bone the first read found best at that level (`body_midline_x`).
+SPINE_CLOSE_MM = 2.0
+SPINE_CONFIRM_MM = 15.0
 
 
 def _coarse(hu: np.ndarray, affine: np.ndarray, target_mm: float = 4.0,
@@ -90,7 +96,7 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
     # and scapular neck, thicker than an upper vertebra, lie at the view's other end
     thin = len(_slices_with(body, ax_s)) < 8
     cut = _cut_side_x(body, aff, small) if thin else None
-    xs, middle = _spine_x(small, body, aff, min_radius_mm=4.0, centre=cut)
+    xs, middle, _ = _spine_x(small, body, aff, min_radius_mm=4.0, centre=cut)
     if thin:
         # a thin view may have no 3 levels to take a median of, and its body's middle is the
         # crop's (50-60 mm off in a crop of one lung): read at ~1 mm in-plane, where a vertebral
@@ -102,8 +108,16 @@ def body_midline_x(hu: np.ndarray, affine: np.ndarray) -> float | None:
         body1 = largest_body(small1 <= BODY_HU)
         if body1.any():
             cut = _cut_side_x(body1, aff1, small1)
-            xs1, _ = _spine_x(small1, body1, aff1, min_radius_mm=7.0, centre=cut)
-            if len(xs1) >= min(3, (len(_slices_with(body1, ax_s)) + 1) // 2):
+            need = min(3, (len(_slices_with(body1, ax_s)) + 1) // 2)
+            xs1, _, best = _spine_x(small1, body1, aff1, min_radius_mm=7.0, centre=cut)
+            if len(xs1) < need:
+                # a vertebra whose cortex is broken (a thick slice through an end plate, a porous
+                # vertebra) is read again with its gaps closed, where it confirms the bone the
+                # first read found best: closing alone makes a humeral head or contrast-filled
+                # vessels thick too (`SPINE_CLOSE_MM`)
+                xs1, _, _ = _spine_x(small1, body1, aff1, min_radius_mm=7.0, centre=cut,
+                                     close_mm=SPINE_CLOSE_MM, near=best)
+            if len(xs1) >= need:
                 return float(np.median(xs1))
     if len(xs) >= 3:
         return float(np.median(xs))
@@ -163,11 +177,15 @@ def _spanned(face: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _spine_x(small: np.ndarray, body: np.ndarray, aff: np.ndarray, min_radius_mm: float,
-             centre: float | None = None) -> tuple[list[float], float]:
+             centre: float | None = None, close_mm: float = 0.0,
+             near: dict[int, float] | None = None) -> tuple[list[float], float, dict[int, float]]:
     """`body_midline_x` on one strided view and its `body` (`largest_body`, not empty): the
     vertebral body's x per level where a bone at least `min_radius_mm` deep (weighted by
-    closeness to `centre`, by default the middle of the body's x-extent) is found, and that
-    middle."""
+    closeness to `centre`, by default the middle of the body's x-extent) is found, that
+    middle, and the best bone's x at every level with bone (found or not). `close_mm`: bone
+    closed in-plane with a disc of this radius before its marrow is filled (gaps in a
+    vertebra's cortex); `near`: a level's bone counts only within `SPINE_CONFIRM_MM` of this
+    x at that level (another read's best)."""
     ax_s = superior_axis(aff)
     idx = np.argwhere(body)
     world = aff[:3, :3] @ idx.T + aff[:3, 3:4]  # RAS mm of body voxels
@@ -178,9 +196,17 @@ def _spine_x(small: np.ndarray, body: np.ndarray, aff: np.ndarray, min_radius_mm
     sel = (small[tuple(idx.T)] > BONE_HU) & (world[1] < (y_lo + y_hi) / 2.0)  # RAS: -y is posterior
     bone[tuple(idx[sel].T)] = True
     sp = np.delete(spacing_of(aff), ax_s)
-    xs = []
+    xs, best = [], {}
+    disc = None
+    if close_mm > 0:
+        r = np.maximum(1, np.round(close_mm / sp)).astype(int)
+        g = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+        disc = (g[0] * sp[0]) ** 2 + (g[1] * sp[1]) ** 2 <= close_mm ** 2
     for k in _slices_with(bone, ax_s):
         sl = np.take(bone, k, axis=ax_s)
+        if disc is not None:  # padded so that bone at the view's edge is not closed against it
+            pad = max(disc.shape)
+            sl = ndimage.binary_closing(np.pad(sl, pad), disc)[pad:-pad, pad:-pad]
         holes, n = ndimage.label(ndimage.binary_fill_holes(sl) & ~sl)
         if n:  # the marrow of a vertebral body, not the space inside the rib cage
             area = np.bincount(holes.ravel())[1:] * float(np.prod(sp))
@@ -190,9 +216,12 @@ def _spine_x(small: np.ndarray, body: np.ndarray, aff: np.ndarray, min_radius_mm
         pts = np.insert(ij, ax_s, k, axis=1)
         x = aff[0, :3] @ pts.T + aff[0, 3]
         score = thick[tuple(ij.T)] * np.exp(-0.5 * ((x - centre) / 100.0) ** 2)
+        best[int(k)] = float(x[int(np.argmax(score))])
+        if near is not None and abs(best[int(k)] - near.get(int(k), np.inf)) > SPINE_CONFIRM_MM:
+            continue
         if score.max() >= min_radius_mm:  # 4 mm on the 4 mm stride: an 8 mm thick bone, not a rib
-            xs.append(float(x[int(np.argmax(score))]))
-    return xs, middle
+            xs.append(best[int(k)])
+    return xs, middle, best
 
 
 def largest_body(air: np.ndarray) -> np.ndarray:
