@@ -41,8 +41,10 @@ from real_robustness import (  # noqa: E402
     write_json,
 )
 
-#: the whole chests of the robustness bench, and the cropped CTA
-CHESTS = {**WHOLE_CHESTS, "cta_cropped": "chest_cta_cropped.nii.gz"}
+#: the robustness bench's first three whole chests (its fourth, A0002, 8 mm, holds a mass and is
+#: measured there), and the cropped CTA
+CHESTS = {**{k: WHOLE_CHESTS[k] for k in ("4dct", "lidc0314", "lungpetctdx_a0001")},
+          "cta_cropped": "chest_cta_cropped.nii.gz"}
 DEPTH_MM = 12.0
 BASAL_FRACTION = 0.5
 
