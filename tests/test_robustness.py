@@ -124,6 +124,22 @@ def test_thin_crop_of_one_side_looks_for_the_spine_near_the_cut(n_slices, other_
     assert abs(v.midline()) < 10.0
 
 
+@pytest.mark.parametrize("n_slices", [1, 5])
+def test_crop_of_one_side_with_an_arm_at_the_other_edge_is_still_a_crop(n_slices):
+    # the crop cuts the body along its whole front-to-back extent at one edge; at the field of
+    # view's other edge an arm meets it too: still a crop of one side, whose spine lies at the cut
+    # (before, a scapula near the middle of what is left of the body was taken for the spine:
+    # LIDC-0314's and A0001's views of one side at the shoulders, A0002's with the arm at its edge)
+    v = Drawn((-20.0, 200.0), (-110.0, 110.0), n_slices)
+    x, y = v.x, v.y
+    v.draw((x / 185.0) ** 2 + (y / 100.0) ** 2 <= 1.0, 40.0)  # body, cut at x = -20 mm
+    v.draw(((x - 195.0) / 30.0) ** 2 + (y / 30.0) ** 2 <= 1.0, 40.0)  # arm, meets the edge at 200
+    v.draw(((x - 90.0) / 40.0) ** 2 + ((y - 10.0) / 60.0) ** 2 <= 1.0, -850.0)  # lung
+    v.draw((x + 25.0) ** 2 + (y + 70.0) ** 2 <= 12.0 ** 2, 400.0)  # vertebral body, cut by the crop
+    v.draw((x - 150.0) ** 2 + (y + 60.0) ** 2 <= 9.0 ** 2, 400.0)  # scapula's neck, thick
+    assert v.midline() < 10.0
+
+
 @pytest.mark.parametrize("n_slices", [1, 2])
 def test_thin_view_finds_a_vertebra_whose_cortex_is_broken(n_slices):
     # a thick slice through an end plate shows the vertebral body as marrow (under 200 HU) in a
