@@ -152,8 +152,8 @@ PART_FREE_SHARE = 0.6
 
 def _cut_side_x(body: np.ndarray, aff: np.ndarray, hu: np.ndarray) -> float | None:
     """World x of the field of view's right or left edge where it cuts a crop of one side of
-    the body (`CUT_SIDE_SHARE`, `FREE_SIDE_SHARE`, the free edge outside air: `hu` on `body`'s
-    grid); None otherwise."""
+    the body (`CUT_SIDE_SHARE` and `FREE_SIDE_SHARE`, or `FULL_CUT_SHARE` and `PART_FREE_SHARE`;
+    the free edge outside air: `hu` on `body`'s grid); None otherwise."""
     x_ax = int(np.argmax(np.abs(aff[0, :3])))
     extent = np.count_nonzero(body.any(axis=x_ax))  # (level, y) rows that hold the body
     if extent == 0:
@@ -212,7 +212,7 @@ def _spine_x(small: np.ndarray, body: np.ndarray, aff: np.ndarray, min_radius_mm
         disc = (g[0] * sp[0]) ** 2 + (g[1] * sp[1]) ** 2 <= close_mm ** 2
     for k in _slices_with(bone, ax_s):
         sl = np.take(bone, k, axis=ax_s)
-        if disc is not None:  # padded so that bone at the view's edge is not closed against it
+        if disc is not None:  # padded: the closing's erosion would eat bone at the view's edge
             pad = max(disc.shape)
             sl = ndimage.binary_closing(np.pad(sl, pad), disc)[pad:-pad, pad:-pad]
         holes, n = ndimage.label(ndimage.binary_fill_holes(sl) & ~sl)
