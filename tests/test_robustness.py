@@ -32,14 +32,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Drawn:
-    """A drawn axial view: world x in [x0, x1) and y in [y0, y1) mm on a 2 mm grid (RAS), `n`
+    """A drawn axial view: world x in [x0, x1) and y in [y0, y1) mm on a `step` mm grid (RAS), `n`
     slices `dz` mm apart, filled with `fill` HU; `draw` paints a shape given over `x`, `y`."""
 
-    def __init__(self, x_mm, y_mm, n, fill=-1000.0, dz=5.0):
-        self.x = np.arange(*x_mm, 2.0)[:, None, None]
-        self.y = np.arange(*y_mm, 2.0)[None, :, None]
+    def __init__(self, x_mm, y_mm, n, fill=-1000.0, dz=5.0, step=2.0):
+        self.x = np.arange(*x_mm, step)[:, None, None]
+        self.y = np.arange(*y_mm, step)[None, :, None]
         self.hu = np.full((self.x.shape[0], self.y.shape[1], n), fill, np.float32)
-        self.affine = np.diag([2.0, 2.0, dz, 1.0])
+        self.affine = np.diag([step, step, dz, 1.0])
         self.affine[:3, 3] = [x_mm[0], y_mm[0], 0.0]
 
     def draw(self, shape, value):
@@ -147,14 +147,8 @@ def test_thin_view_finds_a_vertebra_whose_cortex_is_broken(n_slices):
     # of view also cuts on the other (the arm at its edge) has no cut to fall back on, so the
     # middle of what is left of the body, inside the lung, was taken (Lung-PET-CT-Dx A0002's
     # 8 mm slices: 60-80 mm off, its lung named half right, half left)
-    sp = 0.7
-    x = np.arange(-20.0, 180.0, sp)[:, None, None]
-    y = np.arange(-110.0, 110.0, sp)[None, :, None]
-    hu = np.full((x.shape[0], y.shape[1], n_slices), -1000.0, np.float32)
-
-    def draw(shape, value):
-        hu[np.broadcast_to(shape, hu.shape)] = value
-
+    v = Drawn((-20.0, 180.0), (-110.0, 110.0), n_slices, dz=8.0, step=0.7)  # a ~1 mm grid
+    x, y, draw = v.x, v.y, v.draw
     draw((x / 260.0) ** 2 + (y / 100.0) ** 2 <= 1.0, 40.0)  # body, through both edges
     draw(((x - 90.0) / 50.0) ** 2 + ((y - 10.0) / 65.0) ** 2 <= 1.0, -850.0)  # lung
     r = np.hypot(x, y + 70.0)
@@ -163,23 +157,15 @@ def test_thin_view_finds_a_vertebra_whose_cortex_is_broken(n_slices):
     gaps = (np.abs(angle + 1.2) < 0.07) | (np.abs(angle - 2.0) < 0.07)  # two ~2 mm gaps
     draw((r > 10.5) & (r <= 14.0) & ~gaps, 600.0)  # cortex
     draw((np.abs(x - 60.0) < 40.0) & (np.abs(y + 95.0) < 1.0), 400.0)  # a rib, thinner
-    affine = np.diag([sp, sp, 8.0, 1.0])
-    affine[:3, 3] = [-20.0, -110.0, 0.0]
-    assert abs(body_midline_x(hu, affine)) < 10.0
+    assert abs(v.midline()) < 10.0
 
 
 def test_closing_a_broken_cortex_does_not_make_a_humeral_head_the_spine():
     # a slice through the shoulders: the humeral head is a ring of cortex round marrow too, and
     # closed it is thicker than an upper vertebra; it counts only where it confirms the bone the
     # first read found best (A0001's slice at its shoulders: the head, 130 mm off, was taken)
-    sp = 0.7
-    x = np.arange(-200.0, 200.0, sp)[:, None, None]
-    y = np.arange(-110.0, 110.0, sp)[None, :, None]
-    hu = np.full((x.shape[0], y.shape[1], 1), -1000.0, np.float32)
-
-    def draw(shape, value):
-        hu[np.broadcast_to(shape, hu.shape)] = value
-
+    v = Drawn((-200.0, 200.0), (-110.0, 110.0), 1, step=0.7)  # a ~1 mm grid
+    x, y, draw = v.x, v.y, v.draw
     draw((x / 190.0) ** 2 + (y / 100.0) ** 2 <= 1.0, 40.0)  # body, whole in view
     for cx in (-55.0, 55.0):
         draw(((x - cx) / 30.0) ** 2 + ((y - 10.0) / 50.0) ** 2 <= 1.0, -850.0)  # lung apices
@@ -189,9 +175,7 @@ def test_closing_a_broken_cortex_does_not_make_a_humeral_head_the_spine():
     h = np.hypot(x + 115.0, y + 20.0)
     draw(h <= 20.0, 150.0)  # humeral head: thin cortex, a 2 mm gap
     draw((h > 19.0) & (h <= 20.0) & ~(np.abs(np.arctan2(y + 20.0, x + 115.0)) < 0.05), 600.0)
-    affine = np.diag([sp, sp, 5.0, 1.0])
-    affine[:3, 3] = [-200.0, -110.0, 0.0]
-    assert abs(body_midline_x(hu, affine)) < 10.0
+    assert abs(v.midline()) < 10.0
 
 
 @pytest.mark.parametrize("method", ["classical", "unet"])

@@ -32,7 +32,7 @@ from lungseg.core.geometry import (
     voxel_volume_ml,
 )
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import bbox, pool_any, share_per_piece, square, upsample_nearest
+from lungseg.core.morphology import ball, bbox, pool_any, share_per_piece, square, upsample_nearest
 
 #: Air (lung parenchyma included) versus soft tissue, at a few mm.
 AIR_THRESHOLD_HU = -320.0
@@ -205,11 +205,7 @@ def _spine_x(small: np.ndarray, body: np.ndarray, aff: np.ndarray, min_radius_mm
     bone[tuple(idx[sel].T)] = True
     sp = np.delete(spacing_of(aff), ax_s)
     xs, best = [], {}
-    disc = None
-    if close_mm > 0:
-        r = np.maximum(1, np.round(close_mm / sp)).astype(int)
-        g = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
-        disc = (g[0] * sp[0]) ** 2 + (g[1] * sp[1]) ** 2 <= close_mm ** 2
+    disc = ball(close_mm, sp) if close_mm > 0 else None  # in-plane: `sp` holds two spacings
     for k in _slices_with(bone, ax_s):
         sl = np.take(bone, k, axis=ax_s)
         if disc is not None:  # padded: the closing's erosion would eat bone at the view's edge
