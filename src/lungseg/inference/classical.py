@@ -19,7 +19,8 @@ Steps, on a ~2 mm copy of the image reoriented to RAS (any stored orientation wo
    lung surface) and hole filling per lung (vessels and nodules inside the lung); in a thin
    view (at most 20 mm) small pieces whose core is over a quarter gas are pockets of bowel
    gas, not lung (`core.anatomy.drop_gas_pockets`);
-6. back to exactly the input grid (nearest neighbour).
+6. back to exactly the input grid: nearest neighbour, except in the ~2 mm blocks at each
+   lung's edge, where a voxel is lung when darker than -400 HU (`_RasGrid.back_refined`).
 
 Documented limits: dense pathology (consolidation, pleural effusion, atelectasis, dense
 tumour) is above the air threshold and is missed; tumours at the pleura or mediastinum
@@ -70,6 +71,7 @@ from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_m
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import ball, disc, fill_holes, pool_mean, square, upsample_nearest
 from lungseg.core.volume import Volume
+from lungseg.inference.postprocess import EDGE_HU
 
 __all__ = ["ClassicalParts", "central_airways", "segment_classical"]
 
@@ -356,6 +358,7 @@ class ClassicalParts:
             labels_ras[airways] = 0  # closing and hole filling must not put the bronchi back
             if thin:
                 labels_ras = drop_gas_pockets(labels_ras, g.hu, g.affine)
+            return Volume(g.back_refined(labels_ras, airways), self.affine.copy(), dict(self.meta))
         return Volume(g.back(labels_ras).astype(np.uint8), self.affine.copy(), dict(self.meta))
 
 
@@ -441,9 +444,14 @@ class _RasGrid:
         f0 = self.factors[0]
         step = f0 * max(1, 32 // f0)
         hu = np.empty(tuple(-(-n // f) for n, f in zip(arr.shape, self.factors, strict=True)), np.float32)
+        # where the full grid is darker than EDGE_HU, one bit a voxel (9 MB for a 512^2 x 275
+        # scan): `back_refined` decides the blocks at a lung's edge voxel by voxel with it
+        self.dark = None if max(self.factors) == 1 else np.empty((*arr.shape[:2], -(-arr.shape[2] // 8)), np.uint8)
         for i in range(0, arr.shape[0], step):
             block = pool_mean(np.clip(arr[i:i + step], -1024, 1024).astype(np.int16, copy=False), self.factors)
             hu[i // f0:i // f0 + block.shape[0]] = block
+            if self.dark is not None:
+                self.dark[i:i + step] = np.packbits(arr[i:i + step] < EDGE_HU, axis=-1)
         self.low_shape = hu.shape
         low_aff = downsampled_affine(affine, self.factors)
         self.ornt, self.back_ornt = _reorient(low_aff)
@@ -455,6 +463,46 @@ class _RasGrid:
         """A RAS low-resolution array back onto the original grid (nearest neighbour)."""
         low = np.ascontiguousarray(nib.orientations.apply_orientation(a, self.back_ornt))
         return upsample_nearest(low, self.factors, self.shape)
+
+    def back_refined(self, labels: np.ndarray, keep_out: np.ndarray) -> np.ndarray:
+        """Labels (RAS low grid) back onto the original grid with each lung's edge decided
+        voxel by voxel: in the blocks at a lung's edge, inside it or beside it (26-neighbours,
+        not `keep_out`), a voxel is that lung where it is darker than `EDGE_HU`.
+
+        Why: the ~2 mm blocks put the edge on a 2-2.4 mm staircase on sub-millimetre scans:
+        Dice against the same scan stored with one axis flipped (other block boundaries) was
+        0.94-0.98 on the shared 0.65-0.78 mm chests; the network path refines its edge the same
+        way (`postprocess.refine_levels`).
+        """
+        if self.dark is None:
+            return self.back(labels)
+        low = np.ascontiguousarray(nib.orientations.apply_orientation(labels, self.back_ornt))
+        out_of = np.ascontiguousarray(nib.orientations.apply_orientation(keep_out, self.back_ornt))
+        lung = low > 0
+        if not lung.any():
+            return self.back(labels)
+        every = np.ones((3, 3, 3), bool)
+        near = np.zeros(low.shape, np.uint8)  # the blocks beside a lung, labelled as that lung
+        for side in (RIGHT, LEFT):
+            grown = ndimage.binary_dilation(low == side, every)
+            grown &= ~lung
+            grown &= near == 0
+            near[grown] = side
+        near[out_of] = 0
+        band = (near > 0) | (lung & ~ndimage.binary_erosion(lung, every))
+        lab = np.where(lung, low, near)
+        out = np.empty(self.shape, np.uint8)
+        f0 = self.factors[0]
+        step = f0 * max(1, 32 // f0)
+        for i in range(0, self.shape[0], step):
+            k = slice(i // f0, -(-min(i + step, self.shape[0]) // f0))
+            shape = (min(step, self.shape[0] - i), *self.shape[1:])
+            full = upsample_nearest(lab[k], self.factors, shape)
+            dark = np.unpackbits(self.dark[i:i + step], axis=-1, count=self.shape[2]).view(bool)
+            edge = upsample_nearest(band[k], self.factors, shape)
+            full[edge & ~dark] = 0
+            out[i:i + step] = full
+        return out
 
 
 def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray, midline_x: float | None) -> np.ndarray:
