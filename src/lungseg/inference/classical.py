@@ -489,7 +489,9 @@ class _RasGrid:
             grown &= near == 0
             near[grown] = side
         near[out_of] = 0
-        band = (near > 0) | (lung & ~ndimage.binary_erosion(lung, every))
+        # beyond the image is not an edge: a slab's top and bottom faces cut the lung, and its
+        # vessels and nodules there (filled holes) stay lung
+        band = (near > 0) | (lung & ~ndimage.binary_erosion(lung, every, border_value=1))
         lab = np.where(lung, low, near)
         out = np.empty(self.shape, np.uint8)
         f0 = self.factors[0]
