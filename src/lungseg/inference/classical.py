@@ -444,14 +444,10 @@ class _RasGrid:
         f0 = self.factors[0]
         step = f0 * max(1, 32 // f0)
         hu = np.empty(tuple(-(-n // f) for n, f in zip(arr.shape, self.factors, strict=True)), np.float32)
-        # where the full grid is darker than EDGE_HU, one bit a voxel (9 MB for a 512^2 x 275
-        # scan): `back_refined` decides the blocks at a lung's edge voxel by voxel with it
-        self.dark = None if max(self.factors) == 1 else np.empty((*arr.shape[:2], -(-arr.shape[2] // 8)), np.uint8)
         for i in range(0, arr.shape[0], step):
             block = pool_mean(np.clip(arr[i:i + step], -1024, 1024).astype(np.int16, copy=False), self.factors)
             hu[i // f0:i // f0 + block.shape[0]] = block
-            if self.dark is not None:
-                self.dark[i:i + step] = np.packbits(arr[i:i + step] < EDGE_HU, axis=-1)
+        self.dark = None if max(self.factors) == 1 else _pack_dark(arr)
         self.low_shape = hu.shape
         low_aff = downsampled_affine(affine, self.factors)
         self.ornt, self.back_ornt = _reorient(low_aff)
@@ -476,35 +472,58 @@ class _RasGrid:
         """
         if self.dark is None:
             return self.back(labels)
-        low = np.ascontiguousarray(nib.orientations.apply_orientation(labels, self.back_ornt))
+        low = np.array(nib.orientations.apply_orientation(labels, self.back_ornt), order="C")  # a copy: written below
         out_of = np.ascontiguousarray(nib.orientations.apply_orientation(keep_out, self.back_ornt))
         lung = low > 0
         if not lung.any():
             return self.back(labels)
+        # the block work on the lungs' box grown by a block (the dilations cost ~0.2 s on a
+        # whole 512^2 x 300 grid)
+        box = tuple(slice(max(0, int(a.min()) - 1), int(a.max()) + 2) for a in np.nonzero(lung))
+        sub, lung_b = low[box], lung[box]
         every = np.ones((3, 3, 3), bool)
-        near = np.zeros(low.shape, np.uint8)  # the blocks beside a lung, labelled as that lung
+        near = np.zeros(sub.shape, np.uint8)  # the blocks beside a lung, labelled as that lung
         for side in (RIGHT, LEFT):
-            grown = ndimage.binary_dilation(low == side, every)
-            grown &= ~lung
+            grown = ndimage.binary_dilation(sub == side, every)
+            grown &= ~lung_b
             grown &= near == 0
             near[grown] = side
-        near[out_of] = 0
+        near[out_of[box]] = 0
         # beyond the image is not an edge: a slab's top and bottom faces cut the lung, and its
         # vessels and nodules there (filled holes) stay lung
-        band = (near > 0) | (lung & ~ndimage.binary_erosion(lung, every, border_value=1))
-        lab = np.where(lung, low, near)
-        out = np.empty(self.shape, np.uint8)
-        f0 = self.factors[0]
-        step = f0 * max(1, 32 // f0)
-        for i in range(0, self.shape[0], step):
-            k = slice(i // f0, -(-min(i + step, self.shape[0]) // f0))
-            shape = (min(step, self.shape[0] - i), *self.shape[1:])
-            full = upsample_nearest(lab[k], self.factors, shape)
-            dark = np.unpackbits(self.dark[i:i + step], axis=-1, count=self.shape[2]).view(bool)
-            edge = upsample_nearest(band[k], self.factors, shape)
-            full[edge & ~dark] = 0
-            out[i:i + step] = full
+        band = (near > 0) | (lung_b & ~ndimage.binary_erosion(lung_b, every, border_value=1))
+        low[box] = np.where(lung_b, sub, near)
+        out = upsample_nearest(low, self.factors, self.shape)
+        # the band's voxels, gathered block by block (a few % of the grid), out where not dark
+        dark, packed = self.dark
+        factors = np.asarray(self.factors, np.int32)
+        within = np.indices(self.factors, dtype=np.int32).reshape(3, -1).T
+        blocks = np.argwhere(band).astype(np.int32) + np.array([b.start for b in box], np.int32)
+        for i in range(0, len(blocks), 65536):
+            vox = (blocks[i:i + 65536, None, :] * factors + within).reshape(-1, 3)
+            vox = vox[(vox < np.asarray(self.shape)).all(axis=1)]
+            at = list(vox.T)
+            bit = 7 - at[packed] % 8
+            at[packed] = at[packed] // 8
+            light = ((dark[tuple(at)] >> bit.astype(np.uint8)) & 1) == 0
+            out[tuple(vox[light].T)] = 0
         return out
+
+
+def _pack_dark(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """(bits, packed axis): `arr < EDGE_HU`, one bit a voxel (9 MB for a 512^2 x 275
+    scan), packed along the axis adjacent in memory and made slab by slab along the farthest
+    one (nibabel's arrays are Fortran-ordered: packing a C axis of one took 0.3 s, this 0.02)."""
+    strides = np.abs(np.asarray(arr.strides)) * (np.asarray(arr.shape) > 1)
+    packed = int(np.argmin(np.where(strides > 0, strides, np.inf)))
+    along = int(np.argmax(strides)) if int(np.argmax(strides)) != packed else (packed + 1) % 3
+    shape = list(arr.shape)
+    shape[packed] = -(-shape[packed] // 8)
+    bits = np.empty(shape, np.uint8)
+    for i in range(0, arr.shape[along], 32):
+        part = tuple(slice(i, i + 32) if a == along else slice(None) for a in range(3))
+        bits[part] = np.packbits(arr[part] < EDGE_HU, axis=packed)
+    return bits, packed
 
 
 def _finish(lungs: np.ndarray, aff: np.ndarray, sp: np.ndarray, midline_x: float | None) -> np.ndarray:
