@@ -513,7 +513,8 @@ class _RasGrid:
 def _pack_dark(arr: np.ndarray) -> tuple[np.ndarray, int]:
     """(bits, packed axis): `arr < EDGE_HU`, one bit a voxel (9 MB for a 512^2 x 275
     scan), packed along the axis adjacent in memory and made slab by slab along the farthest
-    one (nibabel's arrays are Fortran-ordered: packing a C axis of one took 0.3 s, this 0.02)."""
+    one: `read_volume` gives C-ordered arrays, the phantom generator Fortran-ordered ones, and
+    packing across memory took 0.3 s on a 512^2 phantom, this 0.02 s."""
     strides = np.abs(np.asarray(arr.strides)) * (np.asarray(arr.shape) > 1)
     packed = int(np.argmin(np.where(strides > 0, strides, np.inf)))
     along = int(np.argmax(strides)) if int(np.argmax(strides)) != packed else (packed + 1) % 3
