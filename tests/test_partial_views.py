@@ -9,11 +9,12 @@ from conftest import SHARED
 
 from lungseg.core.geometry import shifted_affine
 from lungseg.core.volume import Volume
-from lungseg.inference.classical import segment_classical
+from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.predictor import (
     add_aerated_lung,
     add_cut_pieces,
     add_missed_pieces,
+    drop_outside_pieces,
     grow_into_rims,
     is_partial_view,
     lung_like,
@@ -271,3 +272,33 @@ def test_single_slice_through_a_lung_tip_keeps_its_recess():
     labels = segment_classical(image).array
     assert (labels[140:160, 100:120] == 1).mean() > 0.9
     assert not ClassicalParts(image).lungs(min_volume_ml=1.0).array.any()  # at the taller bar
+
+
+def test_air_outside_the_body_is_not_lung_in_a_partial_view():
+    """A thick-sliced view of the top of the chest: the air in the fold between neck and
+    shoulder, open to the room, is outside air (the classical method's step 2), and a mask piece
+    lying mostly in it is dropped; the lung inside the body stays whatever its size."""
+    shape = (120, 100, 6)
+    hu = np.full(shape, -1000, np.int16)
+    hu[10:110, 20:90, :] = 40                      # body
+    hu[50:70, 70:90, :] = -1000                    # a fold open to the room (the notch at the top edge)
+    hu[20:45, 30:60, :] = -850                     # lung
+    aff = np.diag([2.0, 2.0, 10.0, 1.0])
+    outside = ClassicalParts(Volume(hu, aff)).outside_air()
+    assert outside.shape == shape
+    assert outside[60, 80].all() and outside[0, 0].all()    # the fold and the room
+    assert not outside[30, 45].any()                         # the lung
+    labels = np.zeros(shape, np.uint8)
+    labels[20:45, 30:60] = 1                                 # the lung
+    labels[52:68, 72:88] = 1                                 # the fold, called lung
+    kept = drop_outside_pieces(labels, outside, 2)
+    assert (kept[20:45, 30:60] == 1).all()
+    assert not kept[52:68, 72:88].any()
+    # lung at the field of view's edge stays, even where the classical method reads it as room air
+    cut = np.zeros(shape, np.uint8)
+    cut[0:30, 30:60] = 2
+    assert (drop_outside_pieces(cut, cut > 0, 2) == cut).all()
+    # and a piece only partly outside stays
+    part = np.zeros(shape, bool)
+    part[20:30, 30:60] = True
+    assert (drop_outside_pieces(labels, part, 2)[20:45, 30:60] == 1).all()

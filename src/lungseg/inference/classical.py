@@ -315,7 +315,7 @@ class ClassicalParts:
         self.grid = _RasGrid(arr, self.affine, target_mm)
         self.air = self.grid.hu < AIR_THRESHOLD_HU
         self.body = largest_body(self.air)
-        self._cand = self._tree = None
+        self._cand = self._tree = self._outside = None
 
     @property
     def midline_x(self) -> float | None:
@@ -328,7 +328,8 @@ class ClassicalParts:
         if self._cand is None:
             g = self.grid
             hull = body_hull_per_slice(self.body)
-            cand = self.air & hull & ~_outside_air(self.air, hull, g.hu)
+            self._outside = _outside_air(self.air, hull, g.hu)
+            cand = self.air & hull & ~self._outside
             across = view_axis(g.hu.shape, g.affine)
             if across != 2:
                 # a coronal or sagittal thin view: each axial slice is a line, where a lung's
@@ -342,6 +343,12 @@ class ClassicalParts:
     def airways(self) -> np.ndarray:
         """`central_airways` on the image's grid."""
         return self.grid.back(self._candidates()[1])
+
+    def outside_air(self) -> np.ndarray:
+        """The air outside the body (step 2: room air, and air in a fold of the body's surface
+        that opens to it) on the image's grid, as bool."""
+        self._candidates()
+        return self.grid.back(self._outside)
 
     def lungs(self, min_volume_ml: float | None = None) -> Volume:
         """`segment_classical`'s mask."""
