@@ -126,11 +126,11 @@ LUMEN_MEDIAN_HU = -950.0
 #: trachea's lumen, -940 to -955 HU in a single slice) and `CUT_PIECE_MAX_HU` (denser: not
 #: aerated), mostly (`CUT_PIECE_HULL`) inside the body hull.
 CUT_PIECE_ML = 0.5
-#: a mask piece more than this share in the air outside the body is not lung (`drop_outside_pieces`)
-OUTSIDE_SHARE = 0.5
 CUT_PIECE_HU = -900.0
 CUT_PIECE_MAX_HU = -500.0
 CUT_PIECE_HULL = 0.75
+#: a mask piece more than this share in the air outside the body is not lung (`drop_outside_pieces`)
+OUTSIDE_SHARE = 0.5
 
 
 def is_partial_view(image: Volume) -> bool:
