@@ -69,7 +69,15 @@ from lungseg.core.anatomy import (
 from lungseg.core.errors import InputError
 from lungseg.core.geometry import downsampled_affine, spacing_of, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
-from lungseg.core.morphology import ball, disc, fill_holes, pool_mean, square, upsample_nearest
+from lungseg.core.morphology import (
+    ball,
+    bbox,
+    disc,
+    fill_holes,
+    pool_mean,
+    square,
+    upsample_nearest,
+)
 from lungseg.core.volume import Volume
 from lungseg.inference.postprocess import EDGE_HU
 
@@ -482,11 +490,11 @@ class _RasGrid:
         low = np.array(nib.orientations.apply_orientation(labels, self.back_ornt), order="C")  # a copy: written below
         out_of = np.ascontiguousarray(nib.orientations.apply_orientation(keep_out, self.back_ornt))
         lung = low > 0
-        if not lung.any():
-            return self.back(labels)
         # the block work on the lungs' box grown by a block (the dilations cost ~0.2 s on a
         # whole 512^2 x 300 grid)
-        box = tuple(slice(max(0, int(a.min()) - 1), int(a.max()) + 2) for a in np.nonzero(lung))
+        box = bbox(lung)
+        if box is None:
+            return self.back(labels)
         sub, lung_b = low[box], lung[box]
         every = np.ones((3, 3, 3), bool)
         near = np.zeros(sub.shape, np.uint8)  # the blocks beside a lung, labelled as that lung
