@@ -1,0 +1,259 @@
+"""Does the mask depend on how the scan is stored or sampled? (../shared/data, per method)
+
+Why: the same chest reaches users stored in any voxel order (DICOM series sorted either way,
+NIfTI in RAS or LPS, axes permuted by a converter) and at any spacing (thin or thick slices,
+another reconstruction's pixel size). A mask that moves with the storage is a bug, one that
+moves with the spacing is at least a limit worth knowing. Two faults were found this way by
+hand before this bench existed (session 19, docs/model.md): the classical method's edge was a
+2 mm block staircase that a flipped storage put elsewhere (flip agreement 0.94-0.98), and a
+10 mm-slice view of a neck-shoulder fold called lung.
+
+For each whole chest of `real_robustness.CHESTS` and views of it (whole, top 22 %, bottom 25 %,
+a mid slice, the left half of that slice), segmented as stored (the reference):
+
+1. **storage**: the view stored otherwise (axes flipped and / or permuted; the affine keeps
+   every voxel at its world place, nibabel's orientation tools) is segmented, its mask mapped
+   back and compared with the reference. Expected identical; label Dice under
+   `STORAGE_FLOOR` is flagged.
+2. **spacing** (whole, top, bottom): the view resampled (linear HU, `scipy.ndimage.zoom`) to
+   1.0 mm in-plane, or to half / twice its slice spacing (at most `THICKEST_MM`), is compared
+   with the reference resampled the same way (nearest). Expected close, not identical: a thick
+   slice averages a lung tip away, and the reference of a halved spacing repeats each slice
+   where the interpolated image does not (at a 8 mm scan's bases the lung changes much from
+   slice to slice); under `SPACING_FLOOR` is flagged, to be looked at, not a fault in itself.
+
+Prints one table per method and a summary; writes `results.json`.
+
+    python bench/invariance.py [--methods unet,classical] [--model PATH] [--quick]
+        [--shared ../shared/data] [--out runs/invariance]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_robustness import (  # noqa: E402
+    CHESTS,
+    axis_of,
+    bench_parser,
+    compare,
+    crop_volume,
+    fmt,
+    log,
+    shared_and_methods,
+    write_json,
+)
+
+#: storage variants: (name, per stored axis (new position, flip)) in nibabel's orientation form
+STORAGE = (
+    ("flip i", ((0, -1), (1, 1), (2, 1))),
+    ("flip j", ((0, 1), (1, -1), (2, 1))),
+    ("flip k", ((0, 1), (1, 1), (2, -1))),
+    ("axes k,j,i", ((2, 1), (1, 1), (0, 1))),
+    ("axes j,i,k", ((1, 1), (0, 1), (2, 1))),
+    ("flip i,j; axes k,i,j", ((1, -1), (2, -1), (0, 1))),
+)
+#: spacing variants: (name, in-plane spacing in mm or None to keep, slice-spacing factor)
+SPACING = (("1.0 mm in-plane", 1.0, 1.0), ("slices halved", None, 0.5), ("slices doubled", None, 2.0))
+#: slices thicker than this are not made (A0002's 8 mm doubled to 16 mm is no scan a user has)
+THICKEST_MM = 10.0
+STORAGE_FLOOR = 0.99
+SPACING_FLOOR = 0.95
+#: views of each chest: (name, share of the scan's height from its bottom: lo, hi; one slice at lo
+#: when hi is None; `half`: the right-left axis cut to its first half)
+VIEWS = (("whole", 0.0, 1.0, False), ("top 22%", 0.78, 1.0, False), ("bottom 25%", 0.0, 0.25, False),
+         ("mid slice", 0.5, None, False), ("half mid slice", 0.5, None, True))
+
+
+def view_box(image, lo: float, hi: float | None, half: bool) -> tuple[slice, ...]:
+    """Index box of a view: a share of the scan's height (from its inferior end), one slice at
+    `lo` when `hi` is None, optionally the first half of the right-left axis."""
+    s_ax, s_sign = axis_of(image.affine, "SI")
+    n = image.shape[s_ax]
+    a, b = (int(lo * n), n if hi is None or hi >= 1.0 else int(hi * n))
+    if hi is None:
+        b = a + 1
+    if s_sign < 0:  # index 0 is the top: count from the other end
+        a, b = n - b, n - a
+    box = [slice(0, m) for m in image.shape]
+    box[s_ax] = slice(a, b)
+    if half:
+        x_ax, _ = axis_of(image.affine, "RL")
+        box[x_ax] = slice(0, image.shape[x_ax] // 2)
+    return tuple(box)
+
+
+def restore(volume, ornt: np.ndarray):
+    """The volume stored otherwise: array reoriented by `ornt` (nibabel form), affine changed so
+    every voxel keeps its world position."""
+    import nibabel as nib
+
+    import lungseg
+
+    arr = np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(volume.array), ornt))
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.shape)
+    return lungseg.Volume(arr, affine)
+
+
+def back_to_stored(mask: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """A mask of `restore(volume, ornt)` mapped back onto the volume's own storage."""
+    import nibabel as nib
+
+    inverse = np.zeros_like(ornt)
+    for axis, (new, flip) in enumerate(ornt):
+        inverse[int(new)] = (axis, flip)
+    return nib.orientations.apply_orientation(mask, inverse)
+
+
+def resample(volume, zoom: tuple[float, float, float], order: int):
+    """The volume on a grid `zoom` times as fine along each axis (same outer edges): linear
+    (`order` 1, HU rounded to int16) or nearest (0, masks)."""
+    from scipy import ndimage
+
+    import lungseg
+
+    a = np.asarray(volume.array)
+    out = ndimage.zoom(a.astype(np.float32) if order else a, zoom, order=order, mode="nearest", grid_mode=True)
+    ratio = np.array(a.shape, float) / np.array(out.shape, float)
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, :3] @ np.diag(ratio)
+    # grid_mode keeps the outer edges: new centre i maps to old (i + 0.5) * ratio - 0.5
+    affine[:3, 3] = volume.affine[:3, 3] + volume.affine[:3, :3] @ (0.5 * ratio - 0.5)
+    return lungseg.Volume(np.round(out).astype(np.int16) if order else out, affine)
+
+
+def spacing_zoom(volume, inplane_mm: float | None, slice_factor: float) -> tuple[float, float, float]:
+    s_ax, _ = axis_of(volume.affine, "SI")
+    sp = np.asarray(volume.spacing, float)
+    zoom = [1.0, 1.0, 1.0]
+    for a in range(3):
+        if a == s_ax:
+            zoom[a] = 1.0 / slice_factor
+        elif inplane_mm is not None:
+            zoom[a] = float(sp[a] / inplane_mm)
+    return tuple(zoom)
+
+
+def run(volume, method: str, predictor) -> tuple[np.ndarray | None, float, str | None]:
+    import lungseg
+
+    t0 = time.perf_counter()
+    try:
+        arr = np.asarray(lungseg.segment(volume, method=method, predictor=predictor).array)
+        return arr, time.perf_counter() - t0, None
+    except Exception as exc:  # noqa: BLE001  (a refusal is a result)
+        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+
+
+def score(pred: np.ndarray | None, ref: np.ndarray) -> dict:
+    if pred is None:
+        return {"binary_dice": 0.0, "label_dice": 0.0, "rl_agreement": None}
+    m = compare(pred, ref)
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+
+
+def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[dict]:
+    rows = []
+    views = VIEWS[:2] if quick else VIEWS
+    for vname, lo, hi, half in views:
+        view = crop_volume(image, view_box(image, lo, hi, half))
+        ref, secs, err = run(view, method, predictor)
+        if ref is None:
+            rows.append({"chest": name, "view": vname, "family": "reference", "variant": "as stored",
+                         "shape": list(view.shape), "error": err, "label_dice": 0.0, "binary_dice": 0.0})
+            continue
+        storage = STORAGE[:2] if quick else STORAGE
+        for vari, ornt in storage:
+            ornt = np.array(ornt, float)
+            moved = restore(view, ornt)
+            pred, secs, err = run(moved, method, predictor)
+            back = None if pred is None else back_to_stored(pred, ornt)
+            rows.append({"chest": name, "view": vname, "family": "storage", "variant": vari,
+                         "shape": list(moved.shape), "seconds": round(secs, 2), "error": err, **score(back, ref)})
+            log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
+        if hi is None:  # single slices: resampling one slice is not a thicker slice
+            continue
+        s_ax, _ = axis_of(view.affine, "SI")
+        for vari, inplane, factor in (SPACING[:1] if quick else SPACING):
+            if view.spacing[s_ax] * factor > THICKEST_MM:
+                continue
+            zoom = spacing_zoom(view, inplane, factor)
+            moved = resample(view, zoom, 1)
+            ref_moved = np.asarray(resample(type(view)(ref, view.affine), zoom, 0).array)
+            pred, secs, err = run(moved, method, predictor)
+            rows.append({"chest": name, "view": vname, "family": "spacing", "variant": vari,
+                         "shape": list(moved.shape), "spacing_mm": [round(s, 2) for s in moved.spacing],
+                         "seconds": round(secs, 2), "error": err, **score(pred, ref_moved)})
+            log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
+    return rows
+
+
+def table(method: str, rows: list[dict]) -> str:
+    lines = [f"\n### {method}\n", "| chest | view | family | variant | shape | binary Dice | label Dice | "
+             "R/L agree | s | note |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        floor = STORAGE_FLOOR if r["family"] == "storage" else SPACING_FLOOR
+        flag = "**below floor**" if r["label_dice"] < floor else ""
+        note = (r.get("error") or "")[:80] or flag
+        lines.append(f"| {r['chest']} | {r['view']} | {r['family']} | {r['variant']} | {tuple(r['shape'])} | "
+                     f"{fmt(r['binary_dice'])} | {fmt(r['label_dice'])} | {fmt(r.get('rl_agreement'))} | "
+                     f"{r.get('seconds', 0):.1f} | {note} |")
+    for fam, floor in (("storage", STORAGE_FLOOR), ("spacing", SPACING_FLOOR)):
+        sel = [r for r in rows if r["family"] == fam]
+        if sel:
+            lab = [r["label_dice"] for r in sel]
+            lines.append(f"| all | {len(sel)} runs | {fam} | min / mean | | "
+                         f"{min(r['binary_dice'] for r in sel):.3f} | {min(lab):.3f} / {np.mean(lab):.3f} | | "
+                         f"{sum(r.get('seconds', 0) for r in sel):.0f} | {sum(x < floor for x in lab)} below "
+                         f"{floor}; {sum(bool(r.get('error')) for r in sel)} errors |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = bench_parser(__doc__, "runs/invariance")
+    p.add_argument("--quick", action="store_true", help="one chest, two views, fewer variants")
+    p.add_argument("--chests", default=None, help="comma-separated names of real_robustness.CHESTS")
+    args = p.parse_args()
+    found = shared_and_methods(p, args)
+    if found is None:
+        return 0
+    shared, methods = found
+
+    import lungseg
+
+    t_start = time.perf_counter()
+    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
+    names = args.chests.split(",") if args.chests else list(CHESTS)
+    if args.quick:
+        names = names[:1]
+    results = {m: [] for m in methods}
+    for name in names:
+        path = shared / CHESTS[name]
+        if not path.exists():
+            log(f"skip {name}: {path} not found")
+            continue
+        image = lungseg.read_volume(path)
+        log(f"{name} {image.shape}")
+        for method in methods:
+            results[method] += check_chest(name, image, method, predictor if method == "unet" else None,
+                                           args.quick)
+    for method in methods:
+        print(table(method, results[method]))
+    runtime = time.perf_counter() - t_start
+    out = Path(args.out)
+    write_json({"shared": str(shared), "methods": methods, "model": args.model, "quick": args.quick,
+                "lungseg_version": lungseg.__version__, "runtime_s": round(runtime, 1),
+                "storage_floor": STORAGE_FLOOR, "spacing_floor": SPACING_FLOOR, "results": results},
+               out / "results.json")
+    print(f"\nruntime {runtime:.0f} s; results in {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
