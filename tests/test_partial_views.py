@@ -244,6 +244,34 @@ def test_add_cut_pieces_takes_small_aerated_pieces_the_view_cuts():
     assert (add_cut_pieces(labels, found, hu, hull, affine, 10.0, 30.0)[31:33] == 0).all()
 
 
+def test_add_cut_pieces_leaves_bowel_gas_deep_under_the_diaphragm():
+    # a 160 mm body (disc of radius 74 mm, 2 mm voxels, 10 slices), the right lung chosen; three
+    # aerated pieces too small for a lung, each cut by the view's top face: a recess strip under
+    # the chest wall (8 mm deep), a pocket of bowel gas in the middle of the abdomen (~57 mm deep,
+    # 28 mm from the lung) and a piece a vessel cuts off the lung (as deep, 4 mm from it)
+    shape = (80, 80, 10)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    x, y = np.ogrid[:80, :80]
+    hull = np.broadcast_to(((x - 40) ** 2 + (y - 40) ** 2 <= 37 ** 2)[..., None], shape).copy()
+    hu = np.where(hull, 40.0, -1000.0)
+    labels = np.zeros(shape, np.uint8)
+    labels[41:70, 48:72] = 1
+    hu[labels > 0] = -850.0
+    found = labels > 0
+    pieces = {
+        "recess strip under the chest wall": ((slice(72, 74), slice(20, 50), slice(5, 10)), 1),
+        "bowel gas deep in the abdomen": ((slice(41, 45), slice(30, 34), slice(4, 10)), 0),
+        "cut off the lung by a vessel": ((slice(43, 47), slice(44, 47), slice(4, 10)), 1),
+    }
+    for box, _ in pieces.values():
+        hu[box] = -700.0
+        found[box] = True
+    out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=80.0)
+    for name, (box, expect) in pieces.items():
+        assert (out[box] == expect).all(), name
+    assert np.array_equal(out[labels > 0], labels[labels > 0])
+
+
 def test_lung_like_leaves_out_pieces_that_are_mostly_gas():
     # a lung piece (-850 HU, vessels at 40 HU) and a pocket of bowel gas (half of it at -1000 HU)
     labels = np.zeros((30, 20, 4), np.uint8)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 
 
 def bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...] | None:
@@ -156,3 +157,30 @@ def share_per_piece(mask: np.ndarray, flag: np.ndarray,
     share = np.divide(hits, total, out=np.zeros(n + 1), where=total > 0)
     share[0] = 0.0
     return pieces, share
+
+
+def distance_to(target: np.ndarray, piece: np.ndarray, box: tuple[slice, ...], spacing: Sequence[float],
+                reach_mm: float, axes: Sequence[int] = (0, 1, 2), edge_is_target: bool = False) -> float:
+    """Smallest distance (mm, along `axes` only) from a piece's voxels to a `target` voxel,
+    looked for within `reach_mm` (beyond it: inf). `piece`: bool on `box` (slices of
+    `target`'s grid); with `edge_is_target`, the image's faces across `axes` count as target
+    (the body's surface where a field of view cuts the body). Only the box grown by `reach_mm`
+    is read: a piece's own neighbourhood, not the whole grid, for each of a few pieces."""
+    shape = target.shape
+    axes = tuple(int(a) for a in axes)
+    grown, pad = [], []
+    for a in range(3):
+        r = int(np.ceil(reach_mm / float(spacing[a]))) + 1 if a in axes else 0
+        lo, hi = max(0, box[a].start - r), min(shape[a], box[a].stop + r)
+        grown.append(slice(lo, hi))
+        pad.append((int(edge_is_target and a in axes and lo == 0),
+                    int(edge_is_target and a in axes and hi == shape[a])))
+    t = np.pad(np.asarray(target[tuple(grown)], bool), pad, constant_values=True)
+    if not t.any():
+        return float("inf")
+    far = 1e6 * (1.0 + reach_mm)  # axes not in `axes`: weighted out of reach
+    d = ndimage.distance_transform_edt(~t, sampling=[float(spacing[a]) if a in axes else far for a in range(3)])
+    inner = tuple(slice(box[a].start - grown[a].start + pad[a][0], box[a].stop - grown[a].start + pad[a][0])
+                  for a in range(3))
+    best = float(d[inner][np.asarray(piece, bool)].min()) if np.any(piece) else float("inf")
+    return best if best <= reach_mm else float("inf")

@@ -45,7 +45,7 @@ from lungseg.core.errors import InputError
 from lungseg.core.geometry import shifted_affine, spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT as LEFT_LABEL
 from lungseg.core.labels import RIGHT as RIGHT_LABEL
-from lungseg.core.morphology import bbox, share_per_piece, square
+from lungseg.core.morphology import bbox, distance_to, share_per_piece, square
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
@@ -129,6 +129,15 @@ CUT_PIECE_ML = 0.5
 CUT_PIECE_HU = -900.0
 CUT_PIECE_MAX_HU = -500.0
 CUT_PIECE_HULL = 0.75
+#: ... and lies within `CUT_PIECE_DEPTH_MM` (in-plane) of the body's surface, as a costophrenic
+#: recess does under the chest wall, or within `CUT_PIECE_NEAR_MM` of a chosen lung. Bowel gas
+#: under the diaphragm lies deeper: of the 92 pieces this step added in the partial views of the
+#: shared scans (`--sweep` views, 1-10 slice views of the pathology scans), the 51 that the
+#: whole scan leaves out (stomach, colon) lay 21-110 mm deep, 28 of them deeper than 40 mm
+#: (25 of those, 90 of 165 mL, more than 5 mm from a lung); the 41 that are lung lay 1-34 mm
+#: deep, or within 5 mm of a chosen lung (7 pieces, mid-chest, cut off by a vessel or fissure)
+CUT_PIECE_DEPTH_MM = 40.0
+CUT_PIECE_NEAR_MM = 5.0
 #: a mask piece more than this share in the air outside the body is not lung (`drop_outside_pieces`)
 OUTSIDE_SHARE = 0.5
 
@@ -183,7 +192,10 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
     up to `min_volume_ml`, touching a face of the view along `axis` (default the head-foot axis;
     `cut_faces`: whether the array's low / high face is the image's), aerated (median HU between
     `CUT_PIECE_HU` and `CUT_PIECE_MAX_HU`: the trachea's lumen in a single slice is darker),
-    inside the body `hull`, on a side (by the body's `midline_x`) where a lung was chosen.
+    inside the body `hull`, on a side (by the body's `midline_x`) where a lung was chosen, and
+    within `CUT_PIECE_DEPTH_MM` of the body's surface in-plane (the hull's edge, or the image's
+    where the field of view cuts the body) or within `CUT_PIECE_NEAR_MM` of a chosen lung: a
+    pocket of bowel gas deep under the diaphragm is neither.
     """
     if not labels.any():
         return labels
@@ -203,11 +215,19 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
         return labels
     stats = cc3d.statistics(comp)
     add = np.zeros(labels.shape, bool)
+    spacing = spacing_of(affine)
+    inplane = tuple(a for a in range(3) if a != ax)
+    outside = None
     for c in candidates:
         bb = stats["bounding_boxes"][c]
         sel = comp[bb] == c
         median = float(np.median(np.asarray(hu)[bb][sel]))
-        if CUT_PIECE_HU <= median <= CUT_PIECE_MAX_HU and np.mean(hull[bb][sel]) >= CUT_PIECE_HULL:
+        if not (CUT_PIECE_HU <= median <= CUT_PIECE_MAX_HU and np.mean(hull[bb][sel]) >= CUT_PIECE_HULL):
+            continue
+        if outside is None:
+            outside = ~np.asarray(hull, bool)
+        if (distance_to(outside, sel, bb, spacing, CUT_PIECE_DEPTH_MM, inplane, edge_is_target=True) <= CUT_PIECE_DEPTH_MM
+                or distance_to(np.asarray(labels) > 0, sel, bb, spacing, CUT_PIECE_NEAR_MM) <= CUT_PIECE_NEAR_MM):
             add[bb] |= sel
     if not add.any():
         return labels
