@@ -272,6 +272,29 @@ def test_add_cut_pieces_leaves_bowel_gas_deep_under_the_diaphragm():
     assert np.array_equal(out[labels > 0], labels[labels > 0])
 
 
+def test_add_cut_pieces_keeps_a_deep_piece_against_the_spine():
+    # the posterior recess beside the spine lies deep under the back's muscles (53 mm here, 20 mm
+    # from the chosen lung) but against bone: lung; a pocket as deep, 23 mm from bone, is not
+    shape = (80, 80, 10)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    x, y = np.ogrid[:80, :80]
+    hull = np.broadcast_to(((x - 40) ** 2 + (y - 40) ** 2 <= 37 ** 2)[..., None], shape).copy()
+    hu = np.where(hull, 40.0, -1000.0)
+    hu[38:44, 30:36] = 700.0  # the spine
+    labels = np.zeros(shape, np.uint8)
+    labels[60:72, 30:50] = 1
+    hu[labels > 0] = -850.0
+    found = labels > 0
+    beside_spine = (slice(46, 50), slice(30, 36), slice(4, 10))
+    pocket = (slice(46, 50), slice(46, 50), slice(4, 10))
+    for box in (beside_spine, pocket):
+        hu[box] = -700.0
+        found[box] = True
+    out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=80.0)
+    assert (out[beside_spine] == 1).all()
+    assert (out[pocket] == 0).all()
+
+
 def test_lung_like_leaves_out_pieces_that_are_mostly_gas():
     # a lung piece (-850 HU, vessels at 40 HU) and a pocket of bowel gas (half of it at -1000 HU)
     labels = np.zeros((30, 20, 4), np.uint8)

@@ -29,6 +29,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from lungseg.core.anatomy import (
+    BONE_HU,
     GAS_HU,
     MAX_GAS_SHARE,
     PARTIAL_VIEW_MM,
@@ -136,8 +137,13 @@ CUT_PIECE_HULL = 0.75
 #: whole scan leaves out (stomach, colon) lay 21-110 mm deep, 28 of them deeper than 40 mm
 #: (25 of those, 90 of 165 mL, more than 5 mm from a lung); the 41 that are lung lay 1-34 mm
 #: deep, or within 5 mm of a chosen lung (7 pieces, mid-chest, cut off by a vessel or fissure)
+#: A lung piece deeper than that lies against the spine or the ribs (the posterior recesses under
+#: the back's muscles; phantoms' pieces cut off by consolidation beside the spine: 2.5-10 mm):
+#: within `CUT_PIECE_BONE_MM` of bone (HU > `BONE_HU` after a 3x3 in-plane mean, which a sharp
+#: kernel's noise does not reach) it is lung too; the deep bowel pockets lay 18-61 mm from it.
 CUT_PIECE_DEPTH_MM = 40.0
 CUT_PIECE_NEAR_MM = 5.0
+CUT_PIECE_BONE_MM = 12.0
 #: a mask piece more than this share in the air outside the body is not lung (`drop_outside_pieces`)
 OUTSIDE_SHARE = 0.5
 
@@ -194,8 +200,8 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
     `CUT_PIECE_HU` and `CUT_PIECE_MAX_HU`: the trachea's lumen in a single slice is darker),
     inside the body `hull`, on a side (by the body's `midline_x`) where a lung was chosen, and
     within `CUT_PIECE_DEPTH_MM` of the body's surface in-plane (the hull's edge, or the image's
-    where the field of view cuts the body) or within `CUT_PIECE_NEAR_MM` of a chosen lung: a
-    pocket of bowel gas deep under the diaphragm is neither.
+    where the field of view cuts the body), within `CUT_PIECE_NEAR_MM` of a chosen lung or
+    within `CUT_PIECE_BONE_MM` of bone: a pocket of bowel gas deep under the diaphragm is none.
     """
     if not labels.any():
         return labels
@@ -217,7 +223,7 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
     add = np.zeros(labels.shape, bool)
     spacing = spacing_of(affine)
     inplane = tuple(a for a in range(3) if a != ax)
-    outside = None
+    outside = bone = None
     for c in candidates:
         bb = stats["bounding_boxes"][c]
         sel = comp[bb] == c
@@ -228,6 +234,12 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
             outside = ~np.asarray(hull, bool)
         if (distance_to(outside, sel, bb, spacing, CUT_PIECE_DEPTH_MM, inplane, edge_is_target=True) <= CUT_PIECE_DEPTH_MM
                 or distance_to(np.asarray(labels) > 0, sel, bb, spacing, CUT_PIECE_NEAR_MM) <= CUT_PIECE_NEAR_MM):
+            add[bb] |= sel
+            continue
+        if bone is None:  # only for a deep piece away from the lungs (rare): one filter pass
+            bone = ndimage.uniform_filter(np.asarray(hu, np.float32), size=[1 if a == ax else 3 for a in range(3)])
+            bone = bone > BONE_HU
+        if distance_to(bone, sel, bb, spacing, CUT_PIECE_BONE_MM) <= CUT_PIECE_BONE_MM:
             add[bb] |= sel
     if not add.any():
         return labels
