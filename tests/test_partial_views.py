@@ -244,16 +244,21 @@ def test_add_cut_pieces_takes_small_aerated_pieces_the_view_cuts():
     assert (add_cut_pieces(labels, found, hu, hull, affine, 10.0, 30.0)[31:33] == 0).all()
 
 
+def _round_body():
+    """(affine, hull, HU) of a 160 mm round body on a RAS 2 mm grid, 80 x 80 x 10, soft tissue inside."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    x, y = np.ogrid[:80, :80]
+    hull = np.broadcast_to(((x - 40) ** 2 + (y - 40) ** 2 <= 37 ** 2)[..., None], (80, 80, 10)).copy()
+    return affine, hull, np.where(hull, 40.0, -1000.0)
+
+
 def test_add_cut_pieces_leaves_bowel_gas_deep_under_the_diaphragm():
     # a 160 mm body (disc of radius 74 mm, 2 mm voxels, 10 slices), the right lung chosen; three
     # aerated pieces too small for a lung, each cut by the view's top face: a recess strip under
     # the chest wall (8 mm deep), a pocket of bowel gas in the middle of the abdomen (~57 mm deep,
     # 28 mm from the lung) and a piece a vessel cuts off the lung (as deep, 4 mm from it)
-    shape = (80, 80, 10)
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    x, y = np.ogrid[:80, :80]
-    hull = np.broadcast_to(((x - 40) ** 2 + (y - 40) ** 2 <= 37 ** 2)[..., None], shape).copy()
-    hu = np.where(hull, 40.0, -1000.0)
+    affine, hull, hu = _round_body()
+    shape = hull.shape
     labels = np.zeros(shape, np.uint8)
     labels[41:70, 48:72] = 1
     hu[labels > 0] = -850.0
@@ -275,11 +280,8 @@ def test_add_cut_pieces_leaves_bowel_gas_deep_under_the_diaphragm():
 def test_add_cut_pieces_keeps_a_deep_piece_against_the_spine():
     # the posterior recess beside the spine lies deep under the back's muscles (53 mm here, 20 mm
     # from the chosen lung) but against bone: lung; a pocket as deep, 23 mm from bone, is not
-    shape = (80, 80, 10)
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    x, y = np.ogrid[:80, :80]
-    hull = np.broadcast_to(((x - 40) ** 2 + (y - 40) ** 2 <= 37 ** 2)[..., None], shape).copy()
-    hu = np.where(hull, 40.0, -1000.0)
+    affine, hull, hu = _round_body()
+    shape = hull.shape
     hu[38:44, 30:36] = 700.0  # the spine
     labels = np.zeros(shape, np.uint8)
     labels[60:72, 30:50] = 1
