@@ -136,7 +136,7 @@ CUT_PIECE_HULL = 0.75
 #: shared scans (`--sweep` views, 1-10 slice views of the pathology scans), the 51 that the
 #: whole scan leaves out (stomach, colon) lay 21-110 mm deep, 28 of them deeper than 40 mm
 #: (25 of those, 90 of 165 mL, more than 5 mm from a lung); the 41 that are lung lay 1-34 mm
-#: deep, or within 5 mm of a chosen lung (7 pieces, mid-chest, cut off by a vessel or fissure)
+#: deep, or within 5 mm of a chosen lung (7 pieces, mid-chest, cut off by a vessel or fissure).
 #: A lung piece deeper than that lies against the spine or the ribs (the posterior recesses under
 #: the back's muscles; phantoms' pieces cut off by consolidation beside the spine: 2.5-10 mm):
 #: within `CUT_PIECE_BONE_MM` of bone (HU > `BONE_HU` after a 3x3 in-plane mean, which a sharp
@@ -223,17 +223,17 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
     add = np.zeros(labels.shape, bool)
     spacing = spacing_of(affine)
     inplane = tuple(a for a in range(3) if a != ax)
-    outside = bone = None
+    outside = chosen_lung = bone = None
     for c in candidates:
         bb = stats["bounding_boxes"][c]
         sel = comp[bb] == c
         median = float(np.median(np.asarray(hu)[bb][sel]))
         if not (CUT_PIECE_HU <= median <= CUT_PIECE_MAX_HU and np.mean(hull[bb][sel]) >= CUT_PIECE_HULL):
             continue
-        if outside is None:
-            outside = ~np.asarray(hull, bool)
+        if outside is None:  # once, for the first piece that gets this far
+            outside, chosen_lung = ~np.asarray(hull, bool), np.asarray(labels) > 0
         if (distance_to(outside, sel, bb, spacing, CUT_PIECE_DEPTH_MM, inplane, edge_is_target=True) <= CUT_PIECE_DEPTH_MM
-                or distance_to(np.asarray(labels) > 0, sel, bb, spacing, CUT_PIECE_NEAR_MM) <= CUT_PIECE_NEAR_MM):
+                or distance_to(chosen_lung, sel, bb, spacing, CUT_PIECE_NEAR_MM) <= CUT_PIECE_NEAR_MM):
             add[bb] |= sel
             continue
         if bone is None:  # only for a deep piece away from the lungs (rare): one filter pass
