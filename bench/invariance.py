@@ -9,7 +9,7 @@ hand before this bench existed (session 19, docs/model.md): the classical method
 10 mm-slice view of a neck-shoulder fold called lung.
 
 For each whole chest of `real_robustness.CHESTS` and views of it (whole, top 22 %, bottom 25 %,
-a mid slice, the left half of that slice), segmented as stored (the reference):
+a mid slice, one half of that slice (the first half of the right-left axis as stored: one lung)), segmented as stored (the reference):
 
 1. **storage**: the view stored otherwise (axes flipped and / or permuted; the affine keeps
    every voxel at its world place, nibabel's orientation tools) is segmented, its mask mapped
