@@ -53,3 +53,33 @@ def test_default_model_segments_held_out_phantoms():
     assert np.mean(dice) > 0.95 and min(dice) > 0.93, dice
     card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert abs(card["heldout_by_variation"]["all"]["unet"] - np.mean(dice)) < 0.03, (card, dice)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
+
+
+@pytest.mark.slow
+def test_default_model_mask_does_not_depend_on_the_storage_order():
+    """The same phantom stored with an axis flipped or its axes permuted (the affine keeping every
+    voxel in place, as DICOM series sorted either way or converters' LPS / RAS give it): the
+    mask, mapped back, is the same, whole and in a view of the bases (`bench/invariance.py` does
+    this on the shared real chests)."""
+    from lungseg import Volume
+
+    predictor = Predictor(device="cpu")
+    image, _ = make_phantom(seed=4245, size=128, orientation="LPS", variations=True)
+    bases = Volume(np.ascontiguousarray(np.asarray(image.array)[:, :, :40]), image.affine.copy())
+    for view in (image, bases):
+        ref = np.asarray(predictor.predict(view).array)
+        assert (ref == RIGHT).sum() > 1000 and (ref == LEFT).sum() > 1000
+        for ornt in (((0, -1), (1, 1), (2, 1)), ((2, 1), (1, -1), (0, 1))):
+            ornt = np.array(ornt, float)
+            moved = Volume(np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(view.array), ornt)),
+                           view.affine @ nib.orientations.inv_ornt_aff(ornt, view.shape))
+            inverse = np.zeros_like(ornt)
+            for axis, (new, flip) in enumerate(ornt):
+                inverse[int(new)] = (axis, flip)
+            back = nib.orientations.apply_orientation(np.asarray(predictor.predict(moved).array), inverse)
+            for lab in (RIGHT, LEFT):
+                assert _dice(back == lab, ref == lab) > 0.99, (view.shape, ornt.tolist(), lab)
