@@ -46,6 +46,7 @@ from real_robustness import (  # noqa: E402
     crop_volume,
     fmt,
     log,
+    run_segment,
     shared_and_methods,
     write_json,
 )
@@ -140,17 +141,6 @@ def spacing_zoom(volume, inplane_mm: float | None, slice_factor: float) -> tuple
     return tuple(zoom)
 
 
-def run(volume, method: str, predictor) -> tuple[np.ndarray | None, float, str | None]:
-    import lungseg
-
-    t0 = time.perf_counter()
-    try:
-        arr = np.asarray(lungseg.segment(volume, method=method, predictor=predictor).array)
-        return arr, time.perf_counter() - t0, None
-    except Exception as exc:  # noqa: BLE001  (a refusal is a result)
-        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
-
-
 def score(pred: np.ndarray | None, ref: np.ndarray) -> dict:
     if pred is None:
         return {"binary_dice": 0.0, "label_dice": 0.0, "rl_agreement": None}
@@ -163,7 +153,7 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
     views = VIEWS[:2] if quick else VIEWS
     for vname, lo, hi, half in views:
         view = crop_volume(image, view_box(image, lo, hi, half))
-        ref, secs, err = run(view, method, predictor)
+        ref, secs, err = run_segment(view, method, predictor)
         if ref is None:
             rows.append({"chest": name, "view": vname, "family": "reference", "variant": "as stored",
                          "shape": list(view.shape), "error": err, "label_dice": 0.0, "binary_dice": 0.0})
@@ -172,7 +162,7 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
         for vari, ornt in storage:
             ornt = np.array(ornt, float)
             moved = restore(view, ornt)
-            pred, secs, err = run(moved, method, predictor)
+            pred, secs, err = run_segment(moved, method, predictor)
             back = None if pred is None else back_to_stored(pred, ornt)
             rows.append({"chest": name, "view": vname, "family": "storage", "variant": vari,
                          "shape": list(moved.shape), "seconds": round(secs, 2), "error": err, **score(back, ref)})
@@ -186,7 +176,7 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
             zoom = spacing_zoom(view, inplane, factor)
             moved = resample(view, zoom, 1)
             ref_moved = np.asarray(resample(type(view)(ref, view.affine), zoom, 0).array)
-            pred, secs, err = run(moved, method, predictor)
+            pred, secs, err = run_segment(moved, method, predictor)
             rows.append({"chest": name, "view": vname, "family": "spacing", "variant": vari,
                          "shape": list(moved.shape), "spacing_mm": [round(s, 2) for s in moved.spacing],
                          "seconds": round(secs, 2), "error": err, **score(pred, ref_moved)})
