@@ -297,6 +297,27 @@ def test_add_cut_pieces_keeps_a_deep_piece_against_the_spine():
     assert (out[pocket] == 0).all()
 
 
+def test_add_cut_pieces_leaves_a_pocket_under_a_thick_abdominal_wall():
+    # a pocket of colon or stomach gas ~26 mm under the anterior wall (the shared A0002's hepatic
+    # flexure and gastric air lay 21-35 mm deep) and 14 mm from the chosen lung is not lung; the
+    # same pocket 6 mm from a rib is (a recess under a thick chest wall hugs the ribs)
+    affine, hull, hu = _round_body()
+    shape = hull.shape
+    labels = np.zeros(shape, np.uint8)
+    labels[55:72, 25:55] = 1
+    hu[labels > 0] = -850.0
+    found = labels > 0
+    pocket = (slice(44, 48), slice(60, 64), slice(4, 10))
+    hu[pocket] = -700.0
+    found[pocket] = True
+    out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=80.0)
+    assert (out[pocket] == 0).all()
+    assert np.array_equal(out, labels)
+    hu[44:48, 66:68] = 700.0  # a rib
+    out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=80.0)
+    assert (out[pocket] == 1).all()
+
+
 def test_lung_like_leaves_out_pieces_that_are_mostly_gas():
     # a lung piece (-850 HU, vessels at 40 HU) and a pocket of bowel gas (half of it at -1000 HU)
     labels = np.zeros((30, 20, 4), np.uint8)

@@ -130,18 +130,18 @@ CUT_PIECE_ML = 0.5
 CUT_PIECE_HU = -900.0
 CUT_PIECE_MAX_HU = -500.0
 CUT_PIECE_HULL = 0.75
-#: ... and lies within `CUT_PIECE_DEPTH_MM` (in-plane) of the body's surface, as a costophrenic
-#: recess does under the chest wall, or within `CUT_PIECE_NEAR_MM` of a chosen lung. Bowel gas
-#: under the diaphragm lies deeper: of the 92 pieces this step added in the partial views of the
-#: shared scans (`--sweep` views, 1-10 slice views of the pathology scans), the 51 that the
-#: whole scan leaves out (stomach, colon) lay 21-110 mm deep, 28 of them deeper than 40 mm
-#: (25 of those, 90 of 165 mL, more than 5 mm from a lung); the 41 that are lung lay 1-34 mm
-#: deep, or within 5 mm of a chosen lung (7 pieces, mid-chest, cut off by a vessel or fissure).
-#: A lung piece deeper than that lies against the spine or the ribs (the posterior recesses under
-#: the back's muscles; phantoms' pieces cut off by consolidation beside the spine: 2.5-10 mm):
-#: within `CUT_PIECE_BONE_MM` of bone (HU > `BONE_HU` after a 3x3 in-plane mean, which a sharp
-#: kernel's noise does not reach) it is lung too; the deep bowel pockets lay 18-61 mm from it.
-CUT_PIECE_DEPTH_MM = 40.0
+#: ... and lies within `CUT_PIECE_DEPTH_MM` (in-plane) of the body's surface, within
+#: `CUT_PIECE_NEAR_MM` of a chosen lung, or within `CUT_PIECE_BONE_MM` of bone (HU > `BONE_HU`
+#: after a 3x3 in-plane mean, which a sharp kernel's noise does not reach). A costophrenic recess
+#: lies just inside the ribs, however thick the chest wall over it; a pocket of colon or stomach
+#: gas lies under the abdominal wall, away from them. Of the pieces this step added in the partial
+#: views of the shared scans (`--sweep` views, 1-10 slice views of the pathology scans and the
+#: abdomen series; session 21 survey), the lung ones lay 12-25 mm deep and 0.8-6.7 mm from bone
+#: (but one 0.6 mL anterior piece, median -509 HU: 23 mm deep, 16.5 mm from bone), or within 5 mm
+#: of a lung (up to 101 mm deep); the bowel and stomach ones 21-110 mm deep and, but for three
+#: pieces of 0.6-1.8 mL, 13-62 mm from bone. 40 mm of depth (session 20) let the ones 21-37 mm deep in; 20 mm does not (the
+#: phantoms, which have no ribs round their bases, lose anterior tips 23-35 mm deep there).
+CUT_PIECE_DEPTH_MM = 20.0
 CUT_PIECE_NEAR_MM = 5.0
 CUT_PIECE_BONE_MM = 12.0
 #: a mask piece more than this share in the air outside the body is not lung (`drop_outside_pieces`)
