@@ -139,8 +139,10 @@ CUT_PIECE_HULL = 0.75
 #: abdomen series; session 21 survey), the lung ones lay 12-25 mm deep and 0.8-6.7 mm from bone
 #: (but one 0.6 mL anterior piece, median -509 HU: 23 mm deep, 16.5 mm from bone), or within 5 mm
 #: of a lung (up to 101 mm deep); the bowel and stomach ones 21-110 mm deep and, but for three
-#: pieces of 0.6-1.8 mL, 13-62 mm from bone. 40 mm of depth (session 20) let the ones 21-37 mm deep in; 20 mm does not (the
-#: phantoms, which have no ribs round their bases, lose anterior tips 23-35 mm deep there).
+#: pieces of 0.6-1.8 mL, 13-62 mm from bone. 40 mm of depth (session 20)
+#: let the ones 21-37 mm deep in; 20 mm does not. (The phantoms lose lung: their lungs reach down
+#: in front, at the midline, to the level of the bases, 23-35 mm under the abdominal wall and far
+#: from any rib; a real lung's front ends higher, behind the costal cartilages.)
 CUT_PIECE_DEPTH_MM = 20.0
 CUT_PIECE_NEAR_MM = 5.0
 CUT_PIECE_BONE_MM = 12.0
