@@ -159,7 +159,8 @@ def is_partial_view(image: Volume) -> bool:
 
 
 def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float = 0.05,
-                      hu: np.ndarray | None = None) -> np.ndarray:
+                      hu: np.ndarray | None = None, hull: np.ndarray | None = None,
+                      affine: np.ndarray | None = None, axis: int | None = None) -> np.ndarray:
     """`labels` plus each connected lung piece of `other` (with its label) that `labels` missed.
 
     Only whole pieces are added (at most `max_overlap` of a piece may already be lung), so
@@ -167,7 +168,11 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
     piece of which more than `MAX_GAS_SHARE` is darker than `core.anatomy.GAS_HU` is not added:
     in a thin view of an abdomen the classical method takes pockets of bowel gas for lung
     (0.58-0.64 of them below -950 HU; the lung pieces this step added on the shared chests'
-    views: at most 0.07).
+    views: at most 0.07). With the body `hull` and the `affine` too, a piece must also lie where
+    lung lies (`lung_position`: near the skin, a rib or the spine, or a lung in `labels`): the
+    classical method also takes a pocket of stomach or colon gas that is not mostly gas for
+    lung (the abdomen series' views: 1.2-2.9 mL, 44 mm deep and 24 mm from bone; A0002's
+    stomach under its left base: 3.4 mL, 30 mm deep, 42 mm from bone).
     """
     other = np.asarray(other)
     comp = cc3d.connected_components(other > 0, connectivity=26)
@@ -182,11 +187,45 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
         missed &= gas <= MAX_GAS_SHARE * size
     missed = np.flatnonzero(missed)
     missed = missed[missed > 0]
+    if missed.size and hull is not None and affine is not None and hu is not None:
+        where = _LungPosition(labels > 0, hu, hull, affine, axis)
+        boxes = ndimage.find_objects(comp)
+        missed = np.array([c for c in missed if where.fits(comp[boxes[c - 1]] == c, boxes[c - 1])], int)
     if missed.size:
         labels = labels.copy()
         add = np.isin(comp, missed)
         labels[add] = other[add]
     return labels
+
+
+class _LungPosition:
+    """Does a small piece lie where lung lies? Within `CUT_PIECE_DEPTH_MM` of the body's surface
+    in-plane (the hull's edge, or the image's where the field of view cuts the body), within
+    `CUT_PIECE_NEAR_MM` of `lung` (bool), or within `CUT_PIECE_BONE_MM` of bone (HU > `BONE_HU`
+    after a 3x3 in-plane mean): a costophrenic recess lies just inside the ribs, a piece a vessel
+    or a fissure cuts off lies beside its lung; a pocket of bowel or stomach gas lies under the
+    abdominal wall, away from both (`CUT_PIECE_DEPTH_MM`, measured on the shared scans). The
+    distances are computed on the piece's neighbourhood only, the bone once, when first needed."""
+
+    def __init__(self, lung: np.ndarray, hu: np.ndarray, hull: np.ndarray, affine: np.ndarray,
+                 axis: int | None = None):
+        self.lung, self.hu, self.hull = lung, hu, hull
+        self.ax = superior_axis(affine) if axis is None else axis
+        self.spacing = spacing_of(affine)
+        self.inplane = tuple(a for a in range(3) if a != self.ax)
+        self.outside = self.bone = None
+
+    def fits(self, sel: np.ndarray, bb: tuple[slice, ...]) -> bool:
+        if self.outside is None:
+            self.outside = ~np.asarray(self.hull, bool)
+        if (distance_to(self.outside, sel, bb, self.spacing, CUT_PIECE_DEPTH_MM, self.inplane,
+                        edge_is_target=True) <= CUT_PIECE_DEPTH_MM
+                or distance_to(self.lung, sel, bb, self.spacing, CUT_PIECE_NEAR_MM) <= CUT_PIECE_NEAR_MM):
+            return True
+        if self.bone is None:  # only for a deep piece away from the lungs: one filter pass
+            size = [1 if a == self.ax else 3 for a in range(3)]
+            self.bone = ndimage.uniform_filter(np.asarray(self.hu, np.float32), size=size) > BONE_HU
+        return distance_to(self.bone, sel, bb, self.spacing, CUT_PIECE_BONE_MM) <= CUT_PIECE_BONE_MM
 
 
 def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: np.ndarray,
@@ -223,25 +262,14 @@ def add_cut_pieces(labels: np.ndarray, found: np.ndarray, hu: np.ndarray, hull: 
         return labels
     stats = cc3d.statistics(comp)
     add = np.zeros(labels.shape, bool)
-    spacing = spacing_of(affine)
-    inplane = tuple(a for a in range(3) if a != ax)
-    outside = chosen_lung = bone = None
+    where = _LungPosition(np.asarray(labels) > 0, hu, hull, affine, ax)
     for c in candidates:
         bb = stats["bounding_boxes"][c]
         sel = comp[bb] == c
         median = float(np.median(np.asarray(hu)[bb][sel]))
         if not (CUT_PIECE_HU <= median <= CUT_PIECE_MAX_HU and np.mean(hull[bb][sel]) >= CUT_PIECE_HULL):
             continue
-        if outside is None:  # once, for the first piece that gets this far
-            outside, chosen_lung = ~np.asarray(hull, bool), np.asarray(labels) > 0
-        if (distance_to(outside, sel, bb, spacing, CUT_PIECE_DEPTH_MM, inplane, edge_is_target=True) <= CUT_PIECE_DEPTH_MM
-                or distance_to(chosen_lung, sel, bb, spacing, CUT_PIECE_NEAR_MM) <= CUT_PIECE_NEAR_MM):
-            add[bb] |= sel
-            continue
-        if bone is None:  # only for a deep piece away from the lungs (rare): one filter pass
-            bone = ndimage.uniform_filter(np.asarray(hu, np.float32), size=[1 if a == ax else 3 for a in range(3)])
-            bone = bone > BONE_HU
-        if distance_to(bone, sel, bb, spacing, CUT_PIECE_BONE_MM) <= CUT_PIECE_BONE_MM:
+        if where.fits(sel, bb):
             add[bb] |= sel
     if not add.any():
         return labels
@@ -305,14 +333,18 @@ def without_gas(mask: np.ndarray, hu: np.ndarray, gas_hu: float) -> np.ndarray:
 
 
 def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep_out: np.ndarray | None = None,
-                     max_hu: float = AERATED_HU) -> np.ndarray:
+                     max_hu: float = AERATED_HU, hull: np.ndarray | None = None, affine: np.ndarray | None = None,
+                     axis: int | None = None) -> np.ndarray:
     """`labels` plus the voxels of `other` (with their labels) that are clearly aerated lung.
 
     In a slab or a single slice the network sees little context and can stop short of lung
     that is plainly there (a lingula tip, a lateral rim): darker than `max_hu`, found lung by
     the classical method, not central airway (`keep_out`) and not a piece of pure gas, it is
     lung. Soft tissue and the boundary stay the network's (the whole-scan mask keeps the same
-    voxels: crops of the shared chests agree with it better, see docs/model.md).
+    voxels: crops of the shared chests agree with it better, see docs/model.md). With the body
+    `hull` and the `affine`, a piece of them that does not touch `labels`' lung must lie where
+    lung lies (`_LungPosition`, as for `add_missed_pieces`, whose pockets of stomach gas it
+    would otherwise take in voxel by voxel).
     """
     hu = np.asarray(hu)
     add = (labels == 0) & (np.asarray(other) > 0)
@@ -324,6 +356,15 @@ def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep
     # a piece that is gas rather than parenchyma (median below LUMEN_MEDIAN_HU: a bronchus' lumen
     # at the hilum, which a thin view's own airway search cannot follow up to the trachea) stays out
     add = without_gas(add, hu, LUMEN_MEDIAN_HU)
+    if add.any() and hull is not None and affine is not None:
+        comp, n = cc3d.connected_components(add, connectivity=26, return_N=True)
+        lung = np.asarray(labels) > 0
+        touching = np.zeros(n + 1, bool)
+        touching[np.unique(comp[ndimage.binary_dilation(lung, np.ones((3, 3, 3), bool)) & add])] = True
+        where = _LungPosition(lung, hu, hull, affine, axis)
+        for c, bb in enumerate(ndimage.find_objects(comp), start=1):
+            if bb is not None and not touching[c] and not where.fits(comp[bb] == c, bb):
+                add[bb] &= comp[bb] != c
     if add.any():
         labels = labels.copy()
         labels[add] = np.asarray(other)[add]
@@ -577,7 +618,8 @@ class Predictor:
                 self._ahead(fn)
         if levels is None:
             if postprocessing and is_partial_view(image):
-                labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu)
+                labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu, hull=hull,
+                                           affine=image.affine, axis=view_axis(hu.shape, image.affine))
             return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
         thin = is_thin_view(hu.shape, image.affine)
         ax = view_axis(hu.shape, image.affine)  # the slices: axial, or a coronal / sagittal thin view's
@@ -640,8 +682,9 @@ class Predictor:
         sub[airways] = 0  # trachea and main bronchi are not lung
         labels[pbox] = sub
         if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
-            labels = add_missed_pieces(labels, reference, hu=hu)
-            labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all)
+            labels = add_missed_pieces(labels, reference, hu=hu, hull=hull, affine=image.affine, axis=ax)
+            labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all, hull=hull,
+                                      affine=image.affine, axis=ax)
             # the recesses' thin dark strips that a view of the bases sees cut off from the lung
             # above it, where the network's P is ~0: joined to a lung through dark voxels inside
             # the body, they are lung whatever P says (views of the lowest 10 % of the shared
