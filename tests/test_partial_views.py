@@ -77,24 +77,17 @@ def test_add_missed_pieces_keeps_network_boundary():
 
 
 def test_add_missed_pieces_leaves_a_pocket_of_stomach_gas_away_from_the_ribs():
-    # the classical method's piece the network missed: a pocket of stomach gas not mostly gas
-    # (-800 HU), ~26 mm under the abdominal wall and 14 mm from the network's lung, is not added
-    # where the body is known; the same pocket 6 mm from a rib is (a recess hugs the ribs), and
-    # without the hull (no position known) it is added as before
-    affine, hull, hu = _round_body()
-    net = np.zeros(hull.shape, np.uint8)
-    net[55:72, 25:55] = 1
-    hu[net > 0] = -850.0
+    # the classical method's piece the network missed: the pocket is not added where the body is
+    # known; beside a rib it is, and without the hull (no position known) it is added as before
+    affine, hull, hu, net, pocket = _lung_and_pocket()
     other = net.copy()
-    pocket = (slice(44, 48), slice(60, 64), slice(4, 10))
     other[pocket] = 1
-    hu[pocket] = -800.0
     assert np.array_equal(add_missed_pieces(net, other, hu=hu, hull=hull, affine=affine), net)
     assert (add_missed_pieces(net, other, hu=hu)[pocket] == 1).all()
-    hu[44:48, 66:68] = 700.0  # a rib
+    hu[RIB] = 700.0
     assert (add_missed_pieces(net, other, hu=hu, hull=hull, affine=affine)[pocket] == 1).all()
     # a whole lung the network missed lies against the chest wall: added
-    hu[44:48, 66:68] = 40.0
+    hu[RIB] = 40.0
     lone = np.zeros_like(net)
     lone[5:35, 20:60] = 2
     hu[lone > 0] = -850.0
@@ -125,23 +118,18 @@ def test_add_aerated_lung_takes_only_aerated_parenchyma():
 
 
 def test_add_aerated_lung_leaves_a_pocket_of_stomach_gas_away_from_the_lung_and_ribs():
-    # the classical mask holds the network's lung, an aerated rim beside it and a pocket of
-    # stomach gas (-800 HU) ~26 mm under the abdominal wall; with the body known, the rim that
-    # touches the lung is added and the pocket is not (unless a rib lies beside it)
-    affine, hull, hu = _round_body()
-    net = np.zeros(hull.shape, np.uint8)
-    net[55:72, 25:55] = 1
-    hu[net > 0] = -850.0
+    # the classical mask holds the network's lung, an aerated rim beside it and the pocket; with
+    # the body known, the rim that touches the lung is added and the pocket is not (unless a rib
+    # lies beside it)
+    affine, hull, hu, net, pocket = _lung_and_pocket()
     other = net.copy()
+    other[pocket] = 1
     other[52:55, 25:55] = 1  # aerated rim the network stopped short of
     hu[52:55, 25:55] = -860.0
-    pocket = (slice(44, 48), slice(60, 64), slice(4, 10))
-    other[pocket] = 1
-    hu[pocket] = -800.0
     out = add_aerated_lung(net, other, hu, hull=hull, affine=affine)
     assert (out[52:55, 25:55] == 1).all() and (out[pocket] == 0).all()
     assert (add_aerated_lung(net, other, hu)[pocket] == 1).all()  # body unknown: as before
-    hu[44:48, 66:68] = 700.0  # a rib
+    hu[RIB] = 700.0
     assert (add_aerated_lung(net, other, hu, hull=hull, affine=affine)[pocket] == 1).all()
 
 
@@ -298,6 +286,23 @@ def _round_body():
     return affine, hull, np.where(hull, 40.0, -1000.0)
 
 
+def _lung_and_pocket():
+    """(affine, hull, HU, lung, pocket) in `_round_body`: the right lung (label 1) and a pocket of
+    colon or stomach gas (-800 HU, not mostly gas) ~26 mm under the anterior wall, 14 mm from the
+    lung and away from bone (A0002's hepatic flexure and gastric air lay 21-35 mm deep)."""
+    affine, hull, hu = _round_body()
+    lung = np.zeros(hull.shape, np.uint8)
+    lung[55:72, 25:55] = 1
+    hu[lung > 0] = -850.0
+    pocket = (slice(44, 48), slice(60, 64), slice(4, 10))
+    hu[pocket] = -800.0
+    return affine, hull, hu, lung, pocket
+
+
+#: a rib 6 mm from `_lung_and_pocket`'s pocket: a recess under a thick chest wall hugs the ribs
+RIB = (slice(44, 48), slice(66, 68))
+
+
 def test_add_cut_pieces_leaves_bowel_gas_deep_under_the_diaphragm():
     # a 160 mm body (disc of radius 74 mm, 2 mm voxels, 10 slices), the right lung chosen; three
     # aerated pieces too small for a lung, each cut by the view's top face: a recess strip under
@@ -344,22 +349,14 @@ def test_add_cut_pieces_keeps_a_deep_piece_against_the_spine():
 
 
 def test_add_cut_pieces_leaves_a_pocket_under_a_thick_abdominal_wall():
-    # a pocket of colon or stomach gas ~26 mm under the anterior wall (the shared A0002's hepatic
-    # flexure and gastric air lay 21-35 mm deep) and 14 mm from the chosen lung is not lung; the
-    # same pocket 6 mm from a rib is (a recess under a thick chest wall hugs the ribs)
-    affine, hull, hu = _round_body()
-    shape = hull.shape
-    labels = np.zeros(shape, np.uint8)
-    labels[55:72, 25:55] = 1
-    hu[labels > 0] = -850.0
+    # a network piece too small for a lung that the view cuts: the pocket is not lung; the same
+    # pocket beside a rib is
+    affine, hull, hu, labels, pocket = _lung_and_pocket()
     found = labels > 0
-    pocket = (slice(44, 48), slice(60, 64), slice(4, 10))
-    hu[pocket] = -700.0
     found[pocket] = True
     out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=80.0)
-    assert (out[pocket] == 0).all()
     assert np.array_equal(out, labels)
-    hu[44:48, 66:68] = 700.0  # a rib
+    hu[RIB] = 700.0
     out = add_cut_pieces(labels, found, hu, hull, affine, min_volume_ml=10.0, midline_x=80.0)
     assert (out[pocket] == 1).all()
 
