@@ -139,10 +139,10 @@ CUT_PIECE_HULL = 0.75
 #: abdomen series; session 21 survey), the lung ones lay 12-25 mm deep and 0.8-6.7 mm from bone
 #: (but one 0.6 mL anterior piece, median -509 HU: 23 mm deep, 16.5 mm from bone), or within 5 mm
 #: of a lung (up to 101 mm deep); the bowel and stomach ones 21-110 mm deep and, but for three
-#: pieces of 0.6-1.8 mL, 13-62 mm from bone. 40 mm of depth (session 20)
-#: let the ones 21-37 mm deep in; 20 mm does not. (The phantoms lose lung: their lungs reach down
-#: in front, at the midline, to the level of the bases, 23-35 mm under the abdominal wall and far
-#: from any rib; a real lung's front ends higher, behind the costal cartilages.)
+#: pieces of 0.6-1.8 mL, 13-62 mm from bone. 40 mm of depth (session 20) let the ones 21-37 mm
+#: deep in; 20 mm does not. (The phantoms lose lung: their lungs reach down in front, at the
+#: midline, to the level of the bases, 23-35 mm under the abdominal wall and far from any rib; a
+#: real lung's front ends higher, behind the costal cartilages.)
 CUT_PIECE_DEPTH_MM = 20.0
 CUT_PIECE_NEAR_MM = 5.0
 CUT_PIECE_BONE_MM = 12.0
@@ -169,9 +169,9 @@ def add_missed_pieces(labels: np.ndarray, other: np.ndarray, max_overlap: float 
     in a thin view of an abdomen the classical method takes pockets of bowel gas for lung
     (0.58-0.64 of them below -950 HU; the lung pieces this step added on the shared chests'
     views: at most 0.07). With the body `hull` and the `affine` too, a piece must also lie where
-    lung lies (`lung_position`: near the skin, a rib or the spine, or a lung in `labels`): the
+    lung lies (`_LungPosition`: near the skin, a rib or the spine, or a lung in `labels`): the
     classical method also takes a pocket of stomach or colon gas that is not mostly gas for
-    lung (the abdomen series' views: 1.2-2.9 mL, 44 mm deep and 24 mm from bone; A0002's
+    lung (the abdomen series' views: 1.1-2.9 mL, 44 mm deep and 24 mm from bone; A0002's
     stomach under its left base: 3.4 mL, 30 mm deep, 42 mm from bone).
     """
     other = np.asarray(other)
