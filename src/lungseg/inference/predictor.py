@@ -357,13 +357,14 @@ def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep
     # at the hilum, which a thin view's own airway search cannot follow up to the trachea) stays out
     add = without_gas(add, hu, LUMEN_MEDIAN_HU)
     if add.any() and hull is not None and affine is not None:
-        comp, n = cc3d.connected_components(add, connectivity=26, return_N=True)
+        # pieces joined to the network's lung come with it; only those apart are judged
         lung = np.asarray(labels) > 0
-        touching = np.zeros(n + 1, bool)
-        touching[np.unique(comp[ndimage.binary_dilation(lung, np.ones((3, 3, 3), bool)) & add])] = True
+        comp = cc3d.connected_components(add | lung, connectivity=26)
+        with_lung = np.zeros(int(comp.max()) + 1, bool)
+        with_lung[np.unique(comp[lung])] = True
         where = _LungPosition(lung, hu, hull, affine, axis)
         for c, bb in enumerate(ndimage.find_objects(comp), start=1):
-            if bb is not None and not touching[c] and not where.fits(comp[bb] == c, bb):
+            if bb is not None and not with_lung[c] and not where.fits(comp[bb] == c, bb):
                 add[bb] &= comp[bb] != c
     if add.any():
         labels = labels.copy()
