@@ -106,10 +106,8 @@ def back_to_stored(mask: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     """A mask of `restore(volume, ornt)` mapped back onto the volume's own storage."""
     import nibabel as nib
 
-    inverse = np.zeros_like(ornt)
-    for axis, (new, flip) in enumerate(ornt):
-        inverse[int(new)] = (axis, flip)
-    return nib.orientations.apply_orientation(mask, inverse)
+    identity = np.array([[0, 1], [1, 1], [2, 1]], float)
+    return nib.orientations.apply_orientation(mask, nib.orientations.ornt_transform(identity, ornt))
 
 
 def resample(volume, zoom: tuple[float, float, float], order: int):

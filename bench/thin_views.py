@@ -54,13 +54,10 @@ def views(image, truth: np.ndarray):
             yield f, k, crop_volume(image, box), truth[box]
 
 
-def dice(mask: np.ndarray, truth: np.ndarray) -> float:
-    return 2.0 * float(np.count_nonzero(mask & truth)) / float(np.count_nonzero(mask) + np.count_nonzero(truth))
-
-
 def run(data: Path, methods: list[str], model: Path | None) -> dict:
     """Every view of every phantom in `data` (a `lungseg.synth` folder), each method."""
     import lungseg
+    from lungseg.evaluation import dice
     from lungseg.inference.predictor import Predictor
 
     info = json.loads((data / "dataset.json").read_text())

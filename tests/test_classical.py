@@ -7,6 +7,7 @@ import pytest
 
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.volume import Volume
+from lungseg.evaluation import dice
 from lungseg.inference.classical import segment_classical
 from lungseg.io.volumes import read_volume
 
@@ -34,10 +35,6 @@ def synthetic_chest(seed=0):
     truth[right] = RIGHT
     truth[left] = LEFT
     return hu.astype(np.int16), truth, trachea & ~(right | left), gas
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from conftest import assert_no_leftovers
 
 from lungseg.core.errors import GeometryError, InputError
 from lungseg.core.volume import Volume
-from lungseg.evaluation import case_metrics, evaluate, format_table
+from lungseg.evaluation import case_metrics, dice, evaluate, format_table
 from lungseg.io.volumes import write_volume
 
 EYE = np.eye(4)
@@ -30,6 +30,9 @@ def test_dice_of_two_cubes():
     assert m["dice_left"] == 1.0      # both empty
     assert math.isnan(m["hd95_left_mm"]) and math.isnan(m["assd_left_mm"])
     assert m["n_empty_mismatch"] == 0
+    # the same numbers from `dice`, which tests and benches share (labels: non-zero is inside)
+    assert dice(pred, ref) == pytest.approx(0.5) and dice(pred * 2, ref > 0) == pytest.approx(0.5)
+    assert dice(pred == 2, ref == 2) == 1.0 and dice(pred, np.zeros_like(ref)) == 0.0
 
 
 def sphere(shape, c, r):

@@ -25,6 +25,7 @@ from dicom_factory import write_series
 import lungseg
 from lungseg.cli import main
 from lungseg.core.errors import LabelError
+from lungseg.evaluation import dice
 from lungseg.io import Volume, read_volume, write_volume
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -63,11 +64,6 @@ def _resample_nearest(vol: Volume, grid: Volume) -> np.ndarray:
     out = np.zeros(ijk.shape[1], vol.array.dtype)
     out[inside] = np.asarray(vol.array)[tuple(src[:, inside])]
     return out.reshape(grid.shape)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def _volumes_reported(stdout: str) -> tuple[float, float]:
@@ -112,10 +108,10 @@ def test_same_mask_and_sides_from_dicom_nifti_and_mha(phantom, tmp_path, capsys)
     on_grid = {k: _resample_nearest(m, grid) for k, m in masks.items()}
     for kind in ("dicom", "mha"):
         for label in (1, 2):
-            assert _dice(on_grid[kind] == label, on_grid["nifti"] == label) == 1.0, (kind, label)
+            assert dice(on_grid[kind] == label, on_grid["nifti"] == label) == 1.0, (kind, label)
     truth = np.asarray(phantom["truth"].array)
     for label in (1, 2):  # and it is the lungs, on the right sides
-        assert _dice(on_grid["nifti"] == label, truth == label) > 0.8
+        assert dice(on_grid["nifti"] == label, truth == label) > 0.8
 
 
 # 2. DICOM in -> NIfTI mask + DICOM SEG --------------------------------------------------------

@@ -5,14 +5,11 @@ import pytest
 
 from lungseg import make_phantom
 from lungseg.core.volume import Volume
+from lungseg.evaluation import dice
 from lungseg.inference.predictor import DEFAULT_MODEL, InferenceSettings, Predictor
 from lungseg.inference.resample import axis_map, model_grid, resample_linear
 
 needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model built yet")
-
-
-def _dice(a, b):
-    return 2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
 
 
 @pytest.mark.parametrize("orientation", ["RAS", "LPS", "SLA"])
@@ -52,8 +49,8 @@ def test_several_windows_agree_with_one_window(chest):
     many.model = lambda x: (calls.append(tuple(x.shape[2:])), net(x))[1]
     a, b = one.predict(image).array, many.predict(image).array
     assert len(calls) > 4 and all(c == (80, 80, 80) for c in calls)
-    assert _dice(a > 0, b > 0) > 0.98
-    assert _dice(b > 0, truth.array > 0) > 0.9
+    assert dice(a > 0, b > 0) > 0.98
+    assert dice(b > 0, truth.array > 0) > 0.9
     assert np.array_equal(np.unique(b), [0, 1, 2])
 
 
@@ -70,7 +67,7 @@ def test_onnx_export_gives_the_same_masks(chest, tmp_path):
     torch_mask = Predictor(device="cpu").predict(image).array
     ort_mask = ort.predict(image).array
     for side in (1, 2):
-        assert _dice(torch_mask == side, ort_mask == side) >= 0.999
+        assert dice(torch_mask == side, ort_mask == side) >= 0.999
 
 
 def test_onnx_file_without_settings_is_refused(tmp_path):
@@ -133,7 +130,7 @@ def test_body_crop_option_and_full_probability_agree(chest):
     plain = Predictor(device="cpu")
     cropped = Predictor(device="cpu", settings=InferenceSettings(crop_margin_mm=20.0))
     a, b = plain.predict(image).array, cropped.predict(image).array
-    assert _dice(a > 0, b > 0) > 0.97
+    assert dice(a > 0, b > 0) > 0.97
     prob = plain.lung_probability(image)
     assert prob.shape == image.shape and prob.dtype == np.float32
     assert 0.0 <= prob.min() and prob.max() <= 1.0
@@ -141,4 +138,4 @@ def test_body_crop_option_and_full_probability_agree(chest):
     inside = np.zeros(image.shape, bool)
     inside[box] = True
     assert not (prob[~inside] > 0.5).any()  # nothing the refinement could keep lies outside the box
-    assert _dice(levels >= 3, prob[box] > 0.5) > 0.99
+    assert dice(levels >= 3, prob[box] > 0.5) > 0.99

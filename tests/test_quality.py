@@ -14,6 +14,7 @@ from lungseg import quality
 from lungseg.cli import main
 from lungseg.core.errors import GeometryError, OutputError
 from lungseg.core.volume import Volume
+from lungseg.evaluation import dice
 from lungseg.quality import check_mask
 
 
@@ -25,11 +26,6 @@ def chest():
 
 def _by_name(qc: dict) -> dict:
     return {c["name"]: c for c in qc["checks"]}
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def test_normal_chest_triggers_nothing(chest):
@@ -250,10 +246,10 @@ def test_disagreement_between_two_masks(chest, how):
         other = ndimage.binary_erosion(truth.array > 0, iterations=2).astype(np.uint8)
     qc = check_mask(image, truth, truth.with_array(other), names=("the network", "the classical method"))
     f = _by_name(qc)["method_agreement"]
-    dice = _dice(truth.array, other)
-    assert dice < quality.MIN_AGREEMENT_DICE
-    assert f["passed"] is False and f["value"] == pytest.approx(dice, abs=1e-4)
-    assert f["message"] == (f"the network and the classical method disagree (lung Dice {dice:.3f}, "
+    agreement = dice(truth.array, other)
+    assert agreement < quality.MIN_AGREEMENT_DICE
+    assert f["passed"] is False and f["value"] == pytest.approx(agreement, abs=1e-4)
+    assert f["message"] == (f"the network and the classical method disagree (lung Dice {agreement:.3f}, "
                             "expected at least 0.90): check the mask")
     assert qc["warnings"] == [f["message"]]
     same = quality.check_agreement(image, truth, truth)

@@ -11,6 +11,7 @@ import lungseg
 from lungseg.core.anatomy import body_hull, body_midline_x, split_left_right
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.volume import Volume
+from lungseg.evaluation import dice
 from lungseg.inference.classical import central_airways
 from lungseg.inference.postprocess import (
     add_wrapped_masses,
@@ -25,10 +26,6 @@ def crop(vol: Volume, box) -> Volume:
     affine = vol.affine.copy()
     affine[:3, 3] = vol.affine[:3, :3] @ np.array([s.start or 0 for s in box], float) + vol.affine[:3, 3]
     return Volume(np.ascontiguousarray(vol.array[box]), affine)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
 
 
 class Drawn:
