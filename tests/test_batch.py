@@ -302,6 +302,19 @@ def test_device_cuda_uses_the_gpu(small_cts, tmp_path, capfd):
     assert torch.cuda.max_memory_allocated() > 0
 
 
+def test_several_inputs_into_one_mask_name_are_refused_naming_a_stray_word(small_cts, tmp_path, capfd):
+    """`predict CT -o m.nii.gz --png m.png` (the flag takes no value, so m.png is a second input):
+    the error names m.png, not the count of inputs; two real inputs into one mask name get the
+    folder hint. Both exit 2 with one line and write nothing."""
+    mask = tmp_path / "m.nii.gz"
+    code, _, err = _run(capfd, "predict", small_cts[0], "-o", mask, "--png", tmp_path / "m.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "m.png: no such file or folder" in err and "one input was expected" in err, err
+    code, _, err = _run(capfd, "predict", *small_cts[:2], "-o", mask, "--method", "classical")
+    assert code == 2 and "2 inputs need a folder for -o" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 def test_a_missing_input_is_one_failed_case_and_a_bad_model_stops_jobs_at_once(small_cts, tmp_path, capfd):
     out = tmp_path / "out"
     code, stdout, err = _run(capfd, "predict", small_cts[0], tmp_path / "typo.nii.gz", "-o", out,

@@ -130,6 +130,10 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     single = len(inputs) == 1 and not folder_out
     targets = [output_path(output)] if single else [output / mask_name(p) for p in inputs]
     if not single and not output.is_dir() and strip_suffix(output.name) != output.name:
+        missing = [p for p in inputs if not p.exists()]
+        if missing:  # `--png x.png` (a flag: x.png became an input): name the stray word, not the count
+            raise InputError("no such file or folder (-o names one mask, so one input was expected)",
+                             missing[0])
         raise LungsegError(f"{len(inputs)} inputs need a folder for -o (end it with /), not a mask file name",
                            output)
     if not single and len({t.name for t in targets}) != len(targets):
