@@ -308,6 +308,32 @@ def test_existing_sidecar_needs_overwrite(one_lung_scan, tmp_path, capsys):
     assert not out.exists() and (tmp_path / "m.qc.json").read_text() == "{}"
 
 
+def test_overlay_picture_carries_the_warnings_and_volumes(one_lung_scan, tmp_path, monkeypatch):
+    """`--png`: the picture says what the sidecar says (a picture is often looked at alone):
+    the failed checks' messages under the planes, the volumes in the title."""
+    import lungseg.report.figures as figures
+    from lungseg.batch import predict_files
+
+    drawn = []
+    real = figures.overlay_figure
+
+    def spy(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        drawn.append((fig.texts[-1].get_text() if fig.texts else "", fig._suptitle.get_text(),
+                      fig.get_size_inches()[1]))
+        return fig
+
+    monkeypatch.setattr(figures, "overlay_figure", spy)
+    [res] = predict_files([one_lung_scan], tmp_path / "m.nii.gz", method="classical", png=True, progress=False)
+    assert len(res.warnings) == 2 and (tmp_path / "m.png").exists()
+    [(text, title, height)] = drawn
+    assert text.replace("\n", " ").count("warning: ") == 2 and "left lung missing" in text.replace("\n", " ")
+    assert title == f"one_lung.nii.gz: right {res.right_ml:.0f} mL, left 0 mL"
+    image, mask = lungseg.read_volume(one_lung_scan), lungseg.read_volume(tmp_path / "m.nii.gz")
+    plain = real(image, mask)
+    assert height > plain.get_size_inches()[1] and not plain.texts  # room made for the lines
+
+
 def test_failed_case_removes_the_sidecar(one_lung_scan, tmp_path, monkeypatch):
     import lungseg.report.figures as figures
     from lungseg.batch import predict_files

@@ -261,7 +261,8 @@ def _run_case(path: Path, target: Path, method: str, predictor: Predictor | None
             if png:
                 from lungseg.report.figures import plot_overlay
 
-                plot_overlay(image, mask, case.stage(_png_path(target)), title=path.name)
+                plot_overlay(image, mask, case.stage(_png_path(target)), warnings=res.warnings,
+                             title=f"{path.name}: right {res.right_ml:.0f} mL, left {res.left_ml:.0f} mL")
             _write_json(report, case.stage(_qc_path(target)))
             if extras is not None:  # --report / --mesh: written in place, removed with the case
                 from lungseg.report.build import write_case_outputs

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -109,10 +111,13 @@ def _thin_across(shape, sp) -> int | None:
     return view_axis(shape, grid) if is_thin_view(shape, grid) else None
 
 
-def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = False):
+def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = False,
+                   warnings: Sequence[str] = ()):
     """Axial, coronal and sagittal slices through the lungs' centre with the mask drawn on
     (contours; with `fill`, also a translucent fill); a matplotlib Figure. A plane that a thin
-    view shows as a line (a single axial, coronal or sagittal slice) is left out."""
+    view shows as a line (a single axial, coronal or sagittal slice) is left out. `warnings`
+    (the quality checks' failed messages) are written under the planes, so that a picture
+    looked at alone still says where the mask is doubtful."""
     img, sp = _canonical(image)
     lab, _ = _canonical(mask)
     c = _lung_centre(lab)
@@ -122,7 +127,10 @@ def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = Fa
         ("sagittal", img[c[0], :, :], lab[c[0], :, :], sp[2] / sp[1]),
     ]
     planes = [p for p in planes if min(p[1].shape) >= 2]
-    fig, axes = plt.subplots(1, len(planes), figsize=(13 * len(planes) / 3 + 0.5, 4.6), squeeze=False)
+    lines = [line for w in warnings for line in textwrap.wrap(f"warning: {w}", width=40 * len(planes) + 10)]
+    extra = 0.2 * len(lines)  # inches of warning text between the planes and the legend
+    height = 4.6 + extra
+    fig, axes = plt.subplots(1, len(planes), figsize=(13 * len(planes) / 3 + 0.5, height), squeeze=False)
     for ax, (name, im, lb, aspect) in zip(axes[0], planes, strict=True):
         _draw(ax, _display(im), _display(lb), aspect, fill)
         ax.set_title(name)
@@ -130,16 +138,22 @@ def overlay_figure(image: Volume, mask: Volume, title: str = "", fill: bool = Fa
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
     if title:
         fig.suptitle(title)
+    if lines:  # room made above the legend (figure-relative places move with bbox_inches="tight")
+        fig.subplots_adjust(bottom=(0.5 + extra) / height, top=1 - 0.55 / height)
+        fig.text(0.5, 0.42 / height, "\n".join(lines), ha="center", va="bottom", color="tab:orange",
+                 fontsize=10, linespacing=1.3)
     return fig
 
 
-def plot_overlay(image: Volume, mask: Volume, out_png: str | Path, title: str = "") -> Path:
-    """Axial, coronal and sagittal slices through the lungs with the mask's contours.
+def plot_overlay(image: Volume, mask: Volume, out_png: str | Path, title: str = "",
+                 warnings: Sequence[str] = ()) -> Path:
+    """Axial, coronal and sagittal slices through the lungs with the mask's contours and,
+    under them, any `warnings` of the quality checks.
 
     Radiological convention: the patient's right lung (label 1, red) appears on the
     left of axial and coronal views.
     """
-    return _save(overlay_figure(image, mask, title), out_png)
+    return _save(overlay_figure(image, mask, title, warnings=warnings), out_png)
 
 
 def montage_figure(image: Volume, mask: Volume, n: int = 12, cols: int = 6):
