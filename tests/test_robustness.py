@@ -8,11 +8,11 @@ import pytest
 from conftest import world_x
 
 import lungseg
-from lungseg.core.anatomy import body_hull, body_midline_x, split_left_right
+from lungseg.core.anatomy import body_hull, body_midline_x, is_gas, split_left_right
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.volume import Volume
 from lungseg.evaluation import dice
-from lungseg.inference.classical import central_airways
+from lungseg.inference.classical import _grow_lumen, central_airways
 from lungseg.inference.postprocess import (
     add_wrapped_masses,
     fill_indentations,
@@ -329,6 +329,86 @@ def test_air_outside_the_body_and_gas_are_not_lung():
     hu2 = hu.copy()
     hu2[45:65, 10:50, 5:35] = -1000              # pure gas pocket, not parenchyma
     assert not postprocess(gas, aff, hu=hu2, midline_x=80.0)[55, 30, 20]
+
+
+def _emphysematous_scene(vessels: bool):
+    """Two drawn lungs inside a body; the second has very severe emphysema: 60 % of it at
+    -990 HU, the rest parenchyma (-850), and (with `vessels`) a grid of 2 mm vessels at 0 HU."""
+    rng = np.random.default_rng(0)
+    hu = np.full((80, 60, 40), -1000, np.float32)
+    hu[10:70, 5:55, :] = 40
+    hu[15:35, 10:50, 5:35] = -850
+    lung = np.zeros(hu.shape, bool)
+    lung[45:65, 10:50, 5:35] = True
+    hu[lung] = np.where(rng.random(int(lung.sum())) < 0.6, -990, -850)
+    if vessels:
+        hu[45:65, 12:50:8, 5:35] = 0
+    hu = np.round(hu + 10 * rng.standard_normal(hu.shape)).astype(np.int16)
+    labels = ((hu < -500) & (np.arange(80)[:, None, None] >= 10) & (np.arange(80)[:, None, None] < 70)).astype(np.uint8)
+    labels[:, :5] = labels[:, 55:] = 0
+    labels[lung] = 1
+    return hu, labels, lung
+
+
+def test_lung_with_very_severe_emphysema_is_not_taken_for_gas():
+    """A lung whose median is darker than -960 HU (more than half of it emphysema) is lung when
+    it lies inside the body and has vessels inside; a structureless pocket as dark is gas, and so
+    is the same lung reaching out of the body's hull (before session 22 the median alone
+    decided: emphysema painted into the shared chests emptied their masks)."""
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    hu, labels, lung = _emphysematous_scene(vessels=True)
+    assert np.median(hu[lung]) < -960
+    hull = body_hull(hu, aff)
+    out = postprocess(labels, aff, hu=hu, hull=hull, midline_x=80.0)
+    assert out[55, 30, 20] == RIGHT and out[20, 30, 20] == LEFT
+    assert np.count_nonzero(out == RIGHT) > 0.95 * np.count_nonzero(lung)
+    assert is_gas(hu[40:70, 5:55], lung[40:70, 5:55], (2.0, 2.0, 2.0), 2, hull[40:70, 5:55]) is False
+    outside = hull.copy()
+    outside[45:48] = False                      # 15 % of the piece outside the body
+    assert is_gas(hu[40:70, 5:55], lung[40:70, 5:55], (2.0, 2.0, 2.0), 2, outside[40:70, 5:55]) is True
+    hu, labels, lung = _emphysematous_scene(vessels=False)
+    hu[lung] = np.minimum(hu[lung], -975)       # a pocket of gas: nothing inside but noise
+    out = postprocess(labels, aff, hu=hu, hull=body_hull(hu, aff), midline_x=80.0)
+    assert out[55, 30, 20] == 0 and out[20, 30, 20] == LEFT
+
+
+def test_airway_growth_stops_where_it_runs_into_emphysema():
+    """The bronchus grown along its dark lumen stops before a front that balloons (a lumen
+    opening into lung as dark as itself); a bronchus that narrows as it goes is grown to its end."""
+    sp = np.array([2.0, 2.0, 2.0])
+    tube = np.zeros((60, 60, 60), bool)
+    tube[28:32, 28:32, 40:60] = True             # the tracked tube, 8 mm across
+    lumen = tube.copy()
+    lumen[29:31, 29:31, 10:40] = True            # a bronchus, narrower, 60 mm on
+    grown = _grow_lumen(tube, lumen, sp)
+    assert grown[30, 30, 10] and grown.sum() == lumen.sum()
+    leak = lumen.copy()
+    z = np.arange(60)[None, None, :]
+    r = np.hypot(*np.meshgrid(np.arange(60) - 29.5, np.arange(60) - 29.5, indexing="ij"))[:, :, None]
+    leak |= (z < 30) & (r < (30 - z) * 0.9)       # a cone widening downwards from z = 30
+    grown = _grow_lumen(tube, leak, sp)
+    assert grown[30, 30, 35] and not grown[30, 30, 20]
+    assert grown.sum() < tube.sum() + 2 * 30 * 4  # the tube and its bronchus above the cone
+
+
+def test_predict_keeps_lungs_with_very_severe_emphysema(chest):
+    """Emphysema painted into the phantom's lungs until their median is below -960 HU (blobs of
+    -990 HU over 60 % of the parenchyma): the default model's mask keeps the lungs (it was
+    empty: taken for gas) and the airway search does not eat into them."""
+    image, truth = chest
+    rng = np.random.default_rng(3)
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(rng.standard_normal(image.shape), 2.0)
+    parenchyma = (truth.array > 0) & (image.array < -500)
+    holes = parenchyma & (field > np.quantile(field[parenchyma], 0.4))
+    hu = np.where(holes, -990 + 10 * rng.standard_normal(image.shape), image.array)
+    painted = image.with_array(np.round(hu).astype(np.int16))
+    assert np.median(painted.array[truth.array > 0]) < -960
+    mask = lungseg.Predictor().predict(painted).array
+    clean = lungseg.Predictor().predict(image).array
+    for side in (RIGHT, LEFT):
+        assert dice(mask == side, clean == side) > 0.97, side
 
 
 def test_pleural_dent_is_filled_but_not_near_the_airways():

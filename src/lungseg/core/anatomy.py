@@ -38,9 +38,25 @@ from lungseg.core.morphology import ball, bbox, pool_any, share_per_piece, squar
 AIR_THRESHOLD_HU = -320.0
 #: Soft tissue and denser: the body, as opposed to the air around it (HU threshold).
 BODY_HU = -500.0
-#: A component whose median is darker than this is gas (room air, stomach, bowel), not lung:
-#: aerated lung parenchyma is about -850 HU, even emphysematous lung stays above it.
+#: A component whose median is darker than this may be gas (room air, stomach, bowel), not
+#: lung: aerated lung parenchyma is about -850 HU. Very severe emphysema goes below it (more than
+#: half the lung under -960 HU), so such a piece is gas only where it is not wholly inside the
+#: body or holds almost no structure inside (`is_gas`).
 GAS_MEDIAN_HU = -960.0
+#: Vessels, airway walls, septa: denser than this at full resolution.
+VESSEL_HU = -700.0
+#: Under this share of its interior (deeper than `INTERIOR_MM` in-plane) denser than
+#: `VESSEL_HU`, a dark piece is gas: pure gas holds only noise there (-700 HU is ten noise
+#: sigmas above air). Lung does not (session 22): the shared chests' whole lungs 0.06-0.22 (at
+#: -600 HU 0.038-0.17), and with emphysema painted into them until more than half of the lung
+#: is at -985 HU (medians -968 to -983 HU) 0.012-0.09 — the least an apex crop of a chest of
+#: 5 mm slices, where vessels are few and thin.
+MIN_VESSEL_SHARE = 0.002
+INTERIOR_MM = 2.0
+#: A dark piece less than this share inside the body's hull is gas: air at the body's surface or
+#: at the edge of a field of view drawn tight round the body (LIDC-0314's above its apex, median
+#: -980 HU: 0.88 inside); a lung pokes out of the hull only where the field of view cuts it.
+WHOLLY_INSIDE = 0.97
 #: A mask (or a piece of one) with more than `MAX_GAS_SHARE` of its voxels darker than `GAS_HU`
 #: may be gas rather than lung: pockets of bowel gas in a thin view of an abdomen (the shared
 #: abdomen series' bottom slices: 0.38-0.64), or very severe emphysema (an emphysema index LAA-950
@@ -539,6 +555,33 @@ def split_left_right(lung: np.ndarray, affine: np.ndarray, midline_x: float | No
 #: gas (`drop_gas_pockets`)
 POCKET_AREA_CM2 = 20.0
 POCKET_EDGE_MM = 1.5
+
+
+def is_gas(hu: np.ndarray, piece: np.ndarray, spacing, axis: int = 2,
+           hull: np.ndarray | None = None) -> bool:
+    """Is a piece of a mask (bool, over the same box of `hu` and `hull`) gas — room air, a
+    stomach or bowel pocket — rather than lung?
+
+    Gas when its median is darker than `GAS_MEDIAN_HU` and it lies less than `WHOLLY_INSIDE`
+    inside the body's `hull` (when given), or its interior (holes filled, deeper than
+    `INTERIOR_MM` from its edge across the slices along `axis`) is under `MIN_VESSEL_SHARE`
+    denser than `VESSEL_HU`, or it has no such interior (a sliver). Why not the median alone: a
+    lung with very severe emphysema has its median that dark too (painted into the shared
+    chests, whole masks were dropped as gas), but keeps its vessels and walls and lies inside
+    the body; gas inside the body has nothing inside but its rim's partial volume.
+    """
+    hu = np.asarray(hu)
+    piece = np.asarray(piece, bool)
+    if not piece.any() or float(np.median(hu[piece])) >= GAS_MEDIAN_HU:
+        return False
+    if hull is not None and float(np.mean(np.asarray(hull)[piece])) < WHOLLY_INSIDE:
+        return True
+    filled = ndimage.binary_fill_holes(piece)
+    pad = [(0, 0) if a == axis else (1, 1) for a in range(3)]  # a slab's faces are not its edge
+    depth = ndimage.distance_transform_edt(np.pad(filled, pad), sampling=spacing)
+    inner = filled & (depth[tuple(slice(p[0], p[0] + n) for p, n in zip(pad, filled.shape, strict=True))] > INTERIOR_MM)
+    n = int(np.count_nonzero(inner))
+    return bool(n == 0 or np.count_nonzero(hu[inner] > VESSEL_HU) < MIN_VESSEL_SHARE * n)
 
 
 def drop_gas_pockets(labels: np.ndarray, hu: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from lungseg.core.anatomy import BONE_HU, GAS_MEDIAN_HU, min_lung_volume_ml, split_left_right
+from lungseg.core.anatomy import BONE_HU, is_gas, min_lung_volume_ml, split_left_right
 from lungseg.core.geometry import spacing_of, superior_axis, voxel_volume_ml
 from lungseg.core.labels import LEFT, RIGHT
 from lungseg.core.morphology import bbox, fill_holes, pool_any, share_per_piece, upsample_nearest
@@ -44,7 +44,7 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     `min_lung_volume_ml`), fills
     holes in every axial slice and in 3D per lung, and returns uint8 labels 1 (right) /
     2 (left), named with the body's `midline_x` where given. With the CT (`hu`), components
-    that are pure gas (median below `GAS_MEDIAN_HU`: air outside the body, bowel) are not
+    that are pure gas (`core.anatomy.is_gas`: air outside the body, bowel) are not
     lungs; with the body's per-slice `hull` (`core.anatomy.body_hull`), neither are components
     lying mostly outside it (room air at a cut field of view), and with both, neither are
     components a quarter or more outside it with air beside them (`air_beside`: a pocket of
@@ -73,7 +73,9 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
         for c in order:  # each test on the component's own box (same voxels, far less to scan)
             bb = stats["bounding_boxes"][c]
             sel = comp[bb] == c
-            if hu is not None and float(np.median(np.asarray(hu)[bb][sel])) < GAS_MEDIAN_HU:
+            if hu is not None and is_gas(np.asarray(hu)[bb], sel, spacing_of(affine),
+                                         superior_axis(affine) if axis is None else axis,
+                                         None if hull is None else hull[bb]):
                 continue
             if hull is not None:
                 inside = float(np.mean(hull[bb][sel]))
