@@ -391,10 +391,11 @@ def test_airway_growth_stops_where_it_runs_into_emphysema():
     assert grown.sum() < tube.sum() + 2 * 30 * 4  # the tube and its bronchus above the cone
 
 
-def test_predict_keeps_lungs_with_very_severe_emphysema(chest):
+@pytest.mark.parametrize("method", ["unet", "classical"])
+def test_predict_keeps_lungs_with_very_severe_emphysema(chest, method):
     """Emphysema painted into the phantom's lungs until their median is below -960 HU (blobs of
-    -990 HU over 60 % of the parenchyma): the default model's mask keeps the lungs (it was
-    empty: taken for gas) and the airway search does not eat into them."""
+    -990 HU over 60 % of the parenchyma): each method's mask keeps the lungs (the default
+    model's was empty: taken for gas) and the airway search does not eat into them."""
     image, truth = chest
     rng = np.random.default_rng(3)
     from scipy import ndimage
@@ -405,8 +406,8 @@ def test_predict_keeps_lungs_with_very_severe_emphysema(chest):
     hu = np.where(holes, -990 + 10 * rng.standard_normal(image.shape), image.array)
     painted = image.with_array(np.round(hu).astype(np.int16))
     assert np.median(painted.array[truth.array > 0]) < -960
-    mask = lungseg.Predictor().predict(painted).array
-    clean = lungseg.Predictor().predict(image).array
+    mask = lungseg.segment(painted, method=method).array
+    clean = lungseg.segment(image, method=method).array
     for side in (RIGHT, LEFT):
         assert dice(mask == side, clean == side) > 0.97, side
 

@@ -11,7 +11,8 @@ Steps, on a ~2 mm copy of the image reoriented to RAS (any stored orientation wo
    central air tube whose cross-section stays small) and removed;
 4. of the remaining air components, at most two plausible lungs are kept: at least
    `min_volume_ml` (50 mL per 10 cm of height, half that in a thin view: `THIN_VIEW_CHEST_ML`),
-   not pure gas (median HU above -960, unlike stomach/bowel gas), and a
+   not pure gas (`core.anatomy.is_gas`: a median under -960 HU and no vessels inside, as
+   stomach / bowel gas; very severe emphysema is as dark but has them), and a
    second component must reach above the first one's centroid (gas below the diaphragm
    does not); in a partial view (at most 150 mm tall) with one lung found, a smaller piece
    of the other lung is kept when the view cuts it at its top or bottom slice;
@@ -59,6 +60,7 @@ from lungseg.core.anatomy import (
     body_hull_per_slice,
     body_midline_x,
     drop_gas_pockets,
+    is_gas,
     is_thin_view,
     largest_body,
     min_lung_volume_ml,
@@ -217,10 +219,12 @@ def _select_lungs(cand: np.ndarray, hu: np.ndarray, aff: np.ndarray, min_volume_
     sizes = np.asarray(stats["voxel_counts"], float) * voxel_ml
     order = [int(c) for c in np.argsort(sizes)[::-1] if c > 0 and sizes[c] >= min_volume_ml]
     chosen = []
+    sp = spacing_of(aff)
     for c in order:
-        comp = lab == c
-        if float(np.median(hu[comp])) < GAS_MEDIAN_HU:
+        bb = stats["bounding_boxes"][c]
+        if is_gas(hu[bb], lab[bb] == c, sp):
             continue  # pure gas: stomach, bowel, or air outside the body
+        comp = lab == c
         if chosen:
             first = chosen[0]
             z_first = float(stats["centroids"][first][2])
@@ -273,8 +277,9 @@ def _other_lung_cut_by_fov(lab: np.ndarray, stats: dict, sizes: np.ndarray, hu: 
         zs = stats["bounding_boxes"][c][va]
         if zs.start > 0 and zs.stop < nz:
             continue  # inside the view: gas, not a lung cut by it
-        med = float(np.median(hu[lab == c]))
-        if GAS_MEDIAN_HU <= med <= PARENCHYMA_MAX_MEDIAN_HU:
+        bb = stats["bounding_boxes"][c]
+        piece = lab[bb] == c
+        if float(np.median(hu[bb][piece])) <= PARENCHYMA_MAX_MEDIAN_HU and not is_gas(hu[bb], piece, spacing_of(aff)):
             return lab == c
     return none
 
