@@ -332,17 +332,18 @@ def test_air_outside_the_body_and_gas_are_not_lung():
 
 
 def _emphysematous_scene(vessels: bool):
-    """Two drawn lungs inside a body; the second has very severe emphysema: 60 % of it at
-    -990 HU, the rest parenchyma (-850), and (with `vessels`) a grid of 2 mm vessels at 0 HU."""
+    """Two drawn lungs inside a body; the second (192 mL) has very severe emphysema: 75 % of it
+    at -990 HU, the rest parenchyma (-850), and (with `vessels`) three 4 mm sheets of "vessel"."""
     rng = np.random.default_rng(0)
     hu = np.full((80, 60, 40), -1000, np.float32)
     hu[10:70, 5:55, :] = 40
     hu[15:35, 10:50, 5:35] = -850
     lung = np.zeros(hu.shape, bool)
     lung[45:65, 10:50, 5:35] = True
-    hu[lung] = np.where(rng.random(int(lung.sum())) < 0.6, -990, -850)
-    if vessels:
-        hu[45:65, 12:50:8, 5:35] = 0
+    hu[lung] = np.where(rng.random(int(lung.sum())) < 0.75, -990, -850)
+    if vessels:  # 4 mm thick, every 16 mm
+        for j in (16, 28, 40):
+            hu[45:65, j:j + 2, 5:35] = 0
     hu = np.round(hu + 10 * rng.standard_normal(hu.shape)).astype(np.int16)
     labels = ((hu < -500) & (np.arange(80)[:, None, None] >= 10) & (np.arange(80)[:, None, None] < 70)).astype(np.uint8)
     labels[:, :5] = labels[:, 55:] = 0
