@@ -46,11 +46,12 @@ GAS_MEDIAN_HU = -960.0
 #: Vessels, airway walls, septa: denser than this at full resolution.
 VESSEL_HU = -700.0
 #: Under this share of its interior (deeper than `INTERIOR_MM` in-plane) denser than
-#: `VESSEL_HU`, a dark piece is gas: pure gas holds only noise there (-700 HU is ten noise
-#: sigmas above air). Lung does not (session 22): the shared chests' whole lungs 0.06-0.22 (at
-#: -600 HU 0.038-0.17), and with emphysema painted into them until more than half of the lung
-#: is at -985 HU (medians -968 to -983 HU) 0.012-0.09 — the least an apex crop of a chest of
-#: 5 mm slices, where vessels are few and thin.
+#: `VESSEL_HU`, a dark piece is gas: pure gas holds only noise there (-700 HU is 300 HU above
+#: air: ten sigmas of ordinary noise, three of low-dose noise, whose speckle the median removes).
+#: Lung does not (session 22, measured before the median): the shared chests' whole lungs
+#: 0.06-0.22, and with emphysema painted into them until more than half of the lung is at
+#: -985 HU (medians -968 to -983 HU) 0.012-0.09 — the least an apex crop of a chest of 5 mm
+#: slices, where vessels are few and thin (kept with the median too: `bench/painted_emphysema.py`).
 MIN_VESSEL_SHARE = 0.002
 INTERIOR_MM = 2.0
 #: A dark piece less than this share inside the body's hull is gas: air at the body's surface or
