@@ -11,8 +11,8 @@ Steps, on a ~2 mm copy of the image reoriented to RAS (any stored orientation wo
    central air tube whose cross-section stays small) and removed;
 4. of the remaining air components, at most two plausible lungs are kept: at least
    `min_volume_ml` (50 mL per 10 cm of height, half that in a thin view: `THIN_VIEW_CHEST_ML`),
-   not pure gas (`core.anatomy.is_gas`: a median under -960 HU and no vessels inside, as
-   stomach / bowel gas; very severe emphysema is as dark but has them), and a
+   not pure gas (`core.anatomy.is_gas`: a median under -960 HU, unless 100 mL or more with
+   vessels inside — very severe emphysema is as dark as stomach / bowel gas), and a
    second component must reach above the first one's centroid (gas below the diaphragm
    does not); in a partial view (at most 150 mm tall) with one lung found, a smaller piece
    of the other lung is kept when the view cuts it at its top or bottom slice;
