@@ -42,12 +42,13 @@ from real_robustness import (  # noqa: E402
     CHESTS,
     axis_of,
     bench_parser,
+    bench_setup,
     compare,
     crop_volume,
     fmt,
     log,
     run_segment,
-    shared_and_methods,
+    shared_chests,
     write_json,
 )
 
@@ -207,26 +208,19 @@ def main() -> int:
     p = bench_parser(__doc__, "runs/invariance")
     p.add_argument("--quick", action="store_true", help="one chest, two views, fewer variants")
     p.add_argument("--chests", default=None, help="comma-separated names of real_robustness.CHESTS")
-    args = p.parse_args()
-    found = shared_and_methods(p, args)
-    if found is None:
+    t_start = time.perf_counter()
+    setup = bench_setup(p)
+    if setup is None:
         return 0
-    shared, methods = found
+    args, shared, methods, predictor = setup
 
     import lungseg
 
-    t_start = time.perf_counter()
-    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
     names = args.chests.split(",") if args.chests else list(CHESTS)
     if args.quick:
         names = names[:1]
     results = {m: [] for m in methods}
-    for name in names:
-        path = shared / CHESTS[name]
-        if not path.exists():
-            log(f"skip {name}: {path} not found")
-            continue
-        image = lungseg.read_volume(path)
+    for name, image in shared_chests(shared, {n: CHESTS[n] for n in names}):
         log(f"{name} {image.shape}")
         for method in methods:
             results[method] += check_chest(name, image, method, predictor if method == "unet" else None,

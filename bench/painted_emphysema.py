@@ -35,12 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_robustness import (  # noqa: E402
     CHESTS,
     bench_parser,
+    bench_setup,
     compare,
     crop_volume,
     log,
     make_crops,
     run_segment,
-    shared_and_methods,
+    shared_chests,
     write_json,
 )
 
@@ -65,25 +66,18 @@ def paint_emphysema(hu: np.ndarray, lung: np.ndarray, spacing, share: float,
 
 def main() -> int:
     p = bench_parser(__doc__, "runs/painted_emphysema")
-    args = p.parse_args()
-    found = shared_and_methods(p, args)
-    if found is None:
+    t_start = time.perf_counter()
+    setup = bench_setup(p)
+    if setup is None:
         return 0
-    shared, methods = found
+    args, shared, methods, predictor = setup
 
     import lungseg
 
-    t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
     rows = {m: [] for m in methods}
-    for name, rel in CHESTS.items():
-        path = shared / rel
-        if not path.exists():
-            log(f"skip {name}: {path} not found")
-            continue
-        image = lungseg.read_volume(path)
+    for name, image in shared_chests(shared, CHESTS):
         for method in methods:
             pred = predictor if method == "unet" else None
             clean, _, err = run_segment(image, method, pred)

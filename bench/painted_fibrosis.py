@@ -32,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_robustness import CHESTS as WHOLE_CHESTS  # noqa: E402
 from real_robustness import (  # noqa: E402
     bench_parser,
+    bench_setup,
     compare,
     crop_views,
     log,
     plot_crop,
     run_segment,
-    shared_and_methods,
+    shared_chests,
     write_json,
 )
 
@@ -73,27 +74,20 @@ def fibrosis_band(lung: np.ndarray, affine: np.ndarray, depth_mm: float = DEPTH_
 def main() -> int:
     p = bench_parser(__doc__, "runs/painted_fibrosis")
     p.add_argument("--seeds", type=int, default=2, help="paintings per chest")
-    args = p.parse_args()
-    found = shared_and_methods(p, args)
-    if found is None:
+    t_start = time.perf_counter()
+    setup = bench_setup(p)
+    if setup is None:
         return 0
-    shared, methods = found
+    args, shared, methods, predictor = setup
 
     import lungseg
     from lungseg.transforms import paint_fibrosis
 
-    t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
     rows = {m: [] for m in methods}
     worst = {m: None for m in methods}
-    for name, rel in CHESTS.items():
-        path = shared / rel
-        if not path.exists():
-            log(f"skip {name}: {path} not found")
-            continue
-        image = lungseg.read_volume(path)
+    for name, image in shared_chests(shared, CHESTS):
         for method in methods:
             pred = predictor if method == "unet" else None
             clean, secs, err = run_segment(image, method, pred)

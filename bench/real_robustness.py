@@ -555,6 +555,32 @@ def shared_and_methods(p: argparse.ArgumentParser, args) -> tuple[Path, list[str
     return shared, methods
 
 
+def bench_setup(p: argparse.ArgumentParser):
+    """Parse the options, find ../shared and load the model once for every real-data bench:
+    (args, shared, methods, predictor or None), or None (printed: skipped) without ../shared."""
+    args = p.parse_args()
+    found = shared_and_methods(p, args)
+    if found is None:
+        return None
+    shared, methods = found
+    import lungseg
+
+    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
+    return args, shared, methods, predictor
+
+
+def shared_chests(shared: Path, chests: dict[str, str]):
+    """(name, Volume) of each chest found under `shared`; the missing ones are logged and skipped."""
+    import lungseg
+
+    for name, rel in chests.items():
+        path = shared / rel
+        if not path.exists():
+            log(f"skip {name}: {path} not found")
+            continue
+        yield name, lungseg.read_volume(path)
+
+
 def lesion_views(image, sel: np.ndarray, mask: np.ndarray, margin_mm: float = 40.0) -> list[tuple]:
     """Two axial views (RAS display order, zoomed on the lesion): the slice with the most lesion
     voxels, and the lesion slice whose voxels are least inside the mask (among slices holding
@@ -617,31 +643,24 @@ def main() -> int:
     p.add_argument("--sweep", action="store_true", help="also apex / bases views of 10-45 %%, slabs of "
                    "3 / 10 / 30 mm at four heights, the middle half, the front / back 60 %%, single "
                    "slices at 17 heights")
-    args = p.parse_args()
-    found = shared_and_methods(p, args)
-    if found is None:
+    t_start = time.perf_counter()
+    setup = bench_setup(p)
+    if setup is None:
         return 0
-    shared, methods = found
+    args, shared, methods, predictor = setup
 
     from airways import extract_airways, plot_airways
 
     import lungseg
 
-    t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig_dirs = [out] + ([Path(args.figures)] if args.figures else [])
-    predictor = lungseg.Predictor(args.model) if "unet" in methods else None
     chests = dict(list(CHESTS.items())[:1]) if args.quick else CHESTS
     results = {m: {"chests": [], "pathology": [], "airways": [], "no_lung": []} for m in methods}
     worst = {m: [] for m in methods}
     airway_info = {}
-    for name, rel in chests.items():
-        path = shared / rel
-        if not path.exists():
-            log(f"skip {name}: {path} not found")
-            continue
-        image = lungseg.read_volume(path)
+    for name, image in shared_chests(shared, chests):
         t0 = time.perf_counter()
         airway, info = extract_airways(np.asarray(image.array), image.affine)
         info["seconds"] = round(time.perf_counter() - t0, 1)
