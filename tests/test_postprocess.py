@@ -152,6 +152,31 @@ def test_refine_boundary_follows_ct_edge_and_ignores_distant_air():
     assert not out[30:38].any()  # unconnected dark air never let in
 
 
+def test_local_edge_keeps_the_rim_of_dense_lung_and_leaves_aerated_lung_at_minus_400():
+    """Dependent ground glass (-550 HU) meets the wall at a higher HU than aerated lung: its rim
+    (a voxel three-quarters lung, -400 < HU < the local half-way point) is lung; aerated lung's
+    edge stays at -400 HU exactly (fails with the fixed -400 HU edge, which drops the rim)."""
+    from lungseg.inference.postprocess import EDGE_HU, local_edge_hu, refine_levels
+
+    spacing = (1.0, 1.0, 2.5)
+    hu = np.full((60, 40, 12), 40, np.int16)
+    level = np.zeros(hu.shape, np.uint8)
+    hu[10:50, 10:30] = -550  # dense lung, the network sure of it (level 4) ...
+    level[10:50, 10:30] = 4
+    hu[8:10, 10:30] = hu[50:52, 10:30] = -350  # ... its rim, partial volume with the wall
+    level[8:10, 10:30] = level[50:52, 10:30] = 3  # where the network is unsure
+    edge = local_edge_hu(level, hu, spacing)
+    assert float(edge.edge.max()) > -350 > EDGE_HU
+    assert refine_levels(level, hu, edge)[8:52, 10:30].all()  # the rim is lung
+    assert not refine_levels(level, hu, EDGE_HU)[8:10].any()  # a fixed -400 HU drops it
+    assert not refine_levels(level, hu, edge)[:6].any()  # the wall stays out
+
+    aerated = np.where(level == 4, np.int16(-850), hu)  # the same lung, aerated
+    edge = local_edge_hu(level, aerated, spacing)
+    assert np.all(edge.edge == EDGE_HU)
+    assert np.array_equal(refine_levels(level, aerated, edge), refine_levels(level, aerated, EDGE_HU))
+
+
 @pytest.mark.parametrize("shape,factors", [((7, 5, 4), (3, 3, 2)), ((30, 31, 32), (2, 2, 2)),
                                            ((9, 1, 6), (4, 1, 3)), ((5, 6, 7), (1, 1, 1))])
 def test_block_sum_equals_padded_block_reduction(shape, factors):

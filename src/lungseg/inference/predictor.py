@@ -55,6 +55,7 @@ from lungseg.inference.postprocess import (
     doubt_unwrapped,
     drop_fatty_pieces,
     fill_indentations,
+    local_edge_hu,
     lung_levels,
     postprocess,
     refine_levels,
@@ -626,7 +627,11 @@ class Predictor:
         ax = view_axis(hu.shape, image.affine)  # the slices: axial, or a coronal / sagittal thin view's
         if postprocessing and self.settings.refine and thin:
             levels = doubt_unwrapped(levels, hu[box], ax)
-        lung = refine_levels(levels, hu[box]) if self.settings.refine else levels >= 3
+        if self.settings.refine:
+            # the edge's HU half-way between the lung there and fat: dense lung keeps its rim
+            lung = refine_levels(levels, hu[box], local_edge_hu(levels, hu[box], image.spacing))
+        else:
+            lung = levels >= 3
         # dense tissue the network half-believes (P 0.3-0.9): a tumour the lung wraps, maybe
         mass = None
         if postprocessing and self.settings.refine:
