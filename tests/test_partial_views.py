@@ -15,7 +15,6 @@ from lungseg.inference.predictor import (
     add_cut_pieces,
     add_missed_pieces,
     drop_outside_pieces,
-    drop_outside_voxels,
     grow_into_rims,
     is_partial_view,
     lung_like,
@@ -420,27 +419,3 @@ def test_air_outside_the_body_is_not_lung_in_a_partial_view():
     part = np.zeros(shape, bool)
     part[20:30, 30:60] = True
     assert (drop_outside_pieces(labels, part, 2)[20:45, 30:60] == 1).all()
-
-
-def test_room_air_joined_to_a_lung_is_cut_off_it_but_a_lung_cut_by_the_view_stays():
-    """Streaks (metal) can make the air in front of the chest look like lung, and it joins the
-    lung: the voxels of the mask in the air outside the body go, the lung stays; a lung the
-    field of view cuts, which can read as room air, meets the view's edge and stays whole
-    (fails without `drop_outside_voxels`; and with it applied to whole pieces, the lung goes)."""
-    shape = (120, 100, 20)
-    hu = np.full(shape, -1000, np.int16)
-    hu[10:110, 10:80, :] = 40                      # body; room air in front of it (y >= 80)
-    hu[20:50, 30:70, :] = -850                     # lung
-    outside = ClassicalParts(Volume(hu, AFFINE)).outside_air()
-    assert outside[30, 90].all() and not outside[30, 50].any()
-    labels = np.zeros(shape, np.uint8)
-    labels[20:50, 30:70] = 1                       # the lung ...
-    labels[25:45, 70:92] = 1                       # ... grown through the wall into the air in front
-    out = drop_outside_voxels(labels, outside, 2)
-    assert (out[20:50, 30:70] == 1).all()
-    assert not (out.astype(bool) & outside).any()
-    assert (drop_outside_pieces(labels, outside, 2) == labels).all()  # the whole piece is mostly lung
-    # a lung cut by the field of view at the array's edge, read as room air: stays
-    cut = np.zeros(shape, np.uint8)
-    cut[0:30, 30:60] = 2
-    assert (drop_outside_voxels(cut, cut > 0, 2) == cut).all()

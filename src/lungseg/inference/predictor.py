@@ -325,26 +325,6 @@ def drop_outside_pieces(labels: np.ndarray, outside: np.ndarray, axis: int,
     return np.where(out[pieces], 0, labels).astype(labels.dtype)
 
 
-def drop_outside_voxels(labels: np.ndarray, outside: np.ndarray, axis: int) -> np.ndarray:
-    """`labels` without its voxels in the air outside the body (`outside`, the classical
-    method's step 2), except in pieces of them that meet the view's in-plane edge.
-
-    Why: a lung is walled by tissue and never reaches the room's air, but streaks can make that
-    air look like lung where it lies beside the chest, and then it joins a lung, so no
-    whole-piece rule can drop it: a pacemaker simulated under thin skin near LIDC-0314's left
-    apex streaked the air in front of the chest, and 239 mL of it joined the left lung, 211 mL
-    of that in this air (docs/model.md, "Metal and its streaks"). The shared scans' masks hold
-    none of it, but a crop's lung cut by the field of view, which the classical method can read
-    as room air (the IBSI crop: 2 mL at its corner), meets the edge and stays.
-    """
-    labels = np.asarray(labels)
-    part = np.where(outside, labels, 0).astype(labels.dtype)
-    if not part.any():
-        return labels
-    kept = drop_outside_pieces(part, outside, axis, max_share=0.0)
-    return np.where((part > 0) & (kept == 0), 0, labels).astype(labels.dtype)
-
-
 def without_gas(mask: np.ndarray, hu: np.ndarray, gas_hu: float) -> np.ndarray:
     """`mask` without its 26-connected pieces whose median HU is `gas_hu` or below (an airway's
     lumen, not lung): "median above" counted as "more than half of the piece above"."""
@@ -707,8 +687,6 @@ class Predictor:
         sub = fill_indentations(sub, aff, keep_out=airways, axis=ax)  # nodules at the pleura
         sub[airways] = 0  # trachea and main bronchi are not lung
         labels[pbox] = sub
-        if not partial:  # streaked room air joined to a lung (partial views: drop_outside_pieces below)
-            labels = drop_outside_voxels(labels, parts.outside_air(), ax)
         if partial:  # lung the network missed in a partial view (see PARTIAL_VIEW_MM)
             labels = add_missed_pieces(labels, reference, hu=hu, hull=hull, affine=image.affine, axis=ax)
             labels = add_aerated_lung(labels, reference, hu, keep_out=airways_all, hull=hull,
