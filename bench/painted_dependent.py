@@ -39,10 +39,10 @@ from real_robustness import (  # noqa: E402
     CHESTS,
     bench_parser,
     bench_setup,
-    compare,
     crop_volume,
     log,
     make_crops,
+    painted_row,
     run_segment,
     shared_chests,
     write_json,
@@ -107,20 +107,8 @@ def main() -> int:
                 hu, raised = paint_dependent(np.asarray(image.array), clean > 0, image.affine, level,
                                              np.random.default_rng(i))
                 painted = lungseg.Volume(hu, image.affine)
-                mask, secs, err = run_segment(painted, method, pred)
-                mask = np.zeros_like(clean) if mask is None else mask
-                a, b = mask > 0, clean > 0
                 row = {"chest": name, "level": level, "raised_ml": round(raised),
-                       "whole": round(compare(mask, clean)["label_dice"], 4),
-                       "lost_ml": round(float((b & ~a).sum() * image.voxel_ml), 1),
-                       "added_ml": round(float((a & ~b).sum() * image.voxel_ml), 1),
-                       "seconds": round(secs, 1), "error": err}
-                for view, box in crops.items():
-                    ref = clean_views[view]
-                    vm, _, _ = run_segment(crop_volume(painted, box), method, pred)
-                    if ref is None or not (ref > 0).any():
-                        continue
-                    row[view] = round(compare(np.zeros_like(ref) if vm is None else vm, ref)["label_dice"], 4)
+                       **painted_row(painted, clean, crops, clean_views, method, pred)}
                 rows[method].append(row)
                 log(f"  {method} {name} {level}: {row}")
             del clean

@@ -36,10 +36,9 @@ from real_robustness import (  # noqa: E402
     CHESTS,
     bench_parser,
     bench_setup,
-    compare,
-    crop_volume,
     log,
     make_crops,
+    painted_row,
     run_segment,
     shared_chests,
     write_json,
@@ -84,26 +83,16 @@ def main() -> int:
             if clean is None or not (clean > 0).any():
                 log(f"  {method} {name}: no clean mask ({err})")
                 continue
-            crops = dict(make_crops(image, clean))
+            crops = {v: box for v, box in make_crops(image, clean) if v in VIEWS}
             for i, share in enumerate(SHARES):
                 hu = paint_emphysema(np.asarray(image.array), clean > 0, image.spacing, share,
                                      np.random.default_rng(i))
                 painted = lungseg.Volume(np.round(hu).astype(np.int16), image.affine)
                 lung_hu = hu[clean > 0]
-                mask, secs, err = run_segment(painted, method, pred)
-                mask = np.zeros_like(clean) if mask is None else mask
                 row = {"chest": name, "share": share, "laa950": round(float((lung_hu < -950).mean()), 3),
                        "median_hu": round(float(np.median(lung_hu))),
-                       "whole": round(compare(mask, clean)["label_dice"], 4),
-                       "lost_ml": round(float(((clean > 0) & (mask == 0)).sum() * image.voxel_ml), 1),
-                       "seconds": round(secs, 1), "error": err}
-                for view in VIEWS:
-                    box = crops.get(view)
-                    if box is None:
-                        continue
-                    vm, _, _ = run_segment(crop_volume(painted, box), method, pred)
-                    ref = clean[box]
-                    row[view] = round(compare(np.zeros_like(ref) if vm is None else vm, ref)["label_dice"], 4)
+                       **painted_row(painted, clean, crops, {v: clean[box] for v, box in crops.items()},
+                                     method, pred)}
                 rows[method].append(row)
                 log(f"  {method} {name} share {share}: {row}")
             del clean

@@ -581,6 +581,27 @@ def shared_chests(shared: Path, chests: dict[str, str]):
         yield name, lungseg.read_volume(path)
 
 
+def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str, predictor) -> dict:
+    """A painted scan's mask against the clean scan's (label Dice, mL lost and added, seconds),
+    whole and in each view of `boxes` against `refs[view]` (views with no lung there skipped):
+    the scoring every painted-pathology bench shares."""
+    mask, secs, err = run_segment(painted, method, predictor)
+    mask = np.zeros_like(clean) if mask is None else mask
+    a, b = mask > 0, clean > 0
+    voxel_ml = float(np.prod(painted.spacing)) / 1000
+    row = {"whole": round(compare(mask, clean)["label_dice"], 4),
+           "lost_ml": round(float((b & ~a).sum() * voxel_ml), 1),
+           "added_ml": round(float((a & ~b).sum() * voxel_ml), 1),
+           "seconds": round(secs, 1), "error": err}
+    for view, box in boxes.items():
+        ref = refs.get(view)
+        if ref is None or not (ref > 0).any():
+            continue
+        vm, _, _ = run_segment(crop_volume(painted, box), method, predictor)
+        row[view] = round(compare(np.zeros_like(ref) if vm is None else vm, ref)["label_dice"], 4)
+    return row
+
+
 def lesion_views(image, sel: np.ndarray, mask: np.ndarray, margin_mm: float = 40.0) -> list[tuple]:
     """Two axial views (RAS display order, zoomed on the lesion): the slice with the most lesion
     voxels, and the lesion slice whose voxels are least inside the mask (among slices holding
