@@ -515,7 +515,7 @@ def local_edge_hu(level: np.ndarray, hu: np.ndarray, spacing) -> LocalEdge:
     at a higher HU, and a fixed cut shaved it off where the network was unsure: ground glass
     painted into the shared chests' dependent lung (-550 HU at the pleura) lost 50-110 mL of
     lung (docs/model.md, "Dependent density, painted"). Lung of ordinary density keeps exactly
-    -400 HU (the shared chests' masks within 3 mL, the held-out phantoms' Dice to 1e-4).
+    -400 HU (the shared chests' whole-scan masks within 1.3 mL, the held-out phantoms' Dice to 1e-4).
     """
     level = np.asarray(level, np.uint8)
     hu = np.asarray(hu)
