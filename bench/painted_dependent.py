@@ -39,10 +39,12 @@ from real_robustness import (  # noqa: E402
     CHESTS,
     bench_parser,
     bench_setup,
+    crop_views,
     crop_volume,
     log,
     make_crops,
     painted_row,
+    plot_crop,
     run_segment,
     shared_chests,
     write_json,
@@ -52,6 +54,7 @@ from real_robustness import (  # noqa: E402
 LEVELS = {"mild": (300.0, 15.0, 0.0), "moderate": (500.0, 20.0, 5.0), "severe": (700.0, 25.0, 10.0)}
 LUNG_HU, WALL_HU = -850.0, 40.0  # a voxel's share of parenchyma: where its HU lies between them
 VIEWS = ("bases", "apex", "slab5@50%", "slab1@50%", "slab1@25%")
+FIGURE_LEVEL = "moderate"  # the worst whole scan at this level is drawn (figure per method)
 
 
 def paint_dependent(hu: np.ndarray, lung: np.ndarray, affine: np.ndarray, level: str,
@@ -94,6 +97,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = {m: [] for m in methods}
+    worst = {m: None for m in methods}
     for name, image in shared_chests(shared, CHESTS):
         for method in methods:
             pred = predictor if method == "unet" else None
@@ -107,12 +111,25 @@ def main() -> int:
                 hu, raised = paint_dependent(np.asarray(image.array), clean > 0, image.affine, level,
                                              np.random.default_rng(i))
                 painted = lungseg.Volume(hu, image.affine)
-                row = {"chest": name, "level": level, "raised_ml": round(raised),
-                       **painted_row(painted, clean, crops, clean_views, method, pred)}
+                scored, mask = painted_row(painted, clean, crops, clean_views, method, pred)
+                row = {"chest": name, "level": level, "raised_ml": round(raised), **scored}
+                if level == FIGURE_LEVEL and (worst[method] is None or row["whole"] < worst[method][0]["whole"]):
+                    worst[method] = (row, crop_views(painted, mask, clean))
                 rows[method].append(row)
                 log(f"  {method} {name} {level}: {row}")
             del clean
         del image
+    figures = {}
+    for method in methods:
+        if worst[method] is None:
+            continue
+        row, views = worst[method]
+        paths = [out / f"dependent_worst_{method}.png"]
+        if args.figures:
+            paths.append(Path(args.figures) / f"dependent_worst_{method}.png")
+        title = (f"{method}, {row['chest']} with {FIGURE_LEVEL} dependent density painted: Dice vs the clean "
+                 f"scan's mask {row['whole']:.3f}, +{row['added_ml']} / -{row['lost_ml']} mL")
+        figures[method] = plot_crop(views, title, paths, labels=("painted scan's mask", "clean scan's mask"))
     for method in methods:
         print(f"\n{method}: dependent lung painted denser (A HU at the pleura, e-folding L mm, atelectatic "
               "band T mm: " + ", ".join(f"{k} {v[0]:.0f} / {v[1]:.0f} / {v[2]:.0f}" for k, v in LEVELS.items())
@@ -130,7 +147,8 @@ def main() -> int:
                 print(f"{level}: mean {np.mean(every):.4f}, worst {min(every):.4f} over {len(every)} masks")
     runtime = time.perf_counter() - t_start
     write_json({"shared": str(shared), "methods": methods, "model": args.model, "levels": LEVELS,
-                "lungseg_version": lungseg.__version__, "runtime_s": round(runtime, 1), "rows": rows},
+                "lungseg_version": lungseg.__version__, "runtime_s": round(runtime, 1), "rows": rows,
+                "figures": figures},
                out / "results.json")
     print(f"\nruntime {runtime:.0f} s; results in {out / 'results.json'}")
     return 0

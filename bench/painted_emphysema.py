@@ -89,10 +89,10 @@ def main() -> int:
                                      np.random.default_rng(i))
                 painted = lungseg.Volume(np.round(hu).astype(np.int16), image.affine)
                 lung_hu = hu[clean > 0]
+                scored, _ = painted_row(painted, clean, crops, {v: clean[box] for v, box in crops.items()},
+                                        method, pred)
                 row = {"chest": name, "share": share, "laa950": round(float((lung_hu < -950).mean()), 3),
-                       "median_hu": round(float(np.median(lung_hu))),
-                       **painted_row(painted, clean, crops, {v: clean[box] for v, box in crops.items()},
-                                     method, pred)}
+                       "median_hu": round(float(np.median(lung_hu))), **scored}
                 rows[method].append(row)
                 log(f"  {method} {name} share {share}: {row}")
             del clean

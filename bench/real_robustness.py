@@ -581,10 +581,11 @@ def shared_chests(shared: Path, chests: dict[str, str]):
         yield name, lungseg.read_volume(path)
 
 
-def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str, predictor) -> dict:
-    """A painted scan's mask against the clean scan's (label Dice, mL lost and added, seconds),
-    whole and in each view of `boxes` against `refs[view]` (views with no lung there skipped):
-    the scoring every painted-pathology bench shares."""
+def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str,
+                predictor) -> tuple[dict, np.ndarray]:
+    """(row, the painted scan's mask): that mask against the clean scan's (label Dice, mL lost
+    and added, seconds), whole and in each view of `boxes` against `refs[view]` (views with no
+    lung there skipped): the scoring every painted-pathology bench shares."""
     mask, secs, err = run_segment(painted, method, predictor)
     mask = np.zeros_like(clean) if mask is None else mask
     a, b = mask > 0, clean > 0
@@ -599,7 +600,7 @@ def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str
             continue
         vm, _, _ = run_segment(crop_volume(painted, box), method, predictor)
         row[view] = round(compare(np.zeros_like(ref) if vm is None else vm, ref)["label_dice"], 4)
-    return row
+    return row, mask
 
 
 def lesion_views(image, sel: np.ndarray, mask: np.ndarray, margin_mm: float = 40.0) -> list[tuple]:
