@@ -44,8 +44,8 @@ from real_robustness import (  # noqa: E402
     log,
     make_crops,
     painted_row,
-    plot_crop,
     run_segment,
+    save_worst_figures,
     shared_chests,
     write_json,
 )
@@ -119,17 +119,10 @@ def main() -> int:
                 log(f"  {method} {name} {level}: {row}")
             del clean
         del image
-    figures = {}
-    for method in methods:
-        if worst[method] is None:
-            continue
-        row, views = worst[method]
-        paths = [out / f"dependent_worst_{method}.png"]
-        if args.figures:
-            paths.append(Path(args.figures) / f"dependent_worst_{method}.png")
-        title = (f"{method}, {row['chest']} with {FIGURE_LEVEL} dependent density painted: Dice vs the clean "
-                 f"scan's mask {row['whole']:.3f}, +{row['added_ml']} / -{row['lost_ml']} mL")
-        figures[method] = plot_crop(views, title, paths, labels=("painted scan's mask", "clean scan's mask"))
+    figures = save_worst_figures(
+        worst, out, args.figures, "dependent_worst",
+        lambda method, row: (f"{method}, {row['chest']} with {FIGURE_LEVEL} dependent density painted: Dice vs "
+                             f"the clean scan's mask {row['whole']:.3f}, +{row['added_ml']} / -{row['lost_ml']} mL"))
     for method in methods:
         print(f"\n{method}: dependent lung painted denser (A HU at the pleura, e-folding L mm, atelectatic "
               "band T mm: " + ", ".join(f"{k} {v[0]:.0f} / {v[1]:.0f} / {v[2]:.0f}" for k, v in LEVELS.items())

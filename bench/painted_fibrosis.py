@@ -36,8 +36,8 @@ from real_robustness import (  # noqa: E402
     compare,
     crop_views,
     log,
-    plot_crop,
     run_segment,
+    save_worst_figures,
     shared_chests,
     write_json,
 )
@@ -115,17 +115,10 @@ def main() -> int:
                     worst[method] = (row, crop_views(painted, mask, clean))
             del clean
         del image
-    figures = {}
-    for method in methods:
-        if worst[method] is None:
-            continue
-        row, views = worst[method]
-        paths = [out / f"fibrosis_worst_{method}.png"]
-        if args.figures:
-            paths.append(Path(args.figures) / f"fibrosis_worst_{method}.png")
-        title = (f"{method}, {row['chest']} with basal fibrosis painted (seed {row['seed']}): Dice vs the "
-                 f"clean scan's mask {row['dice']:.3f}, +{row['added_ml']} / -{row['lost_ml']} mL")
-        figures[method] = plot_crop(views, title, paths, labels=("painted scan's mask", "clean scan's mask"))
+    figures = save_worst_figures(
+        worst, out, args.figures, "fibrosis_worst",
+        lambda method, row: (f"{method}, {row['chest']} with basal fibrosis painted (seed {row['seed']}): Dice vs "
+                             f"the clean scan's mask {row['dice']:.3f}, +{row['added_ml']} / -{row['lost_ml']} mL"))
     for method in methods:
         print(f"\n{method}: basal subpleural fibrosis painted ({DEPTH_MM:.0f} mm deep, lower "
               f"{BASAL_FRACTION:.0%} of the lung), mask vs the clean scan's mask")

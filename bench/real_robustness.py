@@ -603,6 +603,21 @@ def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str
     return row, mask
 
 
+def save_worst_figures(worst: dict, out: Path, figures: str | None, stem: str, title) -> dict:
+    """Each method's worst painted case (`worst[method]`: (row, `crop_views`) or None) drawn as the
+    painted scan's mask against the clean one, `<stem>_<method>.png` in `out` and in `figures`
+    when given; `title(method, row)` is its title. {method: the paths written}."""
+    saved = {}
+    for method, found in worst.items():
+        if found is None:
+            continue
+        row, views = found
+        paths = [out / f"{stem}_{method}.png"] + ([Path(figures) / f"{stem}_{method}.png"] if figures else [])
+        saved[method] = plot_crop(views, title(method, row), paths,
+                                  labels=("painted scan's mask", "clean scan's mask"))
+    return saved
+
+
 def lesion_views(image, sel: np.ndarray, mask: np.ndarray, margin_mm: float = 40.0) -> list[tuple]:
     """Two axial views (RAS display order, zoomed on the lesion): the slice with the most lesion
     voxels, and the lesion slice whose voxels are least inside the mask (among slices holding
