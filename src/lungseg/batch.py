@@ -434,6 +434,9 @@ def _quality_report(image: Volume, mask: Volume, path: Path, target: Path, metho
         "reference_method": "classical" if reference is not None else None,
         "reference_error": ref_error,
         "lungseg_version": __version__,
+        # a noisy scan was smoothed before segmenting (`core.noise.quieter`): by how much
+        "noise_sd_hu": mask.meta.get("noise_sd_hu"),
+        "smoothing_mm": mask.meta.get("smoothing_mm", 0.0),
         **report,
     }
 

@@ -80,6 +80,7 @@ from lungseg.core.morphology import (
     square,
     upsample_nearest,
 )
+from lungseg.core.noise import quieter
 from lungseg.core.volume import Volume
 from lungseg.inference.postprocess import EDGE_HU
 
@@ -295,10 +296,11 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
 
     Returns a `Volume` on exactly `image`'s grid with 0 background, 1 right lung, 2 left
     lung. An image without lungs gives an all-zero mask. Components smaller than
-    `min_volume_ml` (default 50 mL, less for thin slabs) are not lungs. See the module
-    docstring for the method and its limits. Takes a few seconds on a 512x512x300 chest on one core.
+    `min_volume_ml` (default 50 mL, less for thin slabs) are not lungs. A noisy low-dose scan
+    is smoothed first (`core.noise.quieter`). See the module docstring for the method and its
+    limits. Takes a few seconds on a 512x512x300 chest on one core.
     """
-    return ClassicalParts(image, target_mm).lungs(min_volume_ml)
+    return ClassicalParts(quieter(image), target_mm).lungs(min_volume_ml)
 
 
 def central_airways(image: Volume, target_mm: float = 2.0, midline_x: float | None = None) -> np.ndarray:

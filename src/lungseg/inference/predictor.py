@@ -47,6 +47,7 @@ from lungseg.core.geometry import shifted_affine, spacing_of, superior_axis, vox
 from lungseg.core.labels import LEFT as LEFT_LABEL
 from lungseg.core.labels import RIGHT as RIGHT_LABEL
 from lungseg.core.morphology import bbox, distance_to, share_per_piece, square
+from lungseg.core.noise import noise_meta, quieter
 from lungseg.core.volume import Volume
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
@@ -567,6 +568,7 @@ class Predictor:
 
     def lung_probability(self, image: Volume) -> np.ndarray:
         """P(lung) on the input grid (float32, image.shape): for inspection; `predict` never holds it."""
+        image = quieter(image)
         prob, box_aff = self._network(image, body_hull(image.array, image.affine))
         back = axis_map(box_aff, image.affine)
         out = np.zeros(image.shape, np.float32)
@@ -594,6 +596,8 @@ class Predictor:
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
         """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
         self._classical = None
+        caller = image  # the quality check's classical mask is keyed to the caller's image
+        image = quieter(image)  # a noisy low-dose scan smoothed to the noise the model knows
         hu = np.asarray(image.array)
         labels = np.zeros(hu.shape, np.uint8)
         rim = None
@@ -615,14 +619,14 @@ class Predictor:
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
-            self._classical = (weakref.ref(image), self._ahead(parts.lungs) if self.reference_ahead else parts)
+            self._classical = (weakref.ref(caller), self._ahead(parts.lungs) if self.reference_ahead else parts)
             for fn in self.beside_postprocessing:
                 self._ahead(fn)
         if levels is None:
             if postprocessing and is_partial_view(image):
-                labels = add_missed_pieces(labels, self._reference(image, parts), hu=hu, hull=hull,
+                labels = add_missed_pieces(labels, self._reference(caller, parts), hu=hu, hull=hull,
                                            affine=image.affine, axis=view_axis(hu.shape, image.affine))
-            return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+            return Volume(labels, image.affine.copy(), {"source": image.meta.get("path"), **noise_meta(image)})
         thin = is_thin_view(hu.shape, image.affine)
         ax = view_axis(hu.shape, image.affine)  # the slices: axial, or a coronal / sagittal thin view's
         if postprocessing and self.settings.refine and thin:
@@ -640,7 +644,7 @@ class Predictor:
             mass &= ~lung
         if not postprocessing:
             labels[box] = lung
-            return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+            return Volume(labels, image.affine.copy(), {"source": image.meta.get("path"), **noise_meta(image)})
         pbox = self._post_box(box, image)
         sub = np.zeros(tuple(s.stop - s.start for s in pbox), np.uint8)
         inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, pbox, strict=True))
@@ -658,7 +662,7 @@ class Predictor:
         aff = shifted_affine(image.affine, [s.start for s in pbox])
         # fatty soft tissue out before the lungs are chosen: what is left of a piece must
         # still make a lung's volume (a skin fold between arm and body is not one)
-        reference = self._reference(image, parts)
+        reference = self._reference(caller, parts)
         sub = drop_fatty_pieces(sub, hu[pbox], reference[pbox], aff)
         partial = is_partial_view(image)
         found = sub > 0 if partial else None
@@ -701,7 +705,7 @@ class Predictor:
             labels = drop_outside_pieces(labels, parts.outside_air(), ax)
         if thin:
             labels = drop_gas_pockets(labels, hu, image.affine)
-        return Volume(labels, image.affine.copy(), {"source": image.meta.get("path")})
+        return Volume(labels, image.affine.copy(), {"source": image.meta.get("path"), **noise_meta(image)})
 
     @property
     def min_window(self) -> tuple[int, int, int]:
