@@ -212,7 +212,7 @@ def main() -> int:
     setup = bench_setup(p)
     if setup is None:
         return 0
-    args, shared, methods, predictor = setup
+    args, shared, methods, predictor, out = setup
 
     import lungseg
 
@@ -228,7 +228,6 @@ def main() -> int:
     for method in methods:
         print(table(method, results[method]))
     runtime = time.perf_counter() - t_start
-    out = Path(args.out)
     write_json({"shared": str(shared), "methods": methods, "model": args.model, "quick": args.quick,
                 "lungseg_version": lungseg.__version__, "runtime_s": round(runtime, 1),
                 "storage_floor": STORAGE_FLOOR, "spacing_floor": SPACING_FLOOR, "results": results},

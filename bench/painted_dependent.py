@@ -36,17 +36,13 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from airways import to_ras  # noqa: E402
 from real_robustness import (  # noqa: E402
-    CHESTS,
     bench_parser,
     bench_setup,
+    clean_cases,
     crop_views,
-    crop_volume,
     log,
-    make_crops,
     painted_row,
-    run_segment,
     save_worst_figures,
-    shared_chests,
     write_json,
 )
 
@@ -90,35 +86,24 @@ def main() -> int:
     setup = bench_setup(p)
     if setup is None:
         return 0
-    args, shared, methods, predictor = setup
+    args, shared, methods, predictor, out = setup
 
     import lungseg
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = {m: [] for m in methods}
     worst = {m: None for m in methods}
-    for name, image in shared_chests(shared, CHESTS):
-        for method in methods:
-            pred = predictor if method == "unet" else None
-            clean, _, err = run_segment(image, method, pred)
-            if clean is None or not (clean > 0).any():
-                log(f"  {method} {name}: no clean mask ({err})")
-                continue
-            crops = {v: box for v, box in make_crops(image, clean) if v in VIEWS}
-            clean_views = {v: run_segment(crop_volume(image, box), method, pred)[0] for v, box in crops.items()}
-            for i, level in enumerate(LEVELS):
-                hu, raised = paint_dependent(np.asarray(image.array), clean > 0, image.affine, level,
-                                             np.random.default_rng(i))
-                painted = lungseg.Volume(hu, image.affine)
-                scored, mask = painted_row(painted, clean, crops, clean_views, method, pred)
-                row = {"chest": name, "level": level, "raised_ml": round(raised), **scored}
-                if level == FIGURE_LEVEL and (worst[method] is None or row["whole"] < worst[method][0]["whole"]):
-                    worst[method] = (row, crop_views(painted, mask, clean))
-                rows[method].append(row)
-                log(f"  {method} {name} {level}: {row}")
-            del clean
-        del image
+    for case in clean_cases(shared, methods, predictor, VIEWS):
+        name, image, method, clean = case.name, case.image, case.method, case.clean
+        for i, level in enumerate(LEVELS):
+            hu, raised = paint_dependent(np.asarray(image.array), clean > 0, image.affine, level,
+                                         np.random.default_rng(i))
+            painted = lungseg.Volume(hu, image.affine)
+            scored, mask = painted_row(painted, clean, case.crops, case.clean_views, method, case.predictor)
+            row = {"chest": name, "level": level, "raised_ml": round(raised), **scored}
+            if level == FIGURE_LEVEL and (worst[method] is None or row["whole"] < worst[method][0]["whole"]):
+                worst[method] = (row, crop_views(painted, mask, clean))
+            rows[method].append(row)
+            log(f"  {method} {name} {level}: {row}")
     figures = save_worst_figures(
         worst, out, args.figures, "dependent_worst",
         lambda method, row: (f"{method}, {row['chest']} with {FIGURE_LEVEL} dependent density painted: Dice vs "

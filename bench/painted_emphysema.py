@@ -33,14 +33,11 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_robustness import (  # noqa: E402
-    CHESTS,
     bench_parser,
     bench_setup,
+    clean_cases,
     log,
-    make_crops,
     painted_row,
-    run_segment,
-    shared_chests,
     write_json,
 )
 
@@ -69,34 +66,24 @@ def main() -> int:
     setup = bench_setup(p)
     if setup is None:
         return 0
-    args, shared, methods, predictor = setup
+    args, shared, methods, predictor, out = setup
 
     import lungseg
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = {m: [] for m in methods}
-    for name, image in shared_chests(shared, CHESTS):
-        for method in methods:
-            pred = predictor if method == "unet" else None
-            clean, _, err = run_segment(image, method, pred)
-            if clean is None or not (clean > 0).any():
-                log(f"  {method} {name}: no clean mask ({err})")
-                continue
-            crops = {v: box for v, box in make_crops(image, clean) if v in VIEWS}
-            for i, share in enumerate(SHARES):
-                hu = paint_emphysema(np.asarray(image.array), clean > 0, image.spacing, share,
-                                     np.random.default_rng(i))
-                painted = lungseg.Volume(np.round(hu).astype(np.int16), image.affine)
-                lung_hu = hu[clean > 0]
-                scored, _ = painted_row(painted, clean, crops, {v: clean[box] for v, box in crops.items()},
-                                        method, pred)
-                row = {"chest": name, "share": share, "laa950": round(float((lung_hu < -950).mean()), 3),
-                       "median_hu": round(float(np.median(lung_hu))), **scored}
-                rows[method].append(row)
-                log(f"  {method} {name} share {share}: {row}")
-            del clean
-        del image
+    for case in clean_cases(shared, methods, predictor, VIEWS, view_masks=False):
+        name, image, method, clean = case.name, case.image, case.method, case.clean
+        for i, share in enumerate(SHARES):
+            hu = paint_emphysema(np.asarray(image.array), clean > 0, image.spacing, share,
+                                 np.random.default_rng(i))
+            painted = lungseg.Volume(np.round(hu).astype(np.int16), image.affine)
+            lung_hu = hu[clean > 0]
+            scored, _ = painted_row(painted, clean, case.crops, {v: clean[box] for v, box in case.crops.items()},
+                                    method, case.predictor)
+            row = {"chest": name, "share": share, "laa950": round(float((lung_hu < -950).mean()), 3),
+                   "median_hu": round(float(np.median(lung_hu))), **scored}
+            rows[method].append(row)
+            log(f"  {method} {name} share {share}: {row}")
     for method in methods:
         print(f"\n{method}: emphysema painted into the lungs (blobs at {EMPHYSEMA_HU:.0f} HU), label Dice "
               "against the clean scan's mask, whole and in views")

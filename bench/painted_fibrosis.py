@@ -33,12 +33,12 @@ from real_robustness import CHESTS as WHOLE_CHESTS  # noqa: E402
 from real_robustness import (  # noqa: E402
     bench_parser,
     bench_setup,
+    clean_cases,
     compare,
     crop_views,
     log,
     run_segment,
     save_worst_figures,
-    shared_chests,
     write_json,
 )
 
@@ -78,43 +78,34 @@ def main() -> int:
     setup = bench_setup(p)
     if setup is None:
         return 0
-    args, shared, methods, predictor = setup
+    args, shared, methods, predictor, out = setup
 
     import lungseg
     from lungseg.transforms import paint_fibrosis
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = {m: [] for m in methods}
     worst = {m: None for m in methods}
-    for name, image in shared_chests(shared, CHESTS):
-        for method in methods:
-            pred = predictor if method == "unet" else None
-            clean, secs, err = run_segment(image, method, pred)
-            if clean is None or not (clean > 0).any():
-                log(f"  {method} {name}: no clean mask ({err})")
-                continue
-            band, depth = fibrosis_band(clean > 0, image.affine)
-            for seed in range(args.seeds):
-                hu = paint_fibrosis(np.asarray(image.array, np.float32), band, depth, image.spacing,
-                                    np.random.default_rng(seed), depth_mm=DEPTH_MM)
-                painted = lungseg.Volume(hu, image.affine)
-                mask, secs, err = run_segment(painted, method, pred)
-                mask = np.zeros_like(clean) if mask is None else mask
-                m = compare(mask, clean)
-                a, b = mask > 0, clean > 0
-                row = {"chest": name, "seed": seed, "band_ml": round(float(band.sum() * image.voxel_ml)),
-                       "kept": round(float(a[band].mean()), 3), "dice": round(m["binary_dice"], 4),
-                       "rl_agreement": None if m["rl_agreement"] is None else round(m["rl_agreement"], 4),
-                       "added_ml": round(float((a & ~b).sum() * image.voxel_ml), 1),
-                       "lost_ml": round(float((b & ~a).sum() * image.voxel_ml), 1),
-                       "seconds": round(secs, 1), "error": err}
-                rows[method].append(row)
-                log(f"  {method} {name} seed {seed}: {row}")
-                if worst[method] is None or row["dice"] < worst[method][0]["dice"]:
-                    worst[method] = (row, crop_views(painted, mask, clean))
-            del clean
-        del image
+    for case in clean_cases(shared, methods, predictor, chests=CHESTS):
+        name, image, method, clean = case.name, case.image, case.method, case.clean
+        band, depth = fibrosis_band(clean > 0, image.affine)
+        for seed in range(args.seeds):
+            hu = paint_fibrosis(np.asarray(image.array, np.float32), band, depth, image.spacing,
+                                np.random.default_rng(seed), depth_mm=DEPTH_MM)
+            painted = lungseg.Volume(hu, image.affine)
+            mask, secs, err = run_segment(painted, method, case.predictor)
+            mask = np.zeros_like(clean) if mask is None else mask
+            m = compare(mask, clean)
+            a, b = mask > 0, clean > 0
+            row = {"chest": name, "seed": seed, "band_ml": round(float(band.sum() * image.voxel_ml)),
+                   "kept": round(float(a[band].mean()), 3), "dice": round(m["binary_dice"], 4),
+                   "rl_agreement": None if m["rl_agreement"] is None else round(m["rl_agreement"], 4),
+                   "added_ml": round(float((a & ~b).sum() * image.voxel_ml), 1),
+                   "lost_ml": round(float((b & ~a).sum() * image.voxel_ml), 1),
+                   "seconds": round(secs, 1), "error": err}
+            rows[method].append(row)
+            log(f"  {method} {name} seed {seed}: {row}")
+            if worst[method] is None or row["dice"] < worst[method][0]["dice"]:
+                worst[method] = (row, crop_views(painted, mask, clean))
     figures = save_worst_figures(
         worst, out, args.figures, "fibrosis_worst",
         lambda method, row: (f"{method}, {row['chest']} with basal fibrosis painted (seed {row['seed']}): Dice vs "

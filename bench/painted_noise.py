@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +25,13 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_robustness import (  # noqa: E402
-    CHESTS,
     bench_parser,
     bench_setup,
+    clean_cases,
     crop_views,
-    crop_volume,
     log,
-    make_crops,
     painted_row,
-    run_segment,
     save_worst_figures,
-    shared_chests,
     write_json,
 )
 
@@ -73,45 +69,31 @@ def main() -> int:
     setup = bench_setup(p)
     if setup is None:
         return 0
-    args, shared, methods, predictor = setup
+    args, shared, methods, predictor, out = setup
 
     import lungseg
     from lungseg.core.noise import noise_sd, reduce_noise
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = {m: [] for m in methods}
     worst = {m: None for m in methods}
-    for name, image in shared_chests(shared, CHESTS):
-        for method in methods:
-            pred = predictor if method == "unet" else None
-            clean, _, err = run_segment(image, method, pred)
-            if clean is None or not (clean > 0).any():
-                log(f"  {method} {name}: no clean mask ({err})")
-                continue
-            crops = {v: box for v, box in make_crops(image, clean) if v in VIEWS}
-            clean_views = {v: run_segment(crop_volume(image, box), method, pred)[0] for v, box in crops.items()}
-            for i, sd in enumerate(LEVELS):
-                noisy = lungseg.Volume(paint_noise(image.array, image.spacing, sd, np.random.default_rng(i)),
-                                       image.affine)
-                _, sigma, measured = reduce_noise(noisy.array, noisy.spacing)
-                for mode in MODES:
-                    if mode == "as is":
-                        with unsmoothed():
-                            scored, mask = painted_row(noisy, clean, crops, clean_views, method, pred)
-                    else:
-                        scored, mask = painted_row(noisy, clean, crops, clean_views, method, pred)
-                    row = {"chest": name, "added_sd": sd, "mode": mode,
-                           "noise_sd": round(measured, 1), "smoothing_mm": sigma if mode == "smoothed" else 0.0,
-                           **scored}
-                    if (mode == "smoothed" and sd == FIGURE_LEVEL
-                            and (worst[method] is None or row["whole"] < worst[method][0]["whole"])):
-                        worst[method] = (row, crop_views(noisy, mask, clean))
-                    rows[method].append(row)
-                    log(f"  {method} {name} +{sd:.0f} HU {mode}: {row}")
-            log(f"  {name}: own noise {noise_sd(image.array, image.spacing):.1f} HU")
-            del clean
-        del image
+    for case in clean_cases(shared, methods, predictor, VIEWS):
+        name, image, method, clean = case.name, case.image, case.method, case.clean
+        for i, sd in enumerate(LEVELS):
+            noisy = lungseg.Volume(paint_noise(image.array, image.spacing, sd, np.random.default_rng(i)),
+                                   image.affine)
+            _, sigma, measured = reduce_noise(noisy.array, noisy.spacing)
+            for mode in MODES:
+                with unsmoothed() if mode == "as is" else nullcontext():
+                    scored, mask = painted_row(noisy, clean, case.crops, case.clean_views, method, case.predictor)
+                row = {"chest": name, "added_sd": sd, "mode": mode,
+                       "noise_sd": round(measured, 1), "smoothing_mm": sigma if mode == "smoothed" else 0.0,
+                       **scored}
+                if (mode == "smoothed" and sd == FIGURE_LEVEL
+                        and (worst[method] is None or row["whole"] < worst[method][0]["whole"])):
+                    worst[method] = (row, crop_views(noisy, mask, clean))
+                rows[method].append(row)
+                log(f"  {method} {name} +{sd:.0f} HU {mode}: {row}")
+        log(f"  {name}: own noise {noise_sd(image.array, image.spacing):.1f} HU")
     figures = save_worst_figures(
         worst, out, args.figures, "noise_worst",
         lambda method, row: (f"{method}, {row['chest']} with {FIGURE_LEVEL:.0f} HU of noise added (smoothed "

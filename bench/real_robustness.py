@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -556,8 +557,9 @@ def shared_and_methods(p: argparse.ArgumentParser, args) -> tuple[Path, list[str
 
 
 def bench_setup(p: argparse.ArgumentParser):
-    """Parse the options, find ../shared and load the model once for every real-data bench:
-    (args, shared, methods, predictor or None), or None (printed: skipped) without ../shared."""
+    """Parse the options, find ../shared, load the model once and make the output folder for
+    every real-data bench: (args, shared, methods, predictor or None, out folder), or None
+    (printed: skipped) without ../shared."""
     args = p.parse_args()
     found = shared_and_methods(p, args)
     if found is None:
@@ -566,7 +568,37 @@ def bench_setup(p: argparse.ArgumentParser):
     import lungseg
 
     predictor = lungseg.Predictor(args.model) if "unet" in methods else None
-    return args, shared, methods, predictor
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return args, shared, methods, predictor, out
+
+
+class CleanCase(NamedTuple):
+    """One shared chest and method with the clean scan's masks, as a painted bench starts from."""
+    name: str
+    image: object  # lungseg.Volume
+    method: str
+    predictor: object  # the Predictor for "unet", None for "classical"
+    clean: np.ndarray  # the clean scan's mask
+    crops: dict  # view name -> box (`make_crops`, those named in `views`)
+    clean_views: dict  # view name -> the clean scan's view segmented on its own (with `view_masks`)
+
+
+def clean_cases(shared: Path, methods: list[str], predictor, views=(), view_masks: bool = True,
+                chests: dict[str, str] | None = None):
+    """Each shared chest (`chests`, default `CHESTS`) and method with its clean masks: the loop
+    every painted bench runs; a chest or method without a clean mask is logged and skipped."""
+    for name, image in shared_chests(shared, CHESTS if chests is None else chests):
+        for method in methods:
+            pred = predictor if method == "unet" else None
+            clean, _, err = run_segment(image, method, pred)
+            if clean is None or not (clean > 0).any():
+                log(f"  {method} {name}: no clean mask ({err})")
+                continue
+            crops = {v: box for v, box in make_crops(image, clean) if v in views}
+            clean_views = ({v: run_segment(crop_volume(image, box), method, pred)[0] for v, box in crops.items()}
+                           if view_masks else {})
+            yield CleanCase(name, image, method, pred, clean, crops, clean_views)
 
 
 def shared_chests(shared: Path, chests: dict[str, str]):
@@ -684,14 +716,12 @@ def main() -> int:
     setup = bench_setup(p)
     if setup is None:
         return 0
-    args, shared, methods, predictor = setup
+    args, shared, methods, predictor, out = setup
 
     from airways import extract_airways, plot_airways
 
     import lungseg
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     fig_dirs = [out] + ([Path(args.figures)] if args.figures else [])
     chests = dict(list(CHESTS.items())[:1]) if args.quick else CHESTS
     results = {m: {"chests": [], "pathology": [], "airways": [], "no_lung": []} for m in methods}
