@@ -157,3 +157,14 @@ def test_the_qc_sidecar_records_the_noise_and_the_smoothing(tmp_path, capfd):
     assert noisy_qc["noise_sd_hu"] > 100 and noisy_qc["smoothing_mm"] > 0
     mask = lungseg.read_volume(tmp_path / "noisy_mask.nii.gz")
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+
+
+def test_a_coronal_slice_of_a_noisy_scan_is_measured_and_smoothed_too():
+    """A view one voxel thick front to back has no axial windows: it is measured and smoothed in
+    its own plane, so it is not left noisy while the whole scan is smoothed."""
+    hu = _body(120.0, slices=40)
+    coronal = np.ascontiguousarray(hu[:, 70:71, :])
+    spacing = (0.8, 0.8, 2.0)
+    assert noise_sd(coronal, spacing) == pytest.approx(120.0, rel=0.1)
+    out, sigma, _ = reduce_noise(coronal, spacing)
+    assert sigma > 0 and out.shape == coronal.shape and noise_sd(out, spacing) < 50

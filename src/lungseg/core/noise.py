@@ -4,7 +4,8 @@ Why: the default model saw noise up to ~60 HU (phantoms, log-uniform 5-60 HU, pl
 intensity augmentation) and real scans at 15-45 HU (this module's measure). A low-dose scan
 with a sharp kernel has more, and the network's P rose over soft tissue: with 90 HU of noise
 added to the shared 8 mm chest its spleen and stomach under the left dome became lung
-(+515 mL), and every shared chest gained 50-130 mL at 90-130 HU. Its input is resampled to
+(+532 mL, `bench/painted_noise.py`), LIDC-0314 +304 mL, and at 130 HU every shared chest
+gained 160-670 mL. Its input is resampled to
 2.5 mm by sampling, not averaging (`inference.resample`), so the noise reaches the network
 undiminished. A Gaussian (scipy), in-plane like a softer reconstruction kernel, smooths it
 down first; scans no noisier than real ones seen so far are left exactly as they are, so their
@@ -36,7 +37,7 @@ from lungseg.core.volume import Volume
 #: the 8 mm chest 110-140 mL of upper abdomen, but the 64 HU lung-kernel series, smoothed to the
 #: soft kernel's noise, lost what its kernel showed of a mass (its box 0.58 -> 0.36 inside, as
 #: the soft-kernel series of the same scan, 0.33). At 60 with `RAMP` 2 that series is smoothed
-#: only to 53 HU (box 0.57) and the painted chests at 70+ HU to ~40 or less.
+#: only to 53 HU (box 0.55) and the painted chests at 70+ HU to ~40 or less.
 NOISE_TRIGGER_HU = 60.0
 #: what a noisy scan is smoothed down to: the trigger at the trigger, falling `RAMP` HU per HU
 #: over it to this floor (continuous: a scan just over the trigger is barely touched, so two
@@ -56,9 +57,12 @@ SIGMAS_MM = tuple(round(0.25 * i, 2) for i in range(1, 13))  # 0.25 ... 3 mm
 
 def _slice_axis(hu: np.ndarray, spacing) -> int:
     """The axis the windows lie across: the coarsest one (the slices of a thick-slice scan),
-    among equals the one with the fewest voxels."""
+    among equals the one with the fewest voxels; a view thinner than two windows along an axis
+    (a slab, a coronal or sagittal slice) lies across that one."""
     sp = np.asarray(spacing, float)
-    return int(min(range(3), key=lambda a: (-round(sp[a], 3), hu.shape[a])))
+    thin = [a for a in range(3) if hu.shape[a] < 2 * WINDOW]
+    pool = thin if thin else range(3)
+    return int(min(pool, key=lambda a: (hu.shape[a] >= 2 * WINDOW, -round(sp[a], 3), hu.shape[a])))
 
 
 def _sample(hu: np.ndarray, axis: int) -> np.ndarray:
@@ -106,8 +110,8 @@ def reduce_noise(hu: np.ndarray, spacing) -> tuple[np.ndarray, float, float | No
     itself and sigma 0 when quiet.
 
     The sigma brings the sampled slices to the target (interpolated between `SIGMAS_MM`, so it
-    grows from 0 at the trigger without steps); the
-    smoothing is in-plane (across the coarsest axis), as a softer reconstruction kernel's is.
+    grows from 0 at the trigger without steps); the smoothing is in-plane (across the slices the
+    measure looks at), as a softer reconstruction kernel's is.
     """
     hu = np.asarray(hu)
     axis = _slice_axis(hu, spacing)
