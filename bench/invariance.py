@@ -21,6 +21,9 @@ a mid slice, one half of that slice (the first half of the right-left axis as st
    slice averages a lung tip away, and the reference of a halved spacing repeats each slice
    where the interpolated image does not (at a 8 mm scan's bases the lung changes much from
    slice to slice); under `SPACING_FLOOR` is flagged, to be looked at, not a fault in itself.
+3. **size** (whole): the same voxels with every spacing and the origin scaled by 0.8 / 0.65 /
+   0.5, a smaller patient (0.5: a child's chest), compared voxel by voxel with the reference;
+   under `SIZE_FLOOR` is flagged.
 
 Prints one table per method and a summary; writes `results.json`.
 
@@ -65,10 +68,15 @@ STORAGE = (
 SPACING = (("1.0 mm in-plane", 1.0, 1.0), ("slices halved", None, 0.5), ("slices doubled", None, 2.0))
 #: slices thicker than this are not made (A0002's 8 mm doubled to 16 mm is no scan a user has)
 THICKEST_MM = 10.0
+#: a smaller patient (the whole scan): the same voxels, every spacing and the origin scaled, so
+#: the chest is that share of its size (0.5: a child's lungs, ~0.7 L): expected the same mask
+SIZES = (("size x0.8", 0.8), ("size x0.65", 0.65), ("size x0.5", 0.5))
 STORAGE_FLOOR = 0.99
 SPACING_FLOOR = 0.95
+SIZE_FLOOR = 0.95
 #: views of each chest: (name, share of the scan's height from its bottom: lo, hi; one slice at lo
 #: when hi is None; `half`: the right-left axis cut to its first half)
+FLOORS = {"storage": STORAGE_FLOOR, "spacing": SPACING_FLOOR, "size": SIZE_FLOOR}
 VIEWS = (("whole", 0.0, 1.0, False), ("top 22%", 0.78, 1.0, False), ("bottom 25%", 0.0, 0.25, False),
          ("mid slice", 0.5, None, False), ("half mid slice", 0.5, None, True))
 
@@ -166,6 +174,14 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
             rows.append({"chest": name, "view": vname, "family": "storage", "variant": vari,
                          "shape": list(moved.shape), "seconds": round(secs, 2), "error": err, **score(back, ref)})
             log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
+        if vname == "whole":
+            for vari, f in (SIZES[-1:] if quick else SIZES):
+                aff = view.affine.copy()
+                aff[:3, :] *= f
+                pred, secs, err = run_segment(type(view)(view.array, aff), method, predictor)
+                rows.append({"chest": name, "view": vname, "family": "size", "variant": vari,
+                             "shape": list(view.shape), "seconds": round(secs, 2), "error": err, **score(pred, ref)})
+                log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
         if hi is None:  # single slices: resampling one slice is not a thicker slice
             continue
         s_ax, _ = axis_of(view.affine, "SI")
@@ -187,13 +203,13 @@ def table(method: str, rows: list[dict]) -> str:
     lines = [f"\n### {method}\n", "| chest | view | family | variant | shape | binary Dice | label Dice | "
              "R/L agree | s | note |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        floor = STORAGE_FLOOR if r["family"] == "storage" else SPACING_FLOOR
+        floor = FLOORS.get(r["family"], SPACING_FLOOR)
         flag = "**below floor**" if r["label_dice"] < floor else ""
         note = (r.get("error") or "")[:80] or flag
         lines.append(f"| {r['chest']} | {r['view']} | {r['family']} | {r['variant']} | {tuple(r['shape'])} | "
                      f"{fmt(r['binary_dice'])} | {fmt(r['label_dice'])} | {fmt(r.get('rl_agreement'))} | "
                      f"{r.get('seconds', 0):.1f} | {note} |")
-    for fam, floor in (("storage", STORAGE_FLOOR), ("spacing", SPACING_FLOOR)):
+    for fam, floor in FLOORS.items():
         sel = [r for r in rows if r["family"] == fam]
         if sel:
             lab = [r["label_dice"] for r in sel]
@@ -230,7 +246,8 @@ def main() -> int:
     runtime = time.perf_counter() - t_start
     write_json({"shared": str(shared), "methods": methods, "model": args.model, "quick": args.quick,
                 "lungseg_version": lungseg.__version__, "runtime_s": round(runtime, 1),
-                "storage_floor": STORAGE_FLOOR, "spacing_floor": SPACING_FLOOR, "results": results},
+                "storage_floor": STORAGE_FLOOR, "spacing_floor": SPACING_FLOOR, "size_floor": SIZE_FLOOR,
+                "results": results},
                out / "results.json")
     print(f"\nruntime {runtime:.0f} s; results in {out / 'results.json'}")
     return 0
