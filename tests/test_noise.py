@@ -168,3 +168,20 @@ def test_a_coronal_slice_of_a_noisy_scan_is_measured_and_smoothed_too():
     assert noise_sd(coronal, spacing) == pytest.approx(120.0, rel=0.1)
     out, sigma, _ = reduce_noise(coronal, spacing)
     assert sigma > 0 and out.shape == coronal.shape and noise_sd(out, spacing) < 50
+
+
+def test_the_quality_check_warns_about_a_very_noisy_scan_only():
+    import lungseg
+    from lungseg import quality
+    from lungseg.inference.classical import segment_classical
+
+    image, truth = lungseg.make_phantom(seed=6, size=64)
+    hu = np.asarray(image.array, np.float32)
+    for sd, warned in ((0.0, False), (quality.MAX_NOISE_HU * 1.6, True)):
+        vol = Volume(hu + np.random.default_rng(1).normal(0, sd, hu.shape).astype(np.float32), image.affine) if sd else image
+        qc = quality.check_mask(vol, truth, segment_classical(vol))
+        noise = {c["name"]: c for c in qc["checks"]}["noise"]
+        assert (noise["passed"] is False) == warned, noise
+        assert any("HU of noise" in w for w in qc["warnings"]) == warned
+        if warned:
+            assert noise["value"] > quality.MAX_NOISE_HU

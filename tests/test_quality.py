@@ -37,7 +37,7 @@ def test_normal_chest_triggers_nothing(chest):
     checks = _by_name(qc)
     assert qc["passed"] and qc["warnings"] == []
     assert [c["name"] for c in qc["checks"]] == ["both_lungs", "lung_volume", "fov_edge", "method_agreement",
-                                                 "dense_tissue_kept", "gas_share", "sides"]
+                                                 "dense_tissue_kept", "gas_share", "sides", "noise"]
     assert all(c["passed"] is True and not c["skipped"] for c in qc["checks"])
     right = np.count_nonzero(truth.array == 1) * image.voxel_ml
     assert qc["volumes_ml"]["right"] == pytest.approx(right, abs=0.05)
