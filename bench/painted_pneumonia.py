@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from airways import to_ras  # noqa: E402
@@ -49,59 +48,27 @@ from real_robustness import (  # noqa: E402
 LEVELS = {"mild": (4, (10.0, 20.0), 0.0), "moderate": (8, (15.0, 30.0), 0.5),
           "severe": (14, (20.0, 40.0), 0.8)}
 GGO_RISE = 300.0  # HU added to pure parenchyma inside a lesion (-850 -> -550)
-LUNG_HU, WALL_HU = -850.0, 40.0  # a voxel's share of parenchyma: where its HU lies between them
 VIEWS = ("bases", "apex", "slab5@50%", "slab1@50%", "slab1@25%")
 FIGURE_LEVEL = "severe"
 
 
-def paint_pneumonia(hu: np.ndarray, lung: np.ndarray, affine: np.ndarray, level: str,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(`hu` with lesions painted into `lung` (bool), int16; lesion voxels; consolidated voxels),
-    all on the input grid."""
-    n, (r_lo, r_hi), consolidated = LEVELS[level]
+def paint_chest(hu: np.ndarray, lung: np.ndarray, affine: np.ndarray, level: str,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(`hu` with pneumonia of `level` painted into `lung` (bool), int16; lesion voxels;
+    consolidated voxels), all on the input grid (`lungseg.transforms.paint_pneumonia` in RAS, the
+    lower and the posterior lung weighted up to three times each)."""
+    from lungseg.transforms import paint_pneumonia
+
+    n, radius, consolidated = LEVELS[level]
     ras, sp, back = to_ras(np.asarray(hu, np.float32), affine)
     lung = to_ras(np.asarray(lung, bool), affine)[0]
-    depth = ndimage.distance_transform_edt(lung, sampling=sp)
     zs = np.flatnonzero(lung.any(axis=(0, 1)))
     ys = np.flatnonzero(lung.any(axis=(0, 2)))
-    out = ras.copy()
-    lesion = np.zeros(lung.shape, bool)
-    core = np.zeros(lung.shape, bool)
-    for _ in range(n):
-        r = float(rng.uniform(r_lo, r_hi))
-        cand = np.argwhere(lung & (depth <= r / 3.0))
-        if len(cand) == 0:
-            break
-        # lower and posterior lung drawn more often: weight 1 at the top / front, 3 at the bottom / back
-        zrel = (cand[:, 2] - zs.min()) / max(zs.max() - zs.min(), 1)
-        yrel = (cand[:, 1] - ys.min()) / max(ys.max() - ys.min(), 1)
-        w = (1.0 + 2.0 * (1.0 - zrel)) * (1.0 + 2.0 * (1.0 - yrel))
-        c = cand[rng.choice(len(cand), p=w / w.sum())]
-        reach = np.ceil(1.4 * r / sp).astype(int)
-        lo = np.maximum(c - reach, 0)
-        hi = np.minimum(c + reach + 1, lung.shape)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-        grid = np.meshgrid(*[(np.arange(a, b) - ci) * s for a, b, ci, s in zip(lo, hi, c, sp, strict=True)], indexing="ij")
-        dist = np.sqrt(sum(g * g for g in grid))
-        wobble = ndimage.gaussian_filter(rng.standard_normal(dist.shape).astype(np.float32), 6.0 / sp)
-        wobble /= max(float(np.abs(wobble).max()), 1e-6)
-        blob = (dist <= r * (1.0 + 0.3 * wobble)) & lung[box]
-        lesion[box] |= blob
-        if rng.random() < consolidated:
-            core[box] |= blob & (dist <= 0.6 * r * (1.0 + 0.3 * wobble))
-    texture = ndimage.gaussian_filter(rng.standard_normal(ras.shape).astype(np.float32), 2.0 / sp)
-    texture /= max(float(texture.std()), 1e-6)
-    share = np.clip((WALL_HU - ras) / (WALL_HU - LUNG_HU), 0.0, 1.0)
-    ggo = lesion & ~core
-    out[ggo] = np.minimum(ras[ggo] + share[ggo] * GGO_RISE * (1.0 + 0.15 * texture[ggo]),
-                          np.maximum(ras[ggo], -300.0))
-    # air bronchograms: the bronchi run beside the arteries with their calibre, so the vessels
-    # inside a consolidated core (denser than -500 HU, away from the pleura) become air-filled
-    # tubes; the lumen of an airway already there stays dark
-    tubes = core & (((ras > -500) & (depth > 3.0)) | (ras < -900))
-    solid = core & ~tubes
-    out[solid] = 20.0 + 20.0 * texture[solid]
-    out[core & tubes] = -880.0 + 30.0 * texture[core & tubes]
+    zrel = np.clip((np.arange(lung.shape[2]) - zs.min()) / max(zs.max() - zs.min(), 1), 0, 1)
+    yrel = np.clip((np.arange(lung.shape[1]) - ys.min()) / max(ys.max() - ys.min(), 1), 0, 1)
+    weight = (1.0 + 2.0 * (1.0 - zrel))[None, None, :] * (1.0 + 2.0 * (1.0 - yrel))[None, :, None]
+    weight = np.broadcast_to(weight, lung.shape)
+    out, lesion, core = paint_pneumonia(ras, lung, sp, rng, n, radius, consolidated, GGO_RISE, weight)
     return np.round(back(out)).astype(np.int16), back(lesion), back(core)
 
 
@@ -120,8 +87,8 @@ def main() -> int:
     for case in clean_cases(shared, methods, predictor, VIEWS):
         name, image, method, clean = case.name, case.image, case.method, case.clean
         for i, level in enumerate(LEVELS):
-            hu, lesion, core = paint_pneumonia(np.asarray(image.array), clean > 0, image.affine, level,
-                                               np.random.default_rng(i))
+            hu, lesion, core = paint_chest(np.asarray(image.array), clean > 0, image.affine, level,
+                                           np.random.default_rng(i))
             painted = lungseg.Volume(hu, image.affine)
             scored, mask = painted_row(painted, clean, case.crops, case.clean_views, method, case.predictor)
             inside = mask > 0

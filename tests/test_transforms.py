@@ -10,9 +10,11 @@ from lungseg.transforms import (
     RandFibrosisd,
     RandFlipLeftRightd,
     RandMassd,
+    RandPneumoniad,
     RandSlabd,
     infer_transforms,
     paint_fibrosis,
+    paint_pneumonia,
     to_metatensor,
     train_transforms,
 )
@@ -179,3 +181,52 @@ def test_paint_fibrosis_is_a_pure_function_of_its_seed():
     names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
     assert "RandFibrosisd" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
     assert "RandFibrosisd" in names(train_transforms(pre, (32, 32, 32), 2, fibrosis_prob=0.2)[1])
+
+
+def test_paint_pneumonia_puts_peripheral_ground_glass_and_consolidation_into_the_lung_only():
+    hu = np.full((60, 60, 40), 40.0, np.float32)
+    lung = np.zeros(hu.shape, bool)
+    lung[5:55, 5:55, 3:37] = True
+    hu[lung] = -850.0
+    vessels = np.zeros(hu.shape, bool)
+    vessels[5:55:6, 5:55:6, 3:37] = True  # vessels along z through the lung, 9 mm apart
+    hu[vessels] = 0.0
+    sp = (1.5, 1.5, 2.0)
+    a, lesion, core = paint_pneumonia(hu, lung, sp, np.random.default_rng(3), 3, (12.0, 18.0), 1.0)
+    b, _, _ = paint_pneumonia(hu, lung, sp, np.random.default_rng(3), 3, (12.0, 18.0), 1.0)
+    np.testing.assert_array_equal(a, b)  # a pure function of its seed
+    assert hu[29, 29, 20] == 0.0 and hu[10, 10, 10] == -850.0  # the input is not modified
+    assert lesion.any() and core.any() and not (lesion & ~lung).any() and not (core & ~lesion).any()
+    assert np.array_equal(a[~lesion], hu[~lesion])  # nothing outside the lesions is touched
+    depth = ndimage.distance_transform_edt(lung, sampling=sp)
+    assert np.median(depth[lesion]) < 12.0  # peripheral: centred near the pleura
+    glass = lesion & ~core & (hu == -850.0)
+    assert glass.any() and -650 < np.median(a[glass]) < -450  # ground glass
+    solid = core & (hu == -850.0)
+    assert -10 < np.median(a[solid]) < 50  # consolidation ...
+    tubes = core & vessels & (depth > 3.0)
+    assert tubes.any() and np.median(a[tubes]) < -800  # ... its vessels now air bronchograms
+    none, lesion0, _ = paint_pneumonia(hu, lung, sp, np.random.default_rng(3), 2, (12.0, 18.0), 0.0)
+    assert lesion0.any() and (none[lesion0 & ~vessels] < -250).all()  # ground glass only: nothing solid
+
+
+def test_pneumonia_transform_keeps_the_label_and_is_a_training_option():
+    image, label = _chest_patch()
+    lung = label[0].numpy() > 0
+    t = RandPneumoniad(prob=1.0, spacing=(1.5, 1.5, 2.0))
+    t.set_random_state(4)
+    painted = 0
+    for _ in range(6):
+        out = t({"image": image, "label": label})
+        assert torch.equal(out["label"], label)  # pneumonia is lung
+        changed = np.abs(out["image"][0].numpy() - image[0].numpy()) > 1e-6
+        assert not changed[~lung].any()
+        painted += bool(changed.any())
+        hu = out["image"][0].numpy() * 2000.0 - 1000.0
+        assert (hu[changed] > -700).mean() > 0.9  # denser than the lung it replaced
+    assert painted >= 5
+    assert torch.equal(t({"image": image, "label": torch.zeros_like(label)})["image"], image)  # no lung
+    pre = {"spacing": (2.5, 2.5, 2.5), "hu_window": (-1000.0, 1000.0), "axcodes": "RAS"}
+    names = lambda c: [type(x).__name__ for x in c.transforms]  # noqa: E731
+    assert "RandPneumoniad" not in names(train_transforms(pre, (32, 32, 32), 2)[1])
+    assert "RandPneumoniad" in names(train_transforms(pre, (32, 32, 32), 2, pneumonia_prob=0.3)[1])

@@ -435,6 +435,100 @@ class RandFibrosisd(_LungPaintd):
         return self.fibrosis(image, lung)
 
 
+def paint_pneumonia(hu: np.ndarray, lung: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
+                    n: int, radius_mm: tuple[float, float], consolidated: float, ggo_rise: float = 300.0,
+                    weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(`hu` with `n` pneumonic lesions painted into `lung`, the lesions' voxels, their consolidated
+    cores' voxels).
+
+    Each lesion is a lobulated blob of radius in `radius_mm` centred in the lung within a third of
+    its radius of the lung's surface (peripheral, as viral pneumonia is; `weight`, the same shape,
+    weights where centres fall), clipped to the lung. Inside, the parenchyma rises by `ggo_rise`
+    HU times its share of parenchyma (ground glass; vessels kept); with probability
+    `consolidated` the inner 60 % of the radius becomes consolidation (0-40 HU) with air
+    bronchograms — the vessels there become air-filled tubes of their calibre, as the bronchi
+    beside them show. A pure function over arrays: `RandPneumoniad` paints training patches with
+    it, `bench/painted_pneumonia.py` whole real chests.
+    """
+    from scipy import ndimage
+
+    ras = np.asarray(hu, np.float32)
+    sp = np.asarray(spacing, float)
+    depth = ndimage.distance_transform_edt(lung, sampling=sp)
+    out = ras.copy()
+    lesion = np.zeros(lung.shape, bool)
+    core = np.zeros(lung.shape, bool)
+    for _ in range(n):
+        r = float(rng.uniform(*radius_mm))
+        near = lung & (depth <= r / 3.0)
+        cand = np.flatnonzero(near)
+        if cand.size == 0:
+            break
+        w = None if weight is None else np.asarray(weight, float)[near]  # in `cand`'s order
+        pick = cand[rng.choice(cand.size, p=None if w is None else w / w.sum())]
+        c = np.array(np.unravel_index(pick, lung.shape))
+        reach = np.ceil(1.4 * r / sp).astype(int)
+        lo = np.maximum(c - reach, 0)
+        hi = np.minimum(c + reach + 1, lung.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        grid = np.meshgrid(*[(np.arange(a, b) - ci) * s for a, b, ci, s in zip(lo, hi, c, sp, strict=True)],
+                           indexing="ij")
+        dist = np.sqrt(sum(g * g for g in grid))
+        wobble = ndimage.gaussian_filter(rng.standard_normal(dist.shape).astype(np.float32), 6.0 / sp)
+        wobble /= max(float(np.abs(wobble).max()), 1e-6)
+        blob = (dist <= r * (1.0 + 0.3 * wobble)) & lung[box]
+        lesion[box] |= blob
+        if rng.random() < consolidated:
+            core[box] |= blob & (dist <= 0.6 * r * (1.0 + 0.3 * wobble))
+    if not lesion.any():
+        return out, lesion, core
+    texture = ndimage.gaussian_filter(rng.standard_normal(ras.shape).astype(np.float32), 2.0 / sp)
+    texture /= max(float(texture.std()), 1e-6)
+    lung_hu, wall_hu = -850.0, 40.0  # a voxel's share of parenchyma: where its HU lies between them
+    share = np.clip((wall_hu - ras) / (wall_hu - lung_hu), 0.0, 1.0)
+    ggo = lesion & ~core
+    out[ggo] = np.minimum(ras[ggo] + share[ggo] * ggo_rise * (1.0 + 0.15 * texture[ggo]),
+                          np.maximum(ras[ggo], -300.0))
+    tubes = core & (((ras > -500) & (depth > 3.0)) | (ras < -900))  # an airway's lumen stays dark
+    solid = core & ~tubes
+    out[solid] = 20.0 + 20.0 * texture[solid]
+    out[core & tubes] = -880.0 + 30.0 * texture[core & tubes]
+    return out, lesion, core
+
+
+class RandPneumoniad(_LungPaintd):
+    """Paint pneumonia (peripheral ground glass, consolidated cores with air bronchograms) into a
+    training patch's lung; the label stays lung.
+
+    Why: pneumonia painted into the shared real chests (`bench/painted_pneumonia.py`) kept its
+    ground glass but lost consolidated cores at the pleura on chests the model never saw (P(lung)
+    ~0 there), though drawn masses (`RandMassd`) train on solid tissue at the pleura: those have
+    no ground-glass halo and no air bronchograms. 1-3 lesions of 10-35 mm (`paint_pneumonia`),
+    60 % of them with a consolidated core. A training option; see docs/model.md for what it did.
+    Hand-written because no maintained library synthesises pneumonia into CT.
+    Expects channel-first (C, x, y, z) patches on `spacing` with HU scaled by `hu_window`.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label"), prob: float = 0.3,
+                 radius_mm: tuple[float, float] = (10.0, 35.0), consolidated: float = 0.6,
+                 spacing: Sequence[float] = (1.5, 1.5, 2.0), hu_window: tuple[float, float] = (-1000.0, 1000.0),
+                 min_lung_voxels: int = 4000):
+        super().__init__(keys, prob, spacing, hu_window, min_lung_voxels)
+        self.radius_mm = radius_mm
+        self.consolidated = consolidated
+
+    def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
+        if lung.sum() < self.min_lung_voxels:
+            return None
+        lo, hi = self.hu_window
+        rng = np.random.default_rng(self.R.randint(2 ** 31))
+        painted, lesion, _ = paint_pneumonia(image * (hi - lo) + lo, lung, self.spacing, rng,
+                                             int(self.R.randint(1, 4)), self.radius_mm, self.consolidated)
+        if not lesion.any():
+            return None
+        return np.clip((painted - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
 def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
     """Orientation + spacing + HU window: the deterministic part shared by all pipelines."""
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
@@ -449,14 +543,16 @@ def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
 def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: int,
                      label_mapping: Any = None, binary: bool = True,
                      slab_prob: float = 0.0, mass_prob: float = 0.0,
-                     fibrosis_prob: float = 0.0, collapse_prob: float = 0.0) -> tuple[Compose, Compose]:
+                     fibrosis_prob: float = 0.0, collapse_prob: float = 0.0,
+                     pneumonia_prob: float = 0.0) -> tuple[Compose, Compose]:
     """(cached deterministic part, random part) for training patches.
 
     `binary` trains lung vs background (labels 1 and 2 merged) for 2-channel networks;
     `slab_prob` turns that share of patches into slabs / cut views (`RandSlabd`);
     `mass_prob` puts a soft-tissue mass into the lung of that share (`RandMassd`);
     `fibrosis_prob` paints subpleural fibrosis into the lung of that share (`RandFibrosisd`);
-    `collapse_prob` makes part of a lung airless in that share (`RandCollapsed`).
+    `collapse_prob` makes part of a lung airless in that share (`RandCollapsed`);
+    `pneumonia_prob` paints pneumonia into the lung of that share (`RandPneumoniad`).
     """
     keys = ["image", "label"]
     cached = Compose([
@@ -478,6 +574,8 @@ def train_transforms(pre: dict[str, Any], roi_size: Sequence[int], num_samples: 
           if fibrosis_prob > 0 else []),
         *([RandCollapsed(keys, prob=collapse_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
           if collapse_prob > 0 else []),
+        *([RandPneumoniad(keys, prob=pneumonia_prob, spacing=pre["spacing"], hu_window=pre["hu_window"])]
+          if pneumonia_prob > 0 else []),
         *([RandSlabd(keys, prob=slab_prob)] if slab_prob > 0 else []),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),

@@ -66,6 +66,8 @@ class TrainConfig(BaseModel):
                                  "fibrosis (honeycombing, reticulation; still labelled lung)")
     collapse_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches with part of a lung "
                                  "made airless (collapse, consolidation; still labelled lung)")
+    pneumonia_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of patches given pneumonia "
+                                  "(peripheral ground glass, consolidation; still labelled lung)")
     amp: bool = True
     cpu_bf16: bool = Field(False, description="bfloat16 autocast when training on the CPU (about 1.6x "
                            "faster steps on CPUs with AVX512-BF16 or AMX; weights stay float32)")

@@ -203,7 +203,8 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> dict:
     binary = int(cfg.network.out_channels) == 2
     cached, rand = train_transforms(cfg.preprocessing.model_dump(), cfg.roi_size, cfg.num_samples, cfg.label_mapping, binary,
                                    slab_prob=cfg.slab_prob, mass_prob=cfg.mass_prob,
-                                   fibrosis_prob=cfg.fibrosis_prob, collapse_prob=cfg.collapse_prob)
+                                   fibrosis_prob=cfg.fibrosis_prob, collapse_prob=cfg.collapse_prob,
+                                   pneumonia_prob=cfg.pneumonia_prob)
     with user_errors_unwrapped():
         train_ds = CacheDataset(_as_dicts(shard(train_cases, info)), Compose([*cached.transforms, *rand.transforms]),
                                 progress=cfg.progress and info.is_main, num_workers=None)
