@@ -452,10 +452,10 @@ def paint_pneumonia(hu: np.ndarray, lung: np.ndarray, spacing: Sequence[float], 
     """
     from scipy import ndimage
 
-    ras = np.asarray(hu, np.float32)
+    base = np.asarray(hu, np.float32)
     sp = np.asarray(spacing, float)
     depth = ndimage.distance_transform_edt(lung, sampling=sp)
-    out = ras.copy()
+    out = base.copy()
     lesion = np.zeros(lung.shape, bool)
     core = np.zeros(lung.shape, bool)
     for _ in range(n):
@@ -482,14 +482,14 @@ def paint_pneumonia(hu: np.ndarray, lung: np.ndarray, spacing: Sequence[float], 
             core[box] |= blob & (dist <= 0.6 * r * (1.0 + 0.3 * wobble))
     if not lesion.any():
         return out, lesion, core
-    texture = ndimage.gaussian_filter(rng.standard_normal(ras.shape).astype(np.float32), 2.0 / sp)
+    texture = ndimage.gaussian_filter(rng.standard_normal(base.shape).astype(np.float32), 2.0 / sp)
     texture /= max(float(texture.std()), 1e-6)
     lung_hu, wall_hu = -850.0, 40.0  # a voxel's share of parenchyma: where its HU lies between them
-    share = np.clip((wall_hu - ras) / (wall_hu - lung_hu), 0.0, 1.0)
+    share = np.clip((wall_hu - base) / (wall_hu - lung_hu), 0.0, 1.0)
     ggo = lesion & ~core
-    out[ggo] = np.minimum(ras[ggo] + share[ggo] * ggo_rise * (1.0 + 0.15 * texture[ggo]),
-                          np.maximum(ras[ggo], -300.0))
-    tubes = core & (((ras > -500) & (depth > 3.0)) | (ras < -900))  # an airway's lumen stays dark
+    out[ggo] = np.minimum(base[ggo] + share[ggo] * ggo_rise * (1.0 + 0.15 * texture[ggo]),
+                          np.maximum(base[ggo], -300.0))
+    tubes = core & (((base > -500) & (depth > 3.0)) | (base < -900))  # an airway's lumen stays dark
     solid = core & ~tubes
     out[solid] = 20.0 + 20.0 * texture[solid]
     out[core & tubes] = -880.0 + 30.0 * texture[core & tubes]
