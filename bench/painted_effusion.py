@@ -116,7 +116,8 @@ def main() -> int:
     figures = save_worst_figures(
         worst, out, args.figures, "effusion_worst",
         lambda method, row: (f"{method}, {row['chest']} with an effusion painted ({FIGURE_LEVEL}): Dice vs the clean "
-                             f"mask without the fluid {row['whole']:.3f}, fluid in the mask {row['fluid_in_mask_ml']} mL"))
+                             f"mask without the fluid {row['whole']:.3f}, fluid in the mask {row['fluid_in_mask_ml']} mL"),
+        reference="clean mask without the fluid")
     for method in methods:
         print(f"\n{method}: pleural effusion painted (" + ", ".join(LEVELS)
               + "; fluid height at the lung's bottom); label Dice against the clean mask without the fluid")

@@ -635,10 +635,12 @@ def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str
     return row, mask
 
 
-def save_worst_figures(worst: dict, out: Path, figures: str | None, stem: str, title) -> dict:
+def save_worst_figures(worst: dict, out: Path, figures: str | None, stem: str, title,
+                       reference: str = "clean scan's mask") -> dict:
     """Each method's worst painted case (`worst[method]`: (row, `crop_views`) or None) drawn as the
-    painted scan's mask against the clean one, `<stem>_<method>.png` in `out` and in `figures`
-    when given; `title(method, row)` is its title. {method: the paths written}."""
+    painted scan's mask against the clean one (`reference` names it), `<stem>_<method>.png` in
+    `out` and in `figures` when given; `title(method, row)` is its title. {method: the paths
+    written}."""
     saved = {}
     for method, found in worst.items():
         if found is None:
@@ -646,7 +648,7 @@ def save_worst_figures(worst: dict, out: Path, figures: str | None, stem: str, t
         row, views = found
         paths = [out / f"{stem}_{method}.png"] + ([Path(figures) / f"{stem}_{method}.png"] if figures else [])
         saved[method] = plot_crop(views, title(method, row), paths,
-                                  labels=("painted scan's mask", "clean scan's mask"))
+                                  labels=("painted scan's mask", reference))
     return saved
 
 
