@@ -36,12 +36,10 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from airways import to_ras  # noqa: E402
 from real_robustness import (  # noqa: E402
+    Painting,
     bench_parser,
     bench_setup,
-    clean_cases,
-    crop_views,
-    log,
-    painted_row,
+    run_painted,
     save_worst_figures,
     write_json,
 )
@@ -90,20 +88,12 @@ def main() -> int:
 
     import lungseg
 
-    rows = {m: [] for m in methods}
-    worst = {m: None for m in methods}
-    for case in clean_cases(shared, methods, predictor, VIEWS):
-        name, image, method, clean = case.name, case.image, case.method, case.clean
-        for i, level in enumerate(LEVELS):
-            hu, raised = paint_dependent(np.asarray(image.array), clean > 0, image.affine, level,
-                                         np.random.default_rng(i))
-            painted = lungseg.Volume(hu, image.affine)
-            scored, mask = painted_row(painted, clean, case.crops, case.clean_views, method, case.predictor)
-            row = {"chest": name, "level": level, "raised_ml": round(raised), **scored}
-            if level == FIGURE_LEVEL and (worst[method] is None or row["whole"] < worst[method][0]["whole"]):
-                worst[method] = (row, crop_views(painted, mask, clean))
-            rows[method].append(row)
-            log(f"  {method} {name} {level}: {row}")
+    def paint(case, level, rng):
+        hu, raised = paint_dependent(np.asarray(case.image.array), case.clean > 0, case.image.affine, level, rng)
+        return Painting(lungseg.Volume(hu, case.image.affine), case.clean, case.clean_views,
+                        lambda mask: {"raised_ml": round(raised)})
+
+    rows, worst = run_painted(shared, methods, predictor, LEVELS, paint, VIEWS, FIGURE_LEVEL)
     figures = save_worst_figures(
         worst, out, args.figures, "dependent_worst",
         lambda method, row: (f"{method}, {row['chest']} with {FIGURE_LEVEL} dependent density painted: Dice vs "

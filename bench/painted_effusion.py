@@ -30,12 +30,10 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from airways import to_ras  # noqa: E402
 from real_robustness import (  # noqa: E402
+    Painting,
     bench_parser,
     bench_setup,
-    clean_cases,
-    crop_views,
-    log,
-    painted_row,
+    run_painted,
     save_worst_figures,
     write_json,
 )
@@ -91,28 +89,22 @@ def main() -> int:
 
     import lungseg
 
-    rows = {m: [] for m in methods}
-    worst = {m: None for m in methods}
-    for case in clean_cases(shared, methods, predictor, VIEWS):
-        name, image, method, clean = case.name, case.image, case.method, case.clean
-        for i, level in enumerate(LEVELS):
-            hu, fluid, band = paint_effusion(np.asarray(image.array), clean, image.affine, level,
-                                             np.random.default_rng(i))
-            painted = lungseg.Volume(hu, image.affine)
-            truth = np.where(fluid, 0, clean).astype(clean.dtype)  # the clean mask without the fluid
-            # each view against the clean scan's same view without the fluid (a view's own
-            # disagreement with the whole scan does not count)
-            refs = {v: np.where(fluid[box], 0, case.clean_views[v]) for v, box in case.crops.items()
-                    if case.clean_views.get(v) is not None}
-            scored, mask = painted_row(painted, truth, case.crops, refs, method, case.predictor)
+    def paint(case, level, rng):
+        hu, fluid, band = paint_effusion(np.asarray(case.image.array), case.clean, case.image.affine, level, rng)
+        truth = np.where(fluid, 0, case.clean).astype(case.clean.dtype)  # the clean mask without the fluid
+        # each view against the clean scan's same view without the fluid (a view's own
+        # disagreement with the whole scan does not count)
+        refs = {v: np.where(fluid[box], 0, case.clean_views[v]) for v, box in case.crops.items()
+                if case.clean_views.get(v) is not None}
+
+        def fields(mask):
             inside = mask > 0
-            row = {"chest": name, "level": level, "fluid_ml": round(float(fluid.sum() * image.voxel_ml)),
-                   "fluid_in_mask_ml": round(float(inside[fluid].sum() * image.voxel_ml), 1),
-                   "band_kept": round(float(inside[band].mean()), 3) if band.any() else None, **scored}
-            if level == FIGURE_LEVEL and (worst[method] is None or row["whole"] < worst[method][0]["whole"]):
-                worst[method] = (row, crop_views(painted, mask, truth))
-            rows[method].append(row)
-            log(f"  {method} {name} {level}: {row}")
+            return {"fluid_ml": round(float(fluid.sum() * case.image.voxel_ml)),
+                    "fluid_in_mask_ml": round(float(inside[fluid].sum() * case.image.voxel_ml), 1),
+                    "band_kept": round(float(inside[band].mean()), 3) if band.any() else None}
+        return Painting(lungseg.Volume(hu, case.image.affine), truth, refs, fields)
+
+    rows, worst = run_painted(shared, methods, predictor, LEVELS, paint, VIEWS, FIGURE_LEVEL)
     figures = save_worst_figures(
         worst, out, args.figures, "effusion_worst",
         lambda method, row: (f"{method}, {row['chest']} with an effusion painted ({FIGURE_LEVEL}): Dice vs the clean "

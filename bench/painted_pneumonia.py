@@ -34,12 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from airways import to_ras  # noqa: E402
 from real_robustness import (  # noqa: E402
+    Painting,
     bench_parser,
     bench_setup,
-    clean_cases,
-    crop_views,
-    log,
-    painted_row,
+    run_painted,
     save_worst_figures,
     write_json,
 )
@@ -82,24 +80,17 @@ def main() -> int:
 
     import lungseg
 
-    rows = {m: [] for m in methods}
-    worst = {m: None for m in methods}
-    for case in clean_cases(shared, methods, predictor, VIEWS):
-        name, image, method, clean = case.name, case.image, case.method, case.clean
-        for i, level in enumerate(LEVELS):
-            hu, lesion, core = paint_chest(np.asarray(image.array), clean > 0, image.affine, level,
-                                           np.random.default_rng(i))
-            painted = lungseg.Volume(hu, image.affine)
-            scored, mask = painted_row(painted, clean, case.crops, case.clean_views, method, case.predictor)
+    def paint(case, level, rng):
+        hu, lesion, core = paint_chest(np.asarray(case.image.array), case.clean > 0, case.image.affine, level, rng)
+
+        def fields(mask):
             inside = mask > 0
-            row = {"chest": name, "level": level, "lesion_ml": round(float(lesion.sum() * image.voxel_ml)),
-                   "lesion_kept": round(float(inside[lesion].mean()), 3) if lesion.any() else None,
-                   "consolidation_kept": round(float(inside[core].mean()), 3) if core.any() else None,
-                   **scored}
-            if level == FIGURE_LEVEL and (worst[method] is None or row["whole"] < worst[method][0]["whole"]):
-                worst[method] = (row, crop_views(painted, mask, clean))
-            rows[method].append(row)
-            log(f"  {method} {name} {level}: {row}")
+            return {"lesion_ml": round(float(lesion.sum() * case.image.voxel_ml)),
+                    "lesion_kept": round(float(inside[lesion].mean()), 3) if lesion.any() else None,
+                    "consolidation_kept": round(float(inside[core].mean()), 3) if core.any() else None}
+        return Painting(lungseg.Volume(hu, case.image.affine), case.clean, case.clean_views, fields)
+
+    rows, worst = run_painted(shared, methods, predictor, LEVELS, paint, VIEWS, FIGURE_LEVEL)
     figures = save_worst_figures(
         worst, out, args.figures, "pneumonia_worst",
         lambda method, row: (f"{method}, {row['chest']} with {FIGURE_LEVEL} pneumonia painted: Dice vs the clean "

@@ -635,6 +635,35 @@ def painted_row(painted, clean: np.ndarray, boxes: dict, refs: dict, method: str
     return row, mask
 
 
+class Painting(NamedTuple):
+    """A painted scan and what its masks should be (`run_painted`)."""
+    volume: object  # lungseg.Volume: the painted scan
+    truth: np.ndarray  # its whole mask should be this (the clean mask, or less of it)
+    refs: dict  # view name -> that view's mask should be this
+    fields: object  # mask -> the row's own columns (dict), from the painted scan's mask
+
+
+def run_painted(shared: Path, methods: list[str], predictor, levels, paint, views,
+                figure_level=None) -> tuple[dict, dict]:
+    """The painted benches' loop: for each shared chest and method (`clean_cases`) and each level
+    (the i-th painted with `numpy.random.default_rng(i)`), `paint(case, level, rng)` gives a
+    `Painting`, scored whole and per view by `painted_row`. Returns ({method: rows}, {method: the
+    worst whole scan at `figure_level` as (row, `crop_views`) or None}) for `save_worst_figures`."""
+    rows = {m: [] for m in methods}
+    worst = {m: None for m in methods}
+    for case in clean_cases(shared, methods, predictor, views):
+        for i, level in enumerate(levels):
+            painting = paint(case, level, np.random.default_rng(i))
+            scored, mask = painted_row(painting.volume, painting.truth, case.crops, painting.refs, case.method,
+                                       case.predictor)
+            row = {"chest": case.name, "level": level, **painting.fields(mask), **scored}
+            if level == figure_level and (worst[case.method] is None or row["whole"] < worst[case.method][0]["whole"]):
+                worst[case.method] = (row, crop_views(painting.volume, mask, painting.truth))
+            rows[case.method].append(row)
+            log(f"  {case.method} {case.name} {level}: {row}")
+    return rows, worst
+
+
 def save_worst_figures(worst: dict, out: Path, figures: str | None, stem: str, title,
                        reference: str = "clean scan's mask") -> dict:
     """Each method's worst painted case (`worst[method]`: (row, `crop_views`) or None) drawn as the
