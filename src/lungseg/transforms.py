@@ -180,6 +180,11 @@ class _LungPaintd(RandomizableTransform, MapTransform):
         lo, hi = self.hu_window
         return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
+    def _hu(self, image: np.ndarray) -> np.ndarray:
+        """A scaled patch back in HU (the inverse of `_scaled` inside the window)."""
+        lo, hi = self.hu_window
+        return image * (hi - lo) + lo
+
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
@@ -409,8 +414,7 @@ class RandFibrosisd(_LungPaintd):
 
         if lung.sum() < self.min_lung_voxels:
             return None
-        lo, hi = self.hu_window
-        hu = image * (hi - lo) + lo
+        hu = self._hu(image)
         soft = ~lung & (hu > -300.0)
         if not soft.any():
             return None
@@ -428,8 +432,7 @@ class RandFibrosisd(_LungPaintd):
         if band.sum() < 50:
             return None
         rng = np.random.default_rng(self.R.randint(2 ** 31))
-        painted = paint_fibrosis(hu, band, below, self.spacing, rng, depth_mm=depth_mm)
-        return np.clip((painted - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        return self._scaled(paint_fibrosis(hu, band, below, self.spacing, rng, depth_mm=depth_mm))
 
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         return self.fibrosis(image, lung)
@@ -520,13 +523,10 @@ class RandPneumoniad(_LungPaintd):
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
         if lung.sum() < self.min_lung_voxels:
             return None
-        lo, hi = self.hu_window
         rng = np.random.default_rng(self.R.randint(2 ** 31))
-        painted, lesion, _ = paint_pneumonia(image * (hi - lo) + lo, lung, self.spacing, rng,
+        painted, lesion, _ = paint_pneumonia(self._hu(image), lung, self.spacing, rng,
                                              int(self.R.randint(1, 4)), self.radius_mm, self.consolidated)
-        if not lesion.any():
-            return None
-        return np.clip((painted - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        return self._scaled(painted) if lesion.any() else None
 
 
 def geometry_transforms(pre: dict[str, Any], keys: Sequence[str]) -> list:
