@@ -331,6 +331,31 @@ def test_air_outside_the_body_and_gas_are_not_lung():
     assert not postprocess(gas, aff, hu=hu2, midline_x=80.0)[55, 30, 20]
 
 
+@pytest.mark.parametrize("method", ["classical", "unet"])
+def test_scanner_padding_outside_the_reconstruction_circle_changes_nothing(chest, method):
+    """A NIfTI converted from DICOM keeps the scanner's padding outside the reconstruction circle
+    (-2048 or -3024, far below air); only the DICOM reader maps it to air. A step that averaged HU
+    over the room or the whole image would move with it."""
+    image, _ = chest
+    hu = np.asarray(image.array)
+    n = hu.shape[0]
+    i, j = np.mgrid[:n, :hu.shape[1]]
+    # the circle's corners in room air (the phantom's table reaches into them: it stays, so
+    # the body and the table are the same in every version)
+    outside = (np.hypot(i - (n - 1) / 2, j - (hu.shape[1] - 1) / 2) > n / 2)[..., None] & (hu < -900)
+    assert outside.sum() > 0.05 * hu.size
+    masks = {}
+    for pad in (-1024, -2048, -3024):
+        padded = hu.copy()
+        padded[outside] = pad
+        masks[pad] = np.asarray(lungseg.segment(Volume(padded, image.affine), method=method).array)
+    plain = np.asarray(lungseg.segment(image, method=method).array)
+    assert np.count_nonzero(plain == RIGHT) > 1000 and np.count_nonzero(plain == LEFT) > 1000
+    for pad in (-2048, -3024):
+        np.testing.assert_array_equal(masks[pad], masks[-1024])
+    assert dice(masks[-3024] == RIGHT, plain == RIGHT) > 0.995 and dice(masks[-3024] == LEFT, plain == LEFT) > 0.995
+
+
 def _emphysematous_scene(vessels: bool):
     """Two drawn lungs inside a body; the second (192 mL) has very severe emphysema: 75 % of it
     at -990 HU, the rest parenchyma (-850), and (with `vessels`) three 4 mm sheets of "vessel"."""
