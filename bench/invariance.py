@@ -4,7 +4,7 @@ Why: the same chest reaches users stored in any voxel order (DICOM series sorted
 NIfTI in RAS or LPS, axes permuted by a converter) and at any spacing (thin or thick slices,
 another reconstruction's pixel size). A mask that moves with the storage is a bug, one that
 moves with the spacing is at least a limit worth knowing. Two faults were found this way by
-hand before this bench existed (session 19, docs/model.md): the classical method's edge was a
+hand before this bench existed (session 19, docs/model_notes.md): the classical method's edge was a
 2 mm block staircase that a flipped storage put elsewhere (flip agreement 0.94-0.98), and a
 10 mm-slice view of a neck-shoulder fold called lung.
 

@@ -1,4 +1,4 @@
-"""Compact tables of `bench/real_robustness.py` results, for docs/model.md.
+"""Compact tables of `bench/real_robustness.py` results, for docs/model.md and docs/model_notes.md.
 
 Crop consistency as the worst binary Dice over the three levels of each slab size, with the
 worst right/left agreement; then pathology inside the lung, central airways inside it, and the

@@ -26,7 +26,7 @@ The whole stage is run once per training seed (`STAGE2["seeds"]`, OUT/seed<N>) a
 weights are averaged into one model (`lungseg.networks.average_weights`, a "model soup"):
 runs that differ only in their seed differ by 0.02-0.2 on the hard real scans (the held-out
 A0001 mass 0.37-0.56 over three seeds); the average of seeds 0 and 1 was at least as good as the
-better run on the crops and the masses and costs nothing at inference (docs/model.md).
+better run on the crops and the masses and costs nothing at inference (docs/model_notes.md, "Build-to-build noise").
 
 Fixed seeds and a fixed epoch count, so a rerun on the same machine gives the same weights.
 

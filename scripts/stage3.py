@@ -22,7 +22,7 @@ fine-tuned self, for less drift on scans unlike the training set).
 **Not shipped** (session 12, on one H200): no candidate built this way passed the criteria
 written before the runs; the self-trained networks agree with LIDC-0314's whole-scan mask in
 every view once trained on it, but keep less of the held-out A0001 mass and fail the IBSI
-2-slice slab (docs/model.md, "Stage 3 on a GPU"). Kept for a session with more GPU time.
+2-slice slab (docs/model_notes.md, "Stage 3 on a GPU"). Kept for a session with more GPU time.
 
 The real scans' teacher masks are written on the 2.5 mm training grid (`real/`, ~10 MB), so a
 build folder can be copied to a GPU machine. On a GPU the seeds train side by side (6 runs of

@@ -219,7 +219,7 @@ def average_weights(paths: list[str | Path]) -> tuple[UNet, dict[str, Any]]:
     fine-tuned from one initialisation, as one model in eval mode.
 
     Why: runs that differ only in their random seed disagree by 0.02-0.2 on hard real scans
-    (docs/model.md, build-to-build noise); the average of the shipped two was at least as good
+    (docs/model_notes.md, "Build-to-build noise"); the average of the shipped two was at least as good
     as the better run on the crops and the masses and costs nothing at inference, unlike an
     ensemble, but it inherits a bad run's failure, so each run is checked first. Batch-norm
     statistics are averaged too (integer counters are taken from the first run). Runs must

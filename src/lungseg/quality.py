@@ -75,7 +75,7 @@ MIN_AGREEMENT_DICE = 0.90
 #: Soft tissue (HU above `DENSE_HU`) that the mask keeps and the second mask leaves out, in mL,
 #: above which the mask is doubtful. The network keeps masses and dense lung that the classical
 #: method cannot (right), but under a fibrotic base it also took in the liver or spleen dome
-#: (wrong; docs/model.md). The shared chests without either: 20-26 mL (second build 12-23);
+#: (wrong; docs/model_notes.md). The shared chests without either: 20-26 mL (second build 12-23);
 #: painted fibrosis 30-154 mL (63-154 on the whole chests, second build); the IBSI mass 263 mL,
 #: LIDC-0314's dense upper lobe 199 mL.
 DENSE_HU = -200.0

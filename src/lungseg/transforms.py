@@ -294,7 +294,7 @@ class RandCollapsed(_LungPaintd):
     outline, not the air, says where lung is. `share` is the lung piece's fraction filled.
     Measured in stage 2 (15 % of the patches): more of every mass kept, but in views of the top
     of the chest the network then called neck and shoulder muscle lung, so the shipped model
-    does not use it (docs/model.md). No maintained library synthesises collapse into CT,
+    does not use it (docs/model_notes.md). No maintained library synthesises collapse into CT,
     hence written here.
     Expects channel-first (C, x, y, z) RAS patches on `spacing` with HU scaled by `hu_window`.
     """
@@ -398,7 +398,7 @@ class RandFibrosisd(_LungPaintd):
     called the liver and the spleen lung. Lung within 5-20 mm of soft tissue (the pleura), in
     a region 30-70 mm around a random point of it, is painted with `paint_fibrosis`; by our
     convention (docs/model.md) fibrosis is lung. Tried for the default model and not used: it
-    did not stop that (docs/model.md, "what was tried"); a training option for users' data.
+    did not stop that (docs/model_notes.md, "Stage 2: what was tried"); a training option for users' data.
     Hand-written because no maintained library synthesises fibrosis into CT.
     Expects channel-first (C, x, y, z) patches on `spacing` with HU scaled by `hu_window`.
     """
@@ -507,7 +507,7 @@ class RandPneumoniad(_LungPaintd):
     ground glass but lost consolidated cores at the pleura on chests the model never saw (P(lung)
     ~0 there), though drawn masses (`RandMassd`) train on solid tissue at the pleura: those have
     no ground-glass halo and no air bronchograms. 1-3 lesions of 10-35 mm (`paint_pneumonia`),
-    60 % of them with a consolidated core. A training option; see docs/model.md for what it did.
+    60 % of them with a consolidated core. A training option; see docs/model_notes.md, "Pneumonia, painted", for what it did.
     Hand-written because no maintained library synthesises pneumonia into CT.
     Expects channel-first (C, x, y, z) patches on `spacing` with HU scaled by `hu_window`.
     """

@@ -9,7 +9,7 @@ gained 160-670 mL. Its input is resampled to
 2.5 mm by sampling, not averaging (`inference.resample`), so the noise reaches the network
 undiminished. A Gaussian (scipy), in-plane like a softer reconstruction kernel, smooths it
 down first; scans no noisier than real ones seen so far are left exactly as they are, so their
-masks do not change (measured: docs/model.md, "Noise, painted").
+masks do not change (measured: docs/model_notes.md, "Noise, painted").
 
 The measure is written here, not taken from `skimage.restoration.estimate_sigma`: that one
 assumes the whole image is noise over a flat signal, while a CT holds noise-free padding and

@@ -143,7 +143,7 @@ def open_domes(lung: np.ndarray, filled: np.ndarray, outside: np.ndarray, axis: 
     the liver or spleen as an island ringed by lung; filling every axial hole (which rightly
     takes in the vessels and nodules the lung wraps) takes the dome in too, though the network
     gives it P ~0. Measured on held-out phantoms: 30 mL in one, up to 15 % of a slice's lung
-    30 % up the lungs (docs/model.md). A piece of hole (26-connected) is open when a voxel of
+    30 % up the lungs (docs/model_notes.md). A piece of hole (26-connected) is open when a voxel of
     it has, straight above or below, a voxel that is neither lung nor hole, or the grid's end
     (as for `fill_holes`, a view's cut face): it is not closed in 3D. A hole closed in 3D (a
     cavity, a bulla) stays lung whatever P says; in a thin view P decides. Only the box round
@@ -465,7 +465,7 @@ def doubt_unwrapped(level: np.ndarray, hu: np.ndarray, axis: int, contact: float
     on aerated lung (level >= 1 and darker than `threshold_hu`), the wrap test of
     `add_wrapped_masses`; the rest drops to level 3, where the HU decides. Nodules inside or at
     the edge of the lung, and the masses the shared slabs keep, pass (measured:
-    docs/model.md, "After the network", step 2).
+    docs/model_notes.md, "After the network, step by step", step 2).
     """
     level = np.asarray(level, np.uint8)
     tissue = level == 4
@@ -514,7 +514,7 @@ def local_edge_hu(level: np.ndarray, hu: np.ndarray, spacing) -> LocalEdge:
     the dependent ground glass of a supine patient, an expiration scan — meets the chest wall
     at a higher HU, and a fixed cut shaved it off where the network was unsure: ground glass
     painted into the shared chests' dependent lung (-550 HU at the pleura) lost 50-110 mL of
-    lung (docs/model.md, "Dependent density, painted"). Lung of ordinary density keeps exactly
+    lung (docs/model_notes.md, "Dependent density, painted"). Lung of ordinary density keeps exactly
     -400 HU (the shared chests' whole-scan masks within 1.3 mL, the held-out phantoms' Dice to 1e-4).
     """
     level = np.asarray(level, np.uint8)

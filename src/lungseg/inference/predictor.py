@@ -108,7 +108,7 @@ class InferenceSettings:
     #: slab or a cut view as a whole patch of replicated axial slices (`transforms.RandSlabd`);
     #: padded only to the next multiple of 16 (a single slice as 16 copies, not 96), views of
     #: the lung bases agreed less with their whole scans, 10 slices of an abdomen took in 14 mL
-    #: of bowel gas and slabs through the IBSI mass kept 6 % of it (docs/model.md, "Thin views
+    #: of bowel gas and slabs through the IBSI mass kept 6 % of it (docs/model_notes.md, "Thin views
     #: padded as training showed them").
     min_window: tuple[int, int, int] | None = None
 
@@ -343,7 +343,7 @@ def add_aerated_lung(labels: np.ndarray, other: np.ndarray, hu: np.ndarray, keep
     that is plainly there (a lingula tip, a lateral rim): darker than `max_hu`, found lung by
     the classical method, not central airway (`keep_out`) and not a piece of pure gas, it is
     lung. Soft tissue and the boundary stay the network's (the whole-scan mask keeps the same
-    voxels: crops of the shared chests agree with it better, see docs/model.md). With the body
+    voxels: crops of the shared chests agree with it better, see docs/model_notes.md). With the body
     `hull` and the `affine`, a piece of them that does not touch `labels`' lung must lie where
     lung lies (`_LungPosition`, as for `add_missed_pieces`, whose pockets of stomach gas it
     would otherwise take in voxel by voxel).
@@ -698,7 +698,7 @@ class Predictor:
             # the recesses' thin dark strips that a view of the bases sees cut off from the lung
             # above it, where the network's P is ~0: joined to a lung through dark voxels inside
             # the body, they are lung whatever P says (views of the lowest 10 % of the shared
-            # chests: 0.86-0.97 -> 0.88-0.97 Dice against the whole scan, see docs/model.md)
+            # chests: 0.86-0.97 -> 0.88-0.97 Dice against the whole scan, see docs/model_notes.md)
             grown = grow_into_rims(lung_like(labels, hu), hull, hu, keep_out=airways_all,
                                    affine=image.affine, midline_x=midline_x)
             labels = np.where(labels > 0, labels, grown)
