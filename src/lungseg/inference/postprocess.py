@@ -113,8 +113,8 @@ def postprocess(labels: np.ndarray, affine: np.ndarray, min_volume_ml: float | N
     lut = np.zeros(n + 1, bool)
     lut[order[:MAX_PIECES]] = True
     keep = lut[comp]
+    del comp  # 4 bytes a voxel, not needed by the side split (the peak on a 1024² scan)
     sides = split_left_right(keep, affine, midline_x)
-    del comp
     ax = superior_axis(affine) if axis is None else axis
     # the kept lungs' box (from the statistics above, no pass over the grid) grown by one voxel:
     # their holes lie inside it and its rim is not lung, so filling there is filling everywhere
@@ -549,16 +549,18 @@ def refine_levels(level: np.ndarray, hu: np.ndarray, threshold_hu: float | Local
         sure &= np.asarray(hu) < threshold_hu  # element-wise, not a boolean gather: ~5x faster
     sure |= level == 4
     core, n_core = cc3d.connected_components(level >= 3, connectivity=26, return_N=True)
-    sizes = np.bincount(core.ravel(), minlength=n_core + 1)
-    sizes[0] = 0
+    # counted by cc3d in one pass: np.bincount would first copy the labels to int64, 8 bytes a voxel
+    sizes = np.zeros(n_core + 1, np.int64)
+    counts = cc3d.statistics(core)["voxel_counts"]
+    sizes[1:counts.size] = counts[1:]
     if sizes.max() == 0:
         return np.zeros(core.shape, bool)
     main = sizes >= 0.01 * sizes.max()  # the lungs and their pieces, not specks (a lookup table)
     main[0] = False
-    comp, n_comp = cc3d.connected_components(sure, connectivity=26, return_N=True)
     hit = main[core]
-    del core
+    del core  # before the second labelling: two label grids at once were the peak on a 1024² scan
     hit &= sure
+    comp, n_comp = cc3d.connected_components(sure, connectivity=26, return_N=True)
     keep = np.bincount(comp[hit], minlength=n_comp + 1) > 0
     keep[0] = False
     return keep[comp]
