@@ -1,7 +1,9 @@
 """Inference speed and memory: `lungseg predict` against the reference recipe, same run.
 
 Rows, each in a FRESH process (so peak RSS is its own), on a 512x512xN phantom (default
-N=300, also 600 for memory) and, when ../shared/data is present, the shared real chests:
+N=300, also 600 for memory, and the same 512x512x300 phantom at twice its in-plane resolution,
+1024x1024x300, the matrix of ultra-high-resolution and photon-counting lung protocols) and, when
+../shared/data is present, the shared real chests:
 
 - reference recipe: the MONAI tutorial's inference (Orientationd + Spacingd to 1.5x1.5x2.0 mm
   on the whole scan, 96^3 sliding windows at overlap 0.75, sw_batch_size 4, constant
@@ -21,7 +23,8 @@ CLI's imports are the same); `CPU s` is that part's CPU time over all threads (s
 wall time on a shared machine); `process s` adds the interpreter and imports. Dice: against the
 phantom's truth; on real chests (no truth) against the default's mask.
 
-    python bench/infer.py [--slices 300] [--repeat 3] [--no-real] [--no-600] [--threads 2] [--device cpu]
+    python bench/infer.py [--slices 300] [--repeat 3] [--no-real] [--no-600] [--no-1024] [--threads 2]
+        [--device cpu]
 """
 
 from __future__ import annotations
@@ -162,6 +165,28 @@ def phantom(tmp: Path, slices: int, dicom: bool) -> tuple[Path, Path, Path | Non
     return Path(img), Path(tru), folder
 
 
+def upsampled(tmp: Path, image: Path, truth: Path) -> tuple[Path, Path]:
+    """The phantom at twice its in-plane resolution over the same field of view (image linear,
+    truth nearest): a 1024^2 matrix, as ultra-high-resolution and photon-counting lung protocols
+    reconstruct."""
+    import numpy as np
+    from scipy import ndimage
+
+    from lungseg.core.volume import Volume
+    from lungseg.io.volumes import read_volume, write_volume
+
+    out = []
+    for path, order in ((image, 1), (truth, 0)):
+        v = read_volume(path)
+        a = ndimage.zoom(np.asarray(v.array, np.float32), (2, 2, 1), order=order, grid_mode=True, mode="nearest")
+        aff = v.affine.copy()
+        aff[:3, :2] /= 2  # half the pixel; the first pixel's centre a quarter of an old one back
+        aff[:3, 3] = v.affine[:3, 3] - 0.25 * (v.affine[:3, 0] + v.affine[:3, 1])
+        name = Path(path).name.split(".")[0] + "_1024.nii.gz"
+        out.append(Path(write_volume(Volume(np.round(a).astype(np.asarray(v.array).dtype), aff), tmp / name)))
+    return out[0], out[1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--slices", type=int, default=300)
@@ -169,6 +194,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-real", action="store_true", help="skip the shared real chests")
     p.add_argument("--no-600", action="store_true", help="skip the 512x512x600 memory row")
+    p.add_argument("--no-1024", action="store_true", help="skip the 1024x1024x300 memory row")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each phantom row, interleaved; the table gives their median (default 3)")
     p.add_argument("--real-reference", action="store_true", help="also run the reference on the real chests (slow)")
@@ -227,6 +253,10 @@ def main() -> None:
     if not args.no_600:
         img6, truth6, _ = phantom(tmp, 600, dicom=False)
         row("lungseg predict, phantom 512x512x600", "unet", img6, truth6, group="600")
+    if not args.no_1024:
+        img10, truth10 = upsampled(tmp, img, truth)
+        row(f"lungseg predict, phantom 1024x1024x{args.slices} (the phantom above, in-plane x2)", "unet", img10,
+            truth10, group="1024")
     real_rows = []
     if not args.no_real and SHARED.is_dir():
         for rel in REAL:
