@@ -1,8 +1,8 @@
 """Inference speed and memory: `lungseg predict` against the reference recipe, same run.
 
 Rows, each in a FRESH process (so peak RSS is its own), on a 512x512xN phantom (default
-N=300, also 600 for memory, and the same 512x512x300 phantom at twice its in-plane resolution,
-1024x1024x300, the matrix of ultra-high-resolution and photon-counting lung protocols) and, when
+N=300, also 600 for memory, and the same phantom at twice its in-plane resolution,
+1024x1024xN, the matrix of ultra-high-resolution and photon-counting lung protocols) and, when
 ../shared/data is present, the shared real chests:
 
 - reference recipe: the MONAI tutorial's inference (Orientationd + Spacingd to 1.5x1.5x2.0 mm
@@ -194,7 +194,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-real", action="store_true", help="skip the shared real chests")
     p.add_argument("--no-600", action="store_true", help="skip the 512x512x600 memory row")
-    p.add_argument("--no-1024", action="store_true", help="skip the 1024x1024x300 memory row")
+    p.add_argument("--no-1024", action="store_true", help="skip the 1024x1024xN memory row")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each phantom row, interleaved; the table gives their median (default 3)")
     p.add_argument("--real-reference", action="store_true", help="also run the reference on the real chests (slow)")
