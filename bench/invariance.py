@@ -24,6 +24,14 @@ a mid slice, one half of that slice (the first half of the right-left axis as st
 3. **size** (whole): the same voxels with every spacing and the origin scaled by 0.8 / 0.65 /
    0.5, a smaller patient (0.5: a child's chest), compared voxel by voxel with the reference;
    under `SIZE_FLOOR` is flagged.
+4. **padding** (whole, since session 26): a NIfTI converted from DICOM keeps the scanner's
+   padding outside the reconstruction circle (-2048 or -3024 HU, far below air), which only
+   lungseg's DICOM reader maps to air. The room air outside the circle inscribed in the matrix
+   set to each of those, against the same air set to -1024 (only the value differs: expected
+   identical, under `STORAGE_FLOOR` is flagged). Family "padding, body cut", against the stored
+   mask (close, not identical; under `SPACING_FLOOR` is flagged): that flat -1024 air (the air's
+   noise gone), and everything outside a smaller circle (`CUT_CIRCLE` of the matrix: the table,
+   arms, a large patient's flanks) at -3024.
 
 Prints one table per method and a summary; writes `results.json`.
 
@@ -71,12 +79,17 @@ THICKEST_MM = 10.0
 #: a smaller patient (the whole scan): the same voxels, every spacing and the origin scaled, so
 #: the chest is that share of its size (0.5: a child's lungs, ~0.7 L): expected the same mask
 SIZES = (("size x0.8", 0.8), ("size x0.65", 0.65), ("size x0.5", 0.5))
+#: scanner padding values, and the circle (a share of the matrix's width) outside which a
+#: reconstruction that cuts the body is padded
+PADDING_HU = (-2048, -3024)
+CUT_CIRCLE = 0.88
 STORAGE_FLOOR = 0.99
 SPACING_FLOOR = 0.95
 SIZE_FLOOR = 0.95
 #: views of each chest: (name, share of the scan's height from its bottom: lo, hi; one slice at lo
 #: when hi is None; `half`: the right-left axis cut to its first half)
-FLOORS = {"storage": STORAGE_FLOOR, "spacing": SPACING_FLOOR, "size": SIZE_FLOOR}
+FLOORS = {"storage": STORAGE_FLOOR, "spacing": SPACING_FLOOR, "size": SIZE_FLOOR, "padding": STORAGE_FLOOR,
+          "padding, body cut": SPACING_FLOOR}
 VIEWS = (("whole", 0.0, 1.0, False), ("top 22%", 0.78, 1.0, False), ("bottom 25%", 0.0, 0.25, False),
          ("mid slice", 0.5, None, False), ("half mid slice", 0.5, None, True))
 
@@ -148,6 +161,22 @@ def spacing_zoom(volume, inplane_mm: float | None, slice_factor: float) -> tuple
     return tuple(zoom)
 
 
+def padded(volume, value: float, share: float, air_only: bool):
+    """`volume` with `value` outside the circle of `share` of its in-plane matrix (centred), as a
+    scanner pads outside its reconstruction circle; `air_only`: only where it reads as air."""
+    s_ax, _ = axis_of(volume.affine, "SI")
+    hu = np.array(volume.array)
+    a, b = (k for k in range(3) if k != s_ax)
+    ii, jj = np.ogrid[:hu.shape[a], :hu.shape[b]]
+    radius = share * min(hu.shape[a], hu.shape[b]) / 2.0
+    disc = np.hypot(ii - (hu.shape[a] - 1) / 2.0, jj - (hu.shape[b] - 1) / 2.0) > radius
+    out = np.broadcast_to(np.expand_dims(disc, s_ax), hu.shape)
+    if air_only:
+        out = out & (hu < -900)
+    hu[out] = value
+    return type(volume)(hu, volume.affine)
+
+
 def score(pred: np.ndarray | None, ref: np.ndarray) -> dict:
     if pred is None:
         return {"binary_dice": 0.0, "label_dice": 0.0, "rl_agreement": None}
@@ -181,6 +210,21 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
                 pred, secs, err = run_segment(type(view)(view.array, aff), method, predictor)
                 rows.append({"chest": name, "view": vname, "family": "size", "variant": vari,
                              "shape": list(view.shape), "seconds": round(secs, 2), "error": err, **score(pred, ref)})
+                log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
+            # the room air outside the circle made flat air (-1024; against the stored mask: its
+            # noise is gone, the network's input changes a little), then the same voxels at the
+            # scanner's values (against that: only the value differs)
+            flat, secs, err = run_segment(padded(view, -1024, 1.0, True), method, predictor)
+            pads = [("padding, body cut", "air outside the circle at -1024", None, -1024, 1.0, True),
+                    ("padding, body cut", f"all outside {CUT_CIRCLE} of the matrix at -3024", None, -3024, CUT_CIRCLE,
+                     False)]
+            pads += [("padding", f"air outside the circle at {v} (vs -1024)", flat, v, 1.0, True) for v in PADDING_HU]
+            for fam, vari, against, value, share, air_only in (pads[1:3] if quick else pads):
+                pred, secs, err = (flat, secs, err) if against is None and value == -1024 else \
+                    run_segment(padded(view, value, share, air_only), method, predictor)
+                rows.append({"chest": name, "view": vname, "family": fam, "variant": vari,
+                             "shape": list(view.shape), "seconds": round(secs, 2), "error": err,
+                             **score(pred, ref if against is None else against)})
                 log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
         if hi is None:  # single slices: resampling one slice is not a thicker slice
             continue
