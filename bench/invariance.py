@@ -28,7 +28,7 @@ a mid slice, one half of that slice (the first half of the right-left axis as st
    padding outside the reconstruction circle (-2048 or -3024 HU, far below air), which only
    lungseg's DICOM reader maps to air. The room air outside the circle inscribed in the matrix
    set to each of those, against the same air set to -1024 (only the value differs: expected
-   identical, under `STORAGE_FLOOR` is flagged). Family "padding, body cut", against the stored
+   identical, under `STORAGE_FLOOR` is flagged). Family "padding vs stored", against the stored
    mask (close, not identical; under `SPACING_FLOOR` is flagged): that flat -1024 air (the air's
    noise gone), and everything outside a smaller circle (`CUT_CIRCLE` of the matrix: the table,
    arms, a large patient's flanks) at -3024.
@@ -89,7 +89,7 @@ SIZE_FLOOR = 0.95
 #: views of each chest: (name, share of the scan's height from its bottom: lo, hi; one slice at lo
 #: when hi is None; `half`: the right-left axis cut to its first half)
 FLOORS = {"storage": STORAGE_FLOOR, "spacing": SPACING_FLOOR, "size": SIZE_FLOOR, "padding": STORAGE_FLOOR,
-          "padding, body cut": SPACING_FLOOR}
+          "padding vs stored": SPACING_FLOOR}
 VIEWS = (("whole", 0.0, 1.0, False), ("top 22%", 0.78, 1.0, False), ("bottom 25%", 0.0, 0.25, False),
          ("mid slice", 0.5, None, False), ("half mid slice", 0.5, None, True))
 
@@ -215,8 +215,8 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
             # noise is gone, the network's input changes a little), then the same voxels at the
             # scanner's values (against that: only the value differs)
             flat, secs, err = run_segment(padded(view, -1024, 1.0, True), method, predictor)
-            pads = [("padding, body cut", "air outside the circle at -1024", None, -1024, 1.0, True),
-                    ("padding, body cut", f"all outside {CUT_CIRCLE} of the matrix at -3024", None, -3024, CUT_CIRCLE,
+            pads = [("padding vs stored", "air outside the circle at -1024", None, -1024, 1.0, True),
+                    ("padding vs stored", f"all outside {CUT_CIRCLE} of the matrix at -3024", None, -3024, CUT_CIRCLE,
                      False)]
             pads += [("padding", f"air outside the circle at {v} (vs -1024)", flat, v, 1.0, True) for v in PADDING_HU]
             for fam, vari, against, value, share, air_only in (pads[1:3] if quick else pads):
