@@ -195,7 +195,10 @@ class _LungPaintd(RandomizableTransform, MapTransform):
         if not self._do_transform or image_key not in d or label_key not in d:
             return d
         image = d[image_key]
-        out = self.paint(np.asarray(image[0], np.float32), np.asarray(d[label_key][0] > 0))
+        lung = np.asarray(d[label_key][0] > 0)
+        if lung.sum() < self.min_lung_voxels:
+            return d
+        out = self.paint(np.asarray(image[0], np.float32), lung)
         if out is not None:
             new = image.clone()
             new[0] = torch.as_tensor(out, dtype=image.dtype)
@@ -230,8 +233,6 @@ class RandMassd(_LungPaintd):
         """The patch `image` (x, y, z; scaled) with a mass in `lung` (bool), or None (no room)."""
         from scipy import ndimage
 
-        if lung.sum() < self.min_lung_voxels:
-            return None
         soft = ~lung & (image > self._scaled(-300.0))  # chest wall, mediastinum, diaphragm
         if not soft.any():
             return None
@@ -412,8 +413,6 @@ class RandFibrosisd(_LungPaintd):
         """The patch `image` (x, y, z; scaled) with fibrosis in `lung` (bool), or None (no pleura)."""
         from scipy import ndimage
 
-        if lung.sum() < self.min_lung_voxels:
-            return None
         hu = self._hu(image)
         soft = ~lung & (hu > -300.0)
         if not soft.any():
@@ -521,8 +520,6 @@ class RandPneumoniad(_LungPaintd):
         self.consolidated = consolidated
 
     def paint(self, image: np.ndarray, lung: np.ndarray) -> np.ndarray | None:
-        if lung.sum() < self.min_lung_voxels:
-            return None
         rng = np.random.default_rng(self.R.randint(2 ** 31))
         painted, lesion, _ = paint_pneumonia(self._hu(image), lung, self.spacing, rng,
                                              int(self.R.randint(1, 4)), self.radius_mm, self.consolidated)
