@@ -7,7 +7,14 @@ from lungseg import make_phantom
 from lungseg.core.volume import Volume
 from lungseg.evaluation import dice
 from lungseg.inference.predictor import DEFAULT_MODEL, InferenceSettings, Predictor
-from lungseg.inference.resample import axis_map, model_grid, resample_linear
+from lungseg.inference.resample import (
+    AffineMap,
+    axis_map,
+    index_map,
+    is_sheared,
+    model_grid,
+    resample_linear,
+)
 
 needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model built yet")
 
@@ -30,6 +37,30 @@ def test_model_grid_and_resampling_equal_monai(orientation, oblique):
     assert np.allclose(grid, np.asarray(ref.affine), atol=1e-6)
     x = np.clip(resample_linear(vol.array, axis_map(aff, grid), shape), -1000, 1000)
     assert np.abs((x + 1000) / 2000 - ref.as_tensor().numpy()[0]).max() < 1e-5
+
+
+def test_sheared_grid_gets_an_upright_model_grid_and_a_full_affine_map():
+    """A gantry-tilted series' grid is sheared (its slices stack along the table, not their
+    normal): the network's grid is then upright RAS over the image's extent, reached through a
+    full affine; on grids that are not sheared the full affine gives the axis-by-axis values."""
+    image, _ = make_phantom(seed=3, size=48)
+    aff = image.affine.copy()
+    assert not is_sheared(aff)
+    t = np.deg2rad(20.0)
+    aff[:3, 1] = np.linalg.norm(aff[:3, 1]) * np.array([0.0, np.cos(t), np.sin(t)])  # tilted rows
+    assert is_sheared(aff)
+    shape, grid = model_grid(image.shape, aff, (2.5, 2.5, 2.5))
+    assert np.allclose(grid[:3, :3], np.diag([2.5, 2.5, 2.5]))
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image.shape], indexing="ij")).reshape(3, -1)
+    world = aff[:3, :3] @ corners + aff[:3, 3:4]
+    inside = np.linalg.solve(grid[:3, :3], world - grid[:3, 3:4])
+    assert inside.min() > -1e-6 and np.all(inside.max(axis=1) <= np.array(shape) - 1 + 1e-6)
+    assert isinstance(index_map(aff, grid), AffineMap)
+    # on an axis-aligned pair of grids the two paths agree
+    shape2, grid2 = model_grid(image.shape, image.affine, (5.0, 4.0, 3.0))
+    fast = resample_linear(image.array, axis_map(image.affine, grid2), shape2)
+    full = resample_linear(image.array, AffineMap(np.linalg.solve(image.affine, grid2)), shape2)
+    assert np.abs(fast - full).max() < 1e-2
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ from lungseg.inference.postprocess import (
     postprocess,
     refine_levels,
 )
-from lungseg.inference.resample import AxisMap, axis_map, model_grid, resample_linear
+from lungseg.inference.resample import AffineMap, AxisMap, index_map, model_grid, resample_linear
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING
 
@@ -475,13 +475,18 @@ class Predictor:
         """(model-grid affine of the box the network sees, its shape, the per-axis map to the image)."""
         hu = image.array
         gshape, gaff = model_grid(hu.shape, image.affine, self.preprocessing["spacing"])
-        to_image = axis_map(image.affine, gaff)
-        if to_image is None:  # cannot happen for MONAI's grid (it keeps the direction)
-            raise RuntimeError("model grid is not axis-aligned with the image grid")
+        to_image = index_map(image.affine, gaff)  # axis by axis unless the image grid is sheared
         lo, hi = np.zeros(3, int), np.array(gshape, int)
         m = self.settings.crop_margin_mm
         box = bbox(hull, pad=0) if (hull is not None and m is not None) else None
-        if box is not None:
+        if box is not None and isinstance(to_image, AffineMap):
+            pad = np.ceil(m / spacing_of(image.affine)).astype(int)
+            first = np.maximum(0, [b.start for b in box] - pad)
+            last = np.minimum(np.array(hu.shape) - 1, [b.stop - 1 for b in box] + pad)
+            ends = _corners(to_image.inverse(), first, last)
+            lo = np.maximum(0, np.floor(ends.min(axis=1)).astype(int))
+            hi = np.minimum(gshape, np.ceil(ends.max(axis=1)).astype(int) + 1)
+        elif box is not None:
             pad = np.ceil(m / spacing_of(image.affine)).astype(int)
             for j in range(3):
                 a = to_image.perm[j]
@@ -513,16 +518,23 @@ class Predictor:
         """(P(lung) on the model box, the box's affine)."""
         box_aff, shape, amap = self._model_box(image, hull)
         # only the image's part that the box's trilinear samples touch is read
-        src_lo = [0, 0, 0]
-        src_hi = list(image.shape)
-        for j in range(3):
-            a = amap.perm[j]
-            ends = amap.offset[j] + amap.scale[j] * np.array([0, shape[j] - 1])
-            src_lo[a] = int(np.clip(math.floor(ends.min()), 0, image.shape[a] - 1))
-            src_hi[a] = int(np.clip(math.ceil(ends.max()) + 1, src_lo[a] + 1, image.shape[a]))
+        if isinstance(amap, AffineMap):  # a sheared image: the box's corners bound what it reads
+            ends = _corners(amap, np.zeros(3), np.array(shape) - 1)
+            src_lo = np.clip(np.floor(ends.min(axis=1)).astype(int), 0, np.array(image.shape) - 1)
+            src_hi = np.clip(np.ceil(ends.max(axis=1)).astype(int) + 1, src_lo + 1, image.shape)
+            local = AffineMap(amap.matrix.copy())
+            local.matrix[:3, 3] -= src_lo
+        else:
+            src_lo = [0, 0, 0]
+            src_hi = list(image.shape)
+            for j in range(3):
+                a = amap.perm[j]
+                ends = amap.offset[j] + amap.scale[j] * np.array([0, shape[j] - 1])
+                src_lo[a] = int(np.clip(math.floor(ends.min()), 0, image.shape[a] - 1))
+                src_hi[a] = int(np.clip(math.ceil(ends.max()) + 1, src_lo[a] + 1, image.shape[a]))
+            local = AxisMap(amap.perm, amap.scale,
+                            amap.offset - np.array([src_lo[a] for a in amap.perm], float))
         src = image.array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))]
-        local = AxisMap(amap.perm, amap.scale,
-                               amap.offset - np.array([src_lo[a] for a in amap.perm], float))
         x = resample_linear(src, local, shape)
         lo_hu, hi_hu = self.preprocessing["hu_window"]
         np.clip(x, lo_hu, hi_hu, out=x)
@@ -540,20 +552,13 @@ class Predictor:
         the box already spans the lungs, whose rims are what `grow_into_rims` looks for).
         """
         prob, box_aff = self._network(image, hull)
-        back = axis_map(box_aff, image.affine)  # image index -> model-box index
-        coords = [back.offset[a] + back.scale[a] * np.arange(image.shape[a]) for a in range(3)]
+        back = index_map(box_aff, image.affine)  # image index -> model-box index
         above = bbox(_reachable(prob), pad=0)
         if above is None:
             return (None, None, None) if rims else (None, None)
-        box = []
-        for a in range(3):
-            j = back.perm[a]
-            c = np.clip(coords[a], 0, prob.shape[j] - 1)
-            idx = np.flatnonzero((c > above[j].start - 1) & (c < above[j].stop))
-            if idx.size == 0:
-                return (None, None, None) if rims else (None, None)
-            box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-        box = tuple(box)
+        box = _image_box(back, above, prob.shape, image.shape)
+        if box is None:
+            return (None, None, None) if rims else (None, None)
         shape = tuple(s.stop - s.start for s in box)
         levels = np.zeros(shape, np.uint8)
         rim = np.zeros(shape, bool) if rims else None
@@ -570,7 +575,7 @@ class Predictor:
         """P(lung) on the input grid (float32, image.shape): for inspection; `predict` never holds it."""
         image = quieter(image)
         prob, box_aff = self._network(image, body_hull(image.array, image.affine))
-        back = axis_map(box_aff, image.affine)
+        back = index_map(box_aff, image.affine)
         out = np.zeros(image.shape, np.float32)
         for k in range(0, image.shape[0], SLAB):
             n = min(SLAB, image.shape[0] - k)
@@ -799,6 +804,34 @@ def _lumen_ruled_out(outside: np.ndarray, hu: np.ndarray, hull: np.ndarray, affi
     if not lumen.any():
         return lumen
     return ndimage.binary_dilation(lumen, square(VIEW_WALL_MM, spacing_of(affine), axis))
+
+
+def _corners(amap: AffineMap, first, last) -> np.ndarray:
+    """The 8 corners of the index box [first, last] mapped by `amap` (3 x 8)."""
+    c = np.array(np.meshgrid(*[[f, la] for f, la in zip(first, last, strict=True)], indexing="ij"), float)
+    c = c.reshape(3, -1)
+    return amap.matrix[:3, :3] @ c + amap.matrix[:3, 3:4]
+
+
+def _image_box(back: AxisMap | AffineMap, above: tuple[slice, ...], model_shape, image_shape):
+    """The image-grid box (slices) whose voxels map into the model box `above` (model indices;
+    `back`: image index -> model index), or None when none does."""
+    if isinstance(back, AffineMap):
+        ends = _corners(back.inverse(), [s.start - 1 for s in above], [s.stop for s in above])
+        lo = np.maximum(0, np.floor(ends.min(axis=1)).astype(int))
+        hi = np.minimum(image_shape, np.ceil(ends.max(axis=1)).astype(int) + 1)
+        if np.any(hi <= lo):
+            return None
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = []
+    for a in range(3):
+        j = back.perm[a]
+        c = np.clip(back.offset[a] + back.scale[a] * np.arange(image_shape[a]), 0, model_shape[j] - 1)
+        idx = np.flatnonzero((c > above[j].start - 1) & (c < above[j].stop))
+        if idx.size == 0:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
 
 
 def _reachable(prob: np.ndarray) -> np.ndarray:

@@ -6,14 +6,20 @@ permuted, flipped and scaled, and trilinear interpolation between the two grids 
 three 1-D linear interpolations. Done that way, with border clamping like MONAI's
 `padding_mode="border"`, it gives MONAI's values at a fraction of the time and memory, only
 ever on a box of the image, and back to the full grid slab by slab.
+
+A sheared image grid (a gantry-tilted CT series: its slices stack along the table, not along
+their normal) has no such network grid: MONAI would rotate it, so the network would see a
+tilted chest. It gets an upright RAS grid over the image's extent instead (`model_grid`), and
+the two grids are then mapped by a full affine (`AffineMap`, scipy's `affine_transform`).
 """
 
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["AxisMap", "axis_map", "model_grid", "resample_linear"]
+__all__ = ["AffineMap", "AxisMap", "axis_map", "index_map", "is_sheared", "model_grid", "resample_linear"]
 
 #: Rows of the interpolation matrix multiplied at a time (it is banded: 2 entries a row).
 BAND_ROWS = 32
@@ -21,11 +27,33 @@ BAND_ROWS = 32
 SLAB_ROWS = 16
 
 
+#: array axes whose directions meet at more than this cosine are sheared (a tilt of ~0.06 deg)
+SHEAR_COS = 1e-3
+
+
+def is_sheared(affine: np.ndarray) -> bool:
+    """True when the array axes are not perpendicular in the world (a gantry-tilted series)."""
+    lin = np.asarray(affine, float)[:3, :3]
+    d = lin / np.linalg.norm(lin, axis=0)
+    cos = d.T @ d
+    return bool(np.abs(cos - np.eye(3)).max() > SHEAR_COS)
+
+
 def model_grid(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, ...], np.ndarray]:
-    """(shape, affine) of the grid MONAI's `Orientationd(RAS)` + `Spacingd(spacing)` produce."""
+    """(shape, affine) of the grid MONAI's `Orientationd(RAS)` + `Spacingd(spacing)` produce;
+    for a sheared image, the upright RAS grid of `spacing` over the image's extent."""
     from monai.data.utils import compute_shape_offset, zoom_affine
 
     affine = np.asarray(affine, float)
+    if is_sheared(affine):
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+        world = affine[:3, :3] @ corners + affine[:3, 3:4]
+        lo, hi = world.min(axis=1), world.max(axis=1)
+        step = np.asarray(spacing, float)
+        out = np.eye(4)
+        out[:3, :3] = np.diag(step)
+        out[:3, 3] = lo
+        return tuple(int(n) for n in np.ceil((hi - lo) / step - 1e-6).astype(int) + 1), out
     ornt = nib.orientations.io_orientation(affine)
     ras_shape = [0, 0, 0]
     for i, (k, _) in enumerate(ornt):  # input axis i becomes RAS axis k
@@ -49,6 +77,30 @@ class AxisMap:
     def shifted(self, dst_start) -> AxisMap:
         """The same map for a dst box starting at `dst_start`."""
         return AxisMap(self.perm, self.scale, self.offset + self.scale * np.asarray(dst_start, float))
+
+
+class AffineMap:
+    """dst index -> src index by a full 4x4 matrix, for grids oblique to each other."""
+
+    def __init__(self, matrix):
+        self.matrix = np.asarray(matrix, float)
+
+    def shifted(self, dst_start) -> AffineMap:
+        """The same map for a dst box starting at `dst_start`."""
+        m = self.matrix.copy()
+        m[:3, 3] += m[:3, :3] @ np.asarray(dst_start, float)
+        return AffineMap(m)
+
+    def inverse(self) -> AffineMap:
+        return AffineMap(np.linalg.inv(self.matrix))
+
+
+def index_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> AxisMap | AffineMap:
+    """dst index -> src index: axis by axis where the grids allow (`axis_map`), else a full affine."""
+    amap = axis_map(src_affine, dst_affine)
+    if amap is not None:
+        return amap
+    return AffineMap(np.linalg.solve(np.asarray(src_affine, float), np.asarray(dst_affine, float)))
 
 
 def axis_map(src_affine: np.ndarray, dst_affine: np.ndarray, tol: float = 1e-4) -> AxisMap | None:
@@ -113,11 +165,17 @@ def _interp_axis(a: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
             out[(slice(None),) * axis + (slice(r0, r1),)] = np.matmul(m, part)
     return out
 
-def resample_linear(src: np.ndarray, amap: AxisMap, dst_shape) -> np.ndarray:
+def resample_linear(src: np.ndarray, amap: AxisMap | AffineMap, dst_shape) -> np.ndarray:
     """Trilinear resampling of `src` onto a dst grid of `dst_shape` (float32, dst axis order).
 
     The axis that shrinks most goes first, so a 512x512x300 box costs one pass at full size.
+    An `AffineMap` (oblique grids) goes through `scipy.ndimage.affine_transform`, clamped at
+    the border alike.
     """
+    if isinstance(amap, AffineMap):
+        return ndimage.affine_transform(np.asarray(src, np.float32), amap.matrix[:3, :3], amap.matrix[:3, 3],
+                                        output_shape=tuple(int(n) for n in dst_shape), output=np.float32,
+                                        order=1, mode="nearest")
     coords = {amap.perm[j]: amap.offset[j] + amap.scale[j] * np.arange(dst_shape[j]) for j in range(3)}
     # shrinking axes first, in memory order (a gather along the first axis copies whole
     # planes); then the growing ones, least growth first
