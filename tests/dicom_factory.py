@@ -140,3 +140,35 @@ def _write_series_sitk(folder, hu, affine) -> list[Path]:
         writer.Execute(sl)
         paths.append(path)
     return paths
+
+
+def compress_jpeg_lossless(paths: list[Path], scratch: str | Path) -> None:
+    """Re-encode each file's pixels as JPEG Lossless, Process 14 SV1 (1.2.840.10008.1.2.4.70,
+    the commonest lossless syntax of PACS exports), GDCM's encoder through SimpleITK doing the
+    JPEG; every other element stays as written."""
+    import locale
+
+    import SimpleITK as sitk
+    from pydicom.uid import JPEGLosslessSV1
+
+    saved = locale.setlocale(locale.LC_ALL)
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            tmp = scratch / "jpeg.dcm"
+            writer = sitk.ImageFileWriter()
+            writer.SetImageIO("GDCMImageIO")
+            writer.UseCompressionOn()
+            writer.SetCompressor("JPEG")
+            writer.SetFileName(str(tmp))
+            writer.Execute(sitk.GetImageFromArray(ds.pixel_array[None].astype(np.int16)))
+            encoded = pydicom.dcmread(tmp)
+            assert encoded.file_meta.TransferSyntaxUID == JPEGLosslessSV1
+            ds.PixelData = encoded.PixelData
+            ds["PixelData"].VR = "OB"
+            ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+            ds.save_as(path, enforce_file_format=True)
+    finally:  # ITK/GDCM's DICOM writer sets the process locale to "C"
+        locale.setlocale(locale.LC_ALL, saved)

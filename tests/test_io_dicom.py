@@ -213,3 +213,22 @@ def test_gantry_tilted_series_reads_as_a_sheared_grid(tmp_path):
     vol = read_volume(tmp_path)
     np.testing.assert_allclose(vol.affine, aff, atol=1e-6)
     np.testing.assert_array_equal(vol.array, data)
+
+
+def test_jpeg_lossless_series_is_decoded(tmp_path):
+    """JPEG Lossless (Process 14 SV1), which pydicom cannot decode without plugins this project
+    does not install, is decoded by GDCM: the same HU as the uncompressed series, padding
+    included."""
+    from dicom_factory import compress_jpeg_lossless
+    from pydicom.uid import JPEGLosslessSV1
+
+    data = hu()
+    data[:2] = -3024  # scanner padding: stored values below the intercept
+    plain = read_volume(write_series(tmp_path / "plain", data, AFF, shuffle=False)[0].parent)
+    paths = write_series(tmp_path / "jpeg", data, AFF)
+    compress_jpeg_lossless(paths, tmp_path / "scratch")
+    assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    vol = read_volume(tmp_path / "jpeg")
+    np.testing.assert_array_equal(vol.array, plain.array)
+    np.testing.assert_allclose(vol.affine, plain.affine)
+    assert np.all(vol.array[:2] == -1024)

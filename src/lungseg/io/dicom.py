@@ -143,6 +143,7 @@ def _orientation(header, uid: str, folder: Path) -> np.ndarray:
 def _pixels(path: Path, data: bytes) -> tuple[np.ndarray, pydicom.Dataset]:
     """The stored pixels and the header of one slice from its file's bytes (`path` names it
     in errors)."""
+    ds = None
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         if "TransferSyntaxUID" not in ds.file_meta:
@@ -154,8 +155,37 @@ def _pixels(path: Path, data: bytes) -> tuple[np.ndarray, pydicom.Dataset]:
     except InputError:
         raise
     except Exception as exc:
+        stored = _stored_by_gdcm(path, ds)
+        if stored is not None:
+            return stored, ds
         raise InputError(f"cannot decode DICOM pixel data ({type(exc).__name__}: {str(exc)[:200]})",
                          path) from None
+
+
+def _stored_by_gdcm(path: Path, ds) -> np.ndarray | None:
+    """A compressed slice that pydicom has no decoder for, decoded by GDCM (through SimpleITK):
+    the stored values, or None.
+
+    Why: JPEG Lossless (Process 14, 1.2.840.10008.1.2.4.70), the commonest lossless syntax in
+    PACS exports, needs pylibjpeg-libjpeg or python-gdcm in pydicom; SimpleITK, a dependency
+    already, carries GDCM. GDCM applies the rescale, which is undone here so that `_to_hu` sees
+    what pydicom would have given (its padding test is on stored values)."""
+    if ds is None or "PixelData" not in ds or not ds.file_meta.TransferSyntaxUID.is_compressed:
+        return None
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    try:
+        px = sitk.GetArrayFromImage(reader.Execute())
+    except RuntimeError:
+        return None
+    if px.size != int(ds.Rows) * int(ds.Columns):
+        return None
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return np.rint((px.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64) - intercept) / slope).astype(np.int32)
 
 
 def _file_bytes(path: Path) -> bytes:
