@@ -172,3 +172,27 @@ def compress_jpeg_lossless(paths: list[Path], scratch: str | Path) -> None:
             ds.save_as(path, enforce_file_format=True)
     finally:  # ITK/GDCM's DICOM writer sets the process locale to "C"
         locale.setlocale(locale.LC_ALL, saved)
+
+
+def write_multiframe(path: str | Path, hu: np.ndarray, affine: np.ndarray, **kwargs) -> Path:
+    """The series `write_series` makes, as one Legacy Converted Enhanced CT file (highdicom's
+    converter: per-frame positions, shared orientation and spacing, the frames' rescale)."""
+    import tempfile
+
+    import highdicom as hd
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        singles = [pydicom.dcmread(p) for p in write_series(tmp, hu, affine, **kwargs)]
+        for ds in singles:  # what the converter needs of a clinical series
+            ds.Manufacturer = "lungseg tests"
+            ds.PatientBirthDate = ds.PatientSex = ds.AccessionNumber = ds.ReferringPhysicianName = ""
+            ds.StudyID, ds.StudyTime = "1", "120000"
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.KVP, ds.AcquisitionNumber, ds.PositionReferenceIndicator = 120, 1, ""
+        image = hd.legacy.LegacyConvertedEnhancedCTImage(
+            singles, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+            instance_number=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save_as(path)
+    return path

@@ -147,6 +147,26 @@ def test_dicom_folder_gives_nifti_and_dicom_seg(phantom, tmp_path, capsys):
     assert_no_leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("method", ["unet", "classical"])
+def test_enhanced_multiframe_file_gives_the_series_mask_and_a_seg(phantom, tmp_path, capsys, method):
+    """Newer scanners export a series as one enhanced multi-frame file: the same mask as the
+    series of single-frame files, and a DICOM SEG that references it, no warning."""
+    from dicom_factory import write_multiframe
+
+    lps = phantom["lps"]
+    mf = write_multiframe(tmp_path / "mf" / "ct.dcm", lps.array, lps.affine)
+    masks = {}
+    for name, source in (("series", phantom["dicom"]), ("mf", mf)):
+        out = tmp_path / "out" / name / "lungs.nii.gz"
+        code, _, err = _run(capsys, "predict", source, "-o", out, "--method", method)
+        assert code == 0 and "no DICOM SEG" not in err, err
+        masks[name] = read_volume(out)
+        assert (out.parent / "lungs.seg.dcm").is_file()
+    np.testing.assert_allclose(masks["mf"].affine, masks["series"].affine, atol=1e-5)
+    np.testing.assert_array_equal(masks["mf"].array, masks["series"].array)
+    assert np.count_nonzero(np.asarray(masks["mf"].array) == 1) > 100
+
+
 def test_one_dicom_slice_is_a_valid_ct(phantom, tmp_path, capsys):
     # a single axial slice as one DICOM file: the same mask as that slice in a 3D NIfTI, and a
     # DICOM SEG of one slice

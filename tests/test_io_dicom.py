@@ -232,3 +232,44 @@ def test_jpeg_lossless_series_is_decoded(tmp_path):
     np.testing.assert_array_equal(vol.array, plain.array)
     np.testing.assert_allclose(vol.affine, plain.affine)
     assert np.all(vol.array[:2] == -1024)
+
+
+@pytest.mark.parametrize("slope", [1.0, 0.5])
+def test_enhanced_multiframe_ct_reads_as_the_same_volume(tmp_path, slope):
+    """An enhanced multi-frame CT (one file holding the series, as newer scanners export) gives
+    the same HU, padding and geometry as the series of single-frame files it was made from."""
+    from dicom_factory import write_multiframe
+
+    data = (hu() // 2 * 2).astype(np.int16)
+    data[:, :2] = -3024
+    plain = read_volume(write_series(tmp_path / "plain", data, AFF, slope=slope)[0].parent)
+    f = write_multiframe(tmp_path / "mf" / "ct.dcm", data, AFF, slope=slope)
+    for source in (f.parent, f):
+        vol = read_volume(source)
+        np.testing.assert_allclose(vol.affine, plain.affine, atol=1e-6)
+        np.testing.assert_array_equal(vol.array, plain.array)
+        assert vol.meta["format"] == "dicom" and vol.meta["multiframe"]
+    assert np.all(vol.array[:, :2] == -1024)
+
+
+def test_enhanced_multiframe_beside_a_series_is_one_series_among_others(tmp_path):
+    from dicom_factory import write_multiframe
+
+    write_series(tmp_path / "a", hu(), AFF)
+    write_multiframe(tmp_path / "b" / "ct.dcm", hu(seed=1, shape=(16, 14, 9)), AFF)
+    with pytest.warns(LungsegWarning, match="enhanced multi-frame"):
+        vol = read_volume(tmp_path)
+    assert vol.shape == (16, 14, 9) and vol.meta["multiframe"]
+
+
+def test_dicom_seg_of_an_enhanced_multiframe_source(tmp_path):
+    """The SEG of a one-file series references that image; every voxel lands where the mask has it."""
+    from dicom_factory import write_multiframe
+
+    f = write_multiframe(tmp_path / "ct" / "ct.dcm", hu((12, 10, 6)), AFF)
+    ct = read_volume(f)
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[1:5, 2:8, 1:4] = 1
+    mask[7:11, 2:8, 2:6] = 2
+    out = write_dicom_seg(ct.with_array(mask), ct, tmp_path / "seg.dcm")
+    _check_seg(out, ct, mask)

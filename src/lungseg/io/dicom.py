@@ -43,10 +43,17 @@ class Series:
     description: str
     files: list[Path] = field(default_factory=list)
     headers: list = field(default_factory=list)
+    #: frames of an enhanced multi-frame file (its one file holds the whole series); 0 otherwise
+    frames: int = 0
+
+    @property
+    def n_slices(self) -> int:
+        return self.frames or len(self.files)
 
     def describe(self) -> str:
         desc = f" '{self.description}'" if self.description else ""
-        return f"{self.uid} ({self.modality or 'no modality'}{desc}, {len(self.files)} slices)"
+        kind = ", enhanced multi-frame" if self.frames else ""
+        return f"{self.uid} ({self.modality or 'no modality'}{desc}, {self.n_slices} slices{kind})"
 
 
 def _stand_in_uid(folder: Path, ds) -> str:
@@ -70,7 +77,15 @@ def list_series(folder: str | Path) -> list[Series]:
         except Exception:
             continue
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            multiframe += 1
+            if "PerFrameFunctionalGroupsSequence" in ds and "SharedFunctionalGroupsSequence" in ds:
+                # an enhanced (or legacy-converted enhanced) image: one file is one series
+                uid = str(ds.get("SeriesInstanceUID", "") or "") or _stand_in_uid(folder, ds)
+                key = uid if uid not in groups else f"{uid} ({f})"
+                groups[key] = Series(uid, str(ds.get("Modality", "") or ""),
+                                     str(ds.get("SeriesDescription", "") or ""), [f], [ds],
+                                     frames=int(ds.NumberOfFrames))
+            else:
+                multiframe += 1
             continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "Rows" not in ds:
             continue
@@ -82,14 +97,14 @@ def list_series(folder: str | Path) -> list[Series]:
         s.files.append(f)
         s.headers.append(ds)
     if not groups:
-        extra = (f"; {multiframe} enhanced multi-frame file(s) found, which lungseg does not read "
-                 "(convert to NIfTI with dcm2niix)") if multiframe else ""
+        extra = (f"; {multiframe} multi-frame file(s) without per-frame geometry found, which "
+                 "lungseg does not read (convert to NIfTI with dcm2niix)") if multiframe else ""
         volumes = sorted(p.name for p in folder.iterdir()
                          if p.name.lower().endswith(VOLUME_SUFFIXES))
         if volumes and not extra:
             extra = f"; it holds {', '.join(volumes[:3])}: pass one of these files instead"
         raise InputError(f"no DICOM image slices found in this folder{extra}", folder)
-    return sorted(groups.values(), key=lambda s: -len(s.files))
+    return sorted(groups.values(), key=lambda s: -s.n_slices)
 
 
 def _choose_series(folder: Path, series: list[Series], series_uid: str | None,
@@ -105,7 +120,7 @@ def _choose_series(folder: Path, series: list[Series], series_uid: str | None,
             if from_file in s.files:
                 return s
     ct = [s for s in series if s.modality.upper() in ("CT", "")] or series
-    chosen = max(ct, key=lambda s: len(s.files))
+    chosen = max(ct, key=lambda s: s.n_slices)
     if len(series) > 1:
         others = "; ".join(s.describe() for s in series if s is not chosen)
         warnings.warn(f"{folder}: {len(series)} series; using {chosen.describe()}; others: {others}"
@@ -228,6 +243,8 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     path = Path(path)
     folder, from_file = (path, None) if path.is_dir() else (path.parent, path)
     series = _choose_series(folder, list_series(folder), series_uid, from_file)
+    if series.frames:
+        return _read_multiframe(path, folder, series)
     files, headers = _keep_main_orientation(series)
     iop = _orientation(headers[0], series.uid, folder)
     r, c = iop[:3], iop[3:]
@@ -264,6 +281,41 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     n = array.shape[2]
     return _volume(path, folder, series, files, array, datasets, r * d_col, c * d_row,
                    (ipp[-1] - ipp[0]) / (n - 1), ipp[0], resampled)
+
+
+def _read_multiframe(path: Path, folder: Path, series: Series) -> Volume:
+    """An enhanced multi-frame CT (all slices in one file, Enhanced or Legacy Converted Enhanced
+    CT Image Storage) as a `Volume`, through highdicom: it sorts the frames by position, checks
+    that they are evenly spaced and applies each frame's rescale. Its (slice, row, column) LPS
+    affine becomes lungseg's (column, row, slice) RAS one; padding is air as for single frames."""
+    import highdicom as hd
+
+    f = series.files[0]
+    try:
+        volume = hd.imread(f).get_volume(dtype=np.float32)
+    except Exception as exc:
+        raise InputError(f"cannot read this enhanced multi-frame image as a volume "
+                         f"({type(exc).__name__}: {str(exc)[:200]})", f) from None
+    array = np.asarray(volume.array)
+    if array.ndim != 3:
+        raise InputError(f"expected one sample per pixel, got frames of shape {array.shape[1:]}", f)
+    array = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+    if str(series.modality).upper() in ("CT", ""):
+        array[array <= PADDING_HU] = AIR_FILL_HU
+    if np.all(array == np.round(array)) and array.min() >= -32768 and array.max() <= 32767:
+        array = array.astype(np.int16)
+    lps = np.asarray(volume.affine, float)[:, [2, 1, 0, 3]]
+    if np.dot(lps[:3, 2], np.cross(lps[:3, 0], lps[:3, 1])) < 0:  # k along the normal, as for slices
+        array = np.ascontiguousarray(array[:, :, ::-1])
+        lps[:3, 3] += lps[:3, 2] * (array.shape[2] - 1)
+        lps[:3, 2] *= -1
+    header = series.headers[0]
+    meta = {
+        "path": str(path), "format": "dicom", "series_uid": series.uid,
+        "study_uid": str(header.get("StudyInstanceUID", "") or "") or _stand_in_uid(folder, Dataset()),
+        "modality": series.modality, "dicom_files": [str(f)], "resampled": False, "multiframe": True,
+    }
+    return Volume(array, lps_to_ras(lps), meta)
 
 
 def _single_slice(path: Path, folder: Path, series, files: list[Path], header, r, c, normal, ipp) -> Volume:

@@ -117,6 +117,8 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
                          f"{source.meta.get('format', 'another format')})", source.meta.get("path"))
     check_same_grid(mask, source, "mask and source DICOM series", path)
     labels = check_labels(mask.array, "DICOM SEG mask", path)
+    if source.meta.get("multiframe"):
+        return _write_multiframe_seg(hd, labels, source, files[0], path, __version__)
     inv = np.linalg.inv(source.affine)
     series_uid = source.meta.get("series_uid") or hd.UID()
     study_uid = source.meta.get("study_uid") or hd.UID()
@@ -145,6 +147,27 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     except (ValueError, AttributeError, TypeError, KeyError) as exc:  # highdicom's checks of the source
         reason = " ".join(str(exc).split())[:200]
         raise SegUnavailable(f"the source series cannot make a valid SEG ({type(exc).__name__}: {reason})",
+                             path) from None
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+def _write_multiframe_seg(hd, labels: np.ndarray, source: Volume, file, path: Path, __version__) -> Path:
+    """The SEG of an enhanced multi-frame source: the mask goes in as a highdicom `Volume` (its
+    LPS affine over (slice, row, column)), and highdicom matches its frames to the source's by
+    position."""
+    import pydicom
+
+    header = pydicom.dcmread(file, force=True, stop_before_pixels=True)
+    lps = (LPS_TO_RAS @ np.asarray(source.affine, float))[:, [2, 1, 0, 3]]
+    volume = hd.Volume(np.ascontiguousarray(np.transpose(labels, (2, 1, 0)).astype(np.uint8)), lps,
+                       coordinate_system="PATIENT")
+    try:
+        seg = _segmentation(hd, [header], volume, header, __version__)
+    except (ValueError, AttributeError, TypeError, KeyError) as exc:  # highdicom's checks of the source
+        reason = " ".join(str(exc).split())[:200]
+        raise SegUnavailable(f"the source image cannot make a valid SEG ({type(exc).__name__}: {reason})",
                              path) from None
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
