@@ -32,6 +32,12 @@ a mid slice, one half of that slice (the first half of the right-left axis as st
    mask (close, not identical; under `SPACING_FLOOR` is flagged): that flat -1024 air (the air's
    noise gone), and everything outside a smaller circle (`CUT_CIRCLE` of the matrix: the table,
    arms, a large patient's flanks) at -3024.
+5. **tilt** (whole, since session 27): the chest resampled (linear HU) onto a gantry-tilted grid of
+   the same shape, its slices planes tilted by `TILTS` degrees about the right-left axis and
+   stacked along the table (a sheared affine, as lungseg's DICOM reader gives a tilted series;
+   an internal error before session 27), against the stored mask resampled alike (nearest);
+   both are scored only where the tilted grid samples the stored scan. Close, not identical;
+   under `SPACING_FLOOR` is flagged.
 
 Prints one table per method and a summary; writes `results.json`.
 
@@ -83,13 +89,15 @@ SIZES = (("size x0.8", 0.8), ("size x0.65", 0.65), ("size x0.5", 0.5))
 #: reconstruction that cuts the body is padded
 PADDING_HU = (-2048, -3024)
 CUT_CIRCLE = 0.88
+#: gantry tilts (degrees) of the "tilt" family
+TILTS = (15.0, 25.0)
 STORAGE_FLOOR = 0.99
 SPACING_FLOOR = 0.95
 SIZE_FLOOR = 0.95
 #: views of each chest: (name, share of the scan's height from its bottom: lo, hi; one slice at lo
 #: when hi is None; `half`: the right-left axis cut to its first half)
 FLOORS = {"storage": STORAGE_FLOOR, "spacing": SPACING_FLOOR, "size": SIZE_FLOOR, "padding": STORAGE_FLOOR,
-          "padding vs stored": SPACING_FLOOR}
+          "padding vs stored": SPACING_FLOOR, "tilt": SPACING_FLOOR}
 VIEWS = (("whole", 0.0, 1.0, False), ("top 22%", 0.78, 1.0, False), ("bottom 25%", 0.0, 0.25, False),
          ("mid slice", 0.5, None, False), ("half mid slice", 0.5, None, True))
 
@@ -177,6 +185,37 @@ def padded(volume, value: float, share: float, air_only: bool):
     return type(volume)(hu, volume.affine)
 
 
+def tilted(volume, ref: np.ndarray, degrees: float):
+    """(the volume on a gantry-tilted grid of its shape, `ref` on it (nearest), where that grid
+    samples the volume): slices tilted by `degrees` about the right-left axis through the
+    volume's centre, stacked along the table as before (the affine sheared)."""
+    from scipy import ndimage
+
+    a = np.asarray(volume.affine, float)
+    y_ax, _ = axis_of(a, "AP")
+    t = np.deg2rad(degrees)
+    b = a.copy()
+    col = a[:3, y_ax]
+    b[:3, y_ax] = col * np.cos(t) + np.array([0.0, 0.0, np.linalg.norm(col) * np.sin(t)])
+    centre = (np.array(volume.shape, float) - 1) / 2
+    b[:3, 3] = a[:3, :3] @ centre + a[:3, 3] - b[:3, :3] @ centre
+    m = np.linalg.solve(a, b)  # tilted index -> stored index
+    hu, lab = np.asarray(volume.array, np.float32), np.asarray(ref)
+    out = np.empty(volume.shape, np.int16)
+    lab_out = np.empty(volume.shape, lab.dtype)
+    inside = np.empty(volume.shape, bool)
+    rows = 16  # a few rows of the first axis at a time: the coordinates of all voxels would be GBs
+    for i0 in range(0, volume.shape[0], rows):
+        idx = np.indices((min(rows, volume.shape[0] - i0), *volume.shape[1:]), np.float32)
+        idx[0] += i0
+        src = np.tensordot(m[:3, :3].astype(np.float32), idx, axes=1) + m[:3, 3].astype(np.float32)[:, None, None, None]
+        sl = slice(i0, i0 + idx.shape[1])
+        out[sl] = np.round(ndimage.map_coordinates(hu, src, order=1, mode="nearest"))
+        lab_out[sl] = ndimage.map_coordinates(lab, src, order=0, mode="nearest")
+        inside[sl] = np.all((src > -0.5) & (src < np.array(volume.shape, np.float32)[:, None, None, None] - 0.5), axis=0)
+    return type(volume)(out, b), lab_out, inside
+
+
 def score(pred: np.ndarray | None, ref: np.ndarray) -> dict:
     if pred is None:
         return {"binary_dice": 0.0, "label_dice": 0.0, "rl_agreement": None}
@@ -184,7 +223,12 @@ def score(pred: np.ndarray | None, ref: np.ndarray) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
 
 
-def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[dict]:
+def check_chest(name: str, image, method: str, predictor, quick: bool,
+                families: set[str] | None = None) -> list[dict]:
+    """Every family's rows for one chest and method (`families`: only these, e.g. {"tilt"})."""
+    def wanted(fam: str) -> bool:
+        return families is None or fam in families
+
     rows = []
     views = VIEWS[:2] if quick else VIEWS
     for vname, lo, hi, half in views:
@@ -195,7 +239,7 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
                          "shape": list(view.shape), "error": err, "label_dice": 0.0, "binary_dice": 0.0})
             continue
         storage = STORAGE[:2] if quick else STORAGE
-        for vari, ornt in storage:
+        for vari, ornt in (storage if wanted("storage") else ()):
             ornt = np.array(ornt, float)
             moved = restore(view, ornt)
             pred, secs, err = run_segment(moved, method, predictor)
@@ -204,7 +248,7 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
                          "shape": list(moved.shape), "seconds": round(secs, 2), "error": err, **score(back, ref)})
             log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
         if vname == "whole":
-            for vari, f in (SIZES[-1:] if quick else SIZES):
+            for vari, f in ((SIZES[-1:] if quick else SIZES) if wanted("size") else ()):
                 aff = view.affine.copy()
                 aff[:3, :] *= f
                 pred, secs, err = run_segment(type(view)(view.array, aff), method, predictor)
@@ -214,11 +258,14 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
             # the room air outside the circle made flat air (-1024; against the stored mask: its
             # noise is gone, the network's input changes a little), then the same voxels at the
             # scanner's values (against that: only the value differs)
-            flat, secs, err = run_segment(padded(view, -1024, 1.0, True), method, predictor)
-            pads = [("padding vs stored", "air outside the circle at -1024", None, -1024, 1.0, True),
-                    ("padding vs stored", f"all outside {CUT_CIRCLE} of the matrix at -3024", None, -3024, CUT_CIRCLE,
-                     False)]
-            pads += [("padding", f"air outside the circle at {v} (vs -1024)", flat, v, 1.0, True) for v in PADDING_HU]
+            pads = []
+            if wanted("padding") or wanted("padding vs stored"):
+                flat, secs, err = run_segment(padded(view, -1024, 1.0, True), method, predictor)
+                pads = [("padding vs stored", "air outside the circle at -1024", None, -1024, 1.0, True),
+                        ("padding vs stored", f"all outside {CUT_CIRCLE} of the matrix at -3024", None, -3024,
+                         CUT_CIRCLE, False)]
+                pads += [("padding", f"air outside the circle at {v} (vs -1024)", flat, v, 1.0, True)
+                         for v in PADDING_HU]
             for fam, vari, against, value, share, air_only in (pads[1:3] if quick else pads):
                 pred, secs, err = (flat, secs, err) if against is None and value == -1024 else \
                     run_segment(padded(view, value, share, air_only), method, predictor)
@@ -226,7 +273,16 @@ def check_chest(name: str, image, method: str, predictor, quick: bool) -> list[d
                              "shape": list(view.shape), "seconds": round(secs, 2), "error": err,
                              **score(pred, ref if against is None else against)})
                 log(f"  {method} {name} {vname} {vari}: label {rows[-1]['label_dice']:.3f}")
-        if hi is None:  # single slices: resampling one slice is not a thicker slice
+            for deg in ((TILTS[:1] if quick else TILTS) if wanted("tilt") else ()):
+                moved, ref_moved, inside = tilted(view, ref, deg)
+                pred, secs, err = run_segment(moved, method, predictor)
+                if pred is not None:
+                    pred = np.where(inside, pred, 0)
+                rows.append({"chest": name, "view": vname, "family": "tilt", "variant": f"gantry tilt {deg:.0f} deg",
+                             "shape": list(moved.shape), "seconds": round(secs, 2), "error": err,
+                             **score(pred, np.where(inside, ref_moved, 0))})
+                log(f"  {method} {name} {vname} tilt {deg:.0f}: label {rows[-1]['label_dice']:.3f}")
+        if hi is None or not wanted("spacing"):  # resampling one slice is not a thicker slice
             continue
         s_ax, _ = axis_of(view.affine, "SI")
         for vari, inplane, factor in (SPACING[:1] if quick else SPACING):
@@ -268,6 +324,8 @@ def main() -> int:
     p = bench_parser(__doc__, "runs/invariance")
     p.add_argument("--quick", action="store_true", help="one chest, two views, fewer variants")
     p.add_argument("--chests", default=None, help="comma-separated names of real_robustness.CHESTS")
+    p.add_argument("--families", default=None,
+                   help="comma-separated families to run (storage, size, padding, tilt, spacing; default all)")
     t_start = time.perf_counter()
     setup = bench_setup(p)
     if setup is None:
@@ -284,7 +342,7 @@ def main() -> int:
         log(f"{name} {image.shape}")
         for method in methods:
             results[method] += check_chest(name, image, method, predictor if method == "unet" else None,
-                                           args.quick)
+                                           args.quick, set(args.families.split(",")) if args.families else None)
     for method in methods:
         print(table(method, results[method]))
     runtime = time.perf_counter() - t_start
