@@ -196,3 +196,21 @@ def write_multiframe(path: str | Path, hu: np.ndarray, affine: np.ndarray, **kwa
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save_as(path)
     return path
+
+
+def write_multiframe_split(folder: str | Path, hu: np.ndarray, affine: np.ndarray, parts: int) -> list[Path]:
+    """One series as `parts` multi-frame files of consecutive slices (as some scanners split an
+    enhanced series), sharing one SeriesInstanceUID."""
+    series_uid = generate_uid()
+    study_uid = generate_uid()
+    out = []
+    for n, ks in enumerate(np.array_split(np.arange(hu.shape[2]), parts)):
+        aff = np.array(affine, float)
+        aff[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, ks[0]]) + affine[:3, 3]
+        path = write_multiframe(Path(folder) / f"part{n}.dcm", hu[:, :, ks], aff, series_uid=series_uid,
+                                study_uid=study_uid)
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid  # the converter gives each file a series of its own
+        ds.save_as(path)
+        out.append(path)
+    return out

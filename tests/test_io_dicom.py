@@ -293,3 +293,20 @@ def test_rle_and_jpeg_ls_series_are_decoded(tmp_path, syntax):
         ds.save_as(p)
     assert pydicom.dcmread(p).file_meta.TransferSyntaxUID == getattr(pydicom.uid, syntax)
     np.testing.assert_array_equal(read_volume(tmp_path / "enc").array, plain.array)
+
+
+def test_series_split_over_multiframe_files_is_read_whole(tmp_path):
+    """Some scanners split an enhanced series into instances of so many frames: read together,
+    in order of position, as one volume; a missing part is an error naming the series."""
+    from dicom_factory import write_multiframe, write_multiframe_split
+
+    data = hu(shape=(16, 14, 9))
+    whole = read_volume(write_multiframe(tmp_path / "one" / "ct.dcm", data, AFF))
+    parts = write_multiframe_split(tmp_path / "split", data, AFF, 3)
+    vol = read_volume(tmp_path / "split")
+    np.testing.assert_allclose(vol.affine, whole.affine, atol=1e-6)
+    np.testing.assert_array_equal(vol.array, whole.array)
+    assert len(vol.meta["dicom_files"]) == 3
+    parts[1].unlink()
+    with pytest.raises(InputError, match="do not continue"):
+        read_volume(tmp_path / "split")

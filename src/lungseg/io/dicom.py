@@ -78,12 +78,14 @@ def list_series(folder: str | Path) -> list[Series]:
             continue
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             if "PerFrameFunctionalGroupsSequence" in ds and "SharedFunctionalGroupsSequence" in ds:
-                # an enhanced (or legacy-converted enhanced) image: one file is one series
+                # an enhanced (or legacy-converted enhanced) image: the series in one file, or in
+                # a few (some scanners split a series into instances of so many frames each)
                 uid = str(ds.get("SeriesInstanceUID", "") or "") or _stand_in_uid(folder, ds)
-                key = uid if uid not in groups else f"{uid} ({f})"
-                groups[key] = Series(uid, str(ds.get("Modality", "") or ""),
-                                     str(ds.get("SeriesDescription", "") or ""), [f], [ds],
-                                     frames=int(ds.NumberOfFrames))
+                s = groups.setdefault(f"{uid} (multi-frame)", Series(
+                    uid, str(ds.get("Modality", "") or ""), str(ds.get("SeriesDescription", "") or "")))
+                s.files.append(f)
+                s.headers.append(ds)
+                s.frames += int(ds.NumberOfFrames)
             else:
                 multiframe += 1
             continue
@@ -284,13 +286,43 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
 
 
 def _read_multiframe(path: Path, folder: Path, series: Series) -> Volume:
-    """An enhanced multi-frame CT (all slices in one file, Enhanced or Legacy Converted Enhanced
-    CT Image Storage) as a `Volume`, through highdicom: it sorts the frames by position, checks
-    that they are evenly spaced and applies each frame's rescale. Its (slice, row, column) LPS
-    affine becomes lungseg's (column, row, slice) RAS one; padding is air as for single frames."""
+    """An enhanced multi-frame CT (Enhanced or Legacy Converted Enhanced CT Image Storage: the
+    series in one file, or split over a few) as a `Volume`. highdicom reads each file: it sorts
+    the frames by position, checks that they are evenly spaced and applies each frame's rescale;
+    the files' stacks must then continue one another. Their (slice, row, column) LPS affine
+    becomes lungseg's (column, row, slice) RAS one, k along the slice normal as for single
+    frames; padding is air alike."""
+    parts = sorted((_multiframe_stack(f) for f in series.files), key=lambda part: part[2])
+    array, lps, _ = parts[0]
+    for (prev, prev_lps, _), (nxt, nxt_lps, _) in zip(parts, parts[1:], strict=False):
+        expected = prev_lps[:3, 3] + prev_lps[:3, 2] * prev.shape[2]
+        if not (np.allclose(nxt_lps[:3, :3], lps[:3, :3], atol=1e-3 * float(np.abs(lps[:3, :3]).max()))
+                and prev.shape[:2] == nxt.shape[:2]
+                and np.linalg.norm(nxt_lps[:3, 3] - expected) < 0.5 * np.linalg.norm(lps[:3, 2])):
+            raise InputError(f"series {series.uid} is split over {len(parts)} multi-frame files whose "
+                             "slices do not continue one another (a gap, an overlap or another "
+                             "grid); convert it with dcm2niix", folder)
+    if len(parts) > 1:
+        array = np.concatenate([part[0] for part in parts], axis=2)
+    if str(series.modality).upper() in ("CT", ""):
+        array[array <= PADDING_HU] = AIR_FILL_HU
+    if np.all(array == np.round(array)) and array.min() >= -32768 and array.max() <= 32767:
+        array = array.astype(np.int16)
+    header = series.headers[0]
+    meta = {
+        "path": str(path), "format": "dicom", "series_uid": series.uid,
+        "study_uid": str(header.get("StudyInstanceUID", "") or "") or _stand_in_uid(folder, Dataset()),
+        "modality": series.modality, "dicom_files": [str(f) for f in series.files], "resampled": False,
+        "multiframe": True,
+    }
+    return Volume(array, lps_to_ras(lps), meta)
+
+
+def _multiframe_stack(f: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """One multi-frame file's stack: (HU as (i, j, k), its LPS affine with k along the slice
+    normal, its first slice's position along that normal)."""
     import highdicom as hd
 
-    f = series.files[0]
     try:
         volume = hd.imread(f).get_volume(dtype=np.float32)
     except Exception as exc:
@@ -300,22 +332,13 @@ def _read_multiframe(path: Path, folder: Path, series: Series) -> Volume:
     if array.ndim != 3:
         raise InputError(f"expected one sample per pixel, got frames of shape {array.shape[1:]}", f)
     array = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
-    if str(series.modality).upper() in ("CT", ""):
-        array[array <= PADDING_HU] = AIR_FILL_HU
-    if np.all(array == np.round(array)) and array.min() >= -32768 and array.max() <= 32767:
-        array = array.astype(np.int16)
     lps = np.asarray(volume.affine, float)[:, [2, 1, 0, 3]]
-    if np.dot(lps[:3, 2], np.cross(lps[:3, 0], lps[:3, 1])) < 0:  # k along the normal, as for slices
+    normal = np.cross(lps[:3, 0], lps[:3, 1])
+    if np.dot(lps[:3, 2], normal) < 0:  # k along the normal, as for single-frame slices
         array = np.ascontiguousarray(array[:, :, ::-1])
         lps[:3, 3] += lps[:3, 2] * (array.shape[2] - 1)
         lps[:3, 2] *= -1
-    header = series.headers[0]
-    meta = {
-        "path": str(path), "format": "dicom", "series_uid": series.uid,
-        "study_uid": str(header.get("StudyInstanceUID", "") or "") or _stand_in_uid(folder, Dataset()),
-        "modality": series.modality, "dicom_files": [str(f)], "resampled": False, "multiframe": True,
-    }
-    return Volume(array, lps_to_ras(lps), meta)
+    return array, lps, float(lps[:3, 3] @ normal / np.linalg.norm(normal))
 
 
 def _single_slice(path: Path, folder: Path, series, files: list[Path], header, r, c, normal, ipp) -> Volume:

@@ -118,7 +118,7 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     check_same_grid(mask, source, "mask and source DICOM series", path)
     labels = check_labels(mask.array, "DICOM SEG mask", path)
     if source.meta.get("multiframe"):
-        return _write_multiframe_seg(hd, labels, source, files[0], path, __version__)
+        return _write_multiframe_seg(hd, labels, source, files, path, __version__)
     inv = np.linalg.inv(source.affine)
     series_uid = source.meta.get("series_uid") or hd.UID()
     study_uid = source.meta.get("study_uid") or hd.UID()
@@ -153,13 +153,16 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
     return path
 
 
-def _write_multiframe_seg(hd, labels: np.ndarray, source: Volume, file, path: Path, __version__) -> Path:
+def _write_multiframe_seg(hd, labels: np.ndarray, source: Volume, files, path: Path, __version__) -> Path:
     """The SEG of an enhanced multi-frame source: the mask goes in as a highdicom `Volume` (its
     LPS affine over (slice, row, column)), and highdicom matches its frames to the source's by
-    position."""
+    position. A series split over several multi-frame files gets none (highdicom takes one)."""
     import pydicom
 
-    header = pydicom.dcmread(file, force=True, stop_before_pixels=True)
+    if len(files) > 1:
+        raise SegUnavailable(f"the source series is split over {len(files)} multi-frame files; "
+                             "a SEG is made for one", path)
+    header = pydicom.dcmread(files[0], force=True, stop_before_pixels=True)
     lps = (LPS_TO_RAS @ np.asarray(source.affine, float))[:, [2, 1, 0, 3]]
     volume = hd.Volume(np.ascontiguousarray(np.transpose(labels, (2, 1, 0)).astype(np.uint8)), lps,
                        coordinate_system="PATIENT")
