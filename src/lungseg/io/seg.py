@@ -137,16 +137,21 @@ def write_dicom_seg(mask: Volume, source: Volume, path: str | Path) -> Path:
         datasets.append(ds)
         ks.append(k)
     pixel_array = _frames(labels, ks)
-    first = datasets[0]
     studies = {str(ds.StudyInstanceUID) for ds in datasets}
     if len(studies) > 1:
         raise SegUnavailable(f"the source slices carry {len(studies)} different StudyInstanceUIDs "
                              "(anonymised per file?); a SEG must reference one study", path)
+    return _save(hd, datasets, pixel_array, __version__, path, "series")
+
+
+def _save(hd, datasets, pixel_array, __version__, path: Path, what: str) -> Path:
+    """The SEG made (`_segmentation`) and written atomically; highdicom's refusal of the source
+    is a `SegUnavailable` naming `what` ("series", "image")."""
     try:
-        seg = _segmentation(hd, datasets, pixel_array, first, __version__)
+        seg = _segmentation(hd, datasets, pixel_array, datasets[0], __version__)
     except (ValueError, AttributeError, TypeError, KeyError) as exc:  # highdicom's checks of the source
         reason = " ".join(str(exc).split())[:200]
-        raise SegUnavailable(f"the source series cannot make a valid SEG ({type(exc).__name__}: {reason})",
+        raise SegUnavailable(f"the source {what} cannot make a valid SEG ({type(exc).__name__}: {reason})",
                              path) from None
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
@@ -166,15 +171,7 @@ def _write_multiframe_seg(hd, labels: np.ndarray, source: Volume, files, path: P
     lps = (LPS_TO_RAS @ np.asarray(source.affine, float))[:, [2, 1, 0, 3]]
     volume = hd.Volume(np.ascontiguousarray(np.transpose(labels, (2, 1, 0)).astype(np.uint8)), lps,
                        coordinate_system="PATIENT")
-    try:
-        seg = _segmentation(hd, [header], volume, header, __version__)
-    except (ValueError, AttributeError, TypeError, KeyError) as exc:  # highdicom's checks of the source
-        reason = " ".join(str(exc).split())[:200]
-        raise SegUnavailable(f"the source image cannot make a valid SEG ({type(exc).__name__}: {reason})",
-                             path) from None
-    with atomic_path(path) as tmp:
-        seg.save_as(tmp)
-    return path
+    return _save(hd, [header], volume, __version__, path, "image")
 
 
 def _frames(labels: np.ndarray, ks: list[int]) -> np.ndarray:
