@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from lungseg.core.errors import InputError, LungsegWarning
-from lungseg.core.geometry import LPS_TO_RAS, lps_to_ras
+from lungseg.core.geometry import lps_to_ras
 from lungseg.core.volume import Volume
 from lungseg.io.formats import VOLUME_SUFFIXES, is_dicom_file
 
@@ -437,14 +437,3 @@ def _resample_uniform(array: np.ndarray, pos: np.ndarray, step: float) -> np.nda
     lo = hi - 1
     w = ((targets - pos[lo]) / (pos[hi] - pos[lo]))[None, None, :]
     return array[:, :, lo] * (1 - w) + array[:, :, hi] * w
-
-
-def slice_positions(vol: Volume) -> dict[str, int]:
-    """Map each source DICOM file of `vol` to its k index on `vol`'s grid (nearest slice)."""
-    inv = np.linalg.inv(vol.affine)
-    out: dict[str, int] = defaultdict(int)
-    for f in vol.meta.get("dicom_files", []):
-        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-        lps = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-        out[str(f)] = int(round((inv @ LPS_TO_RAS @ np.append(lps, 1.0))[2]))
-    return dict(out)
