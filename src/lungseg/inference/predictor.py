@@ -472,7 +472,8 @@ class Predictor:
 
     # --- the network on the model grid -------------------------------------------------
     def _model_box(self, image: Volume, hull: np.ndarray | None):
-        """(model-grid affine of the box the network sees, its shape, the per-axis map to the image)."""
+        """(model-grid affine of the box the network sees, its shape, the map from it to the image:
+        axis by axis, or a full `AffineMap` for a sheared (gantry-tilted) image)."""
         hu = image.array
         gshape, gaff = model_grid(hu.shape, image.affine, self.preprocessing["spacing"])
         to_image = index_map(image.affine, gaff)  # axis by axis unless the image grid is sheared
