@@ -326,3 +326,15 @@ def test_a_missing_input_is_one_failed_case_and_a_bad_model_stops_jobs_at_once(s
     code, _, err = _run(capfd, "predict", *small_cts[:2], "-o", tmp_path / "o2", "--jobs", "2", "--model", bad)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "bad.pt" in err, err
     assert not (tmp_path / "o2").exists()
+
+
+def test_one_input_into_a_new_folder_ending_in_a_slash(small_cts, tmp_path, capfd):
+    """`-o out/` names a folder even for one input and even before it exists: the mask goes into
+    it (it went to `out.nii.gz` beside it, as if `-o out` had named a file)."""
+    out = str(tmp_path / "new") + "/"
+    code, stdout, err = _run(capfd, "predict", small_cts[0], "-o", out, "--method", "classical")
+    assert code == 0, err
+    name = small_cts[0].name
+    assert (tmp_path / "new" / name).is_file() and (tmp_path / "new" / name.replace(".nii.gz", ".qc.json")).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+    assert "summary: 1 done" in stdout

@@ -122,8 +122,9 @@ def predict_files(inputs: Sequence[str | Path], output: str | Path, model: str |
     """
     from lungseg.io.safety import check_output
 
+    # read before `Path`, which drops a trailing slash: `-o out/` names a folder not made yet
+    folder_out = str(output).endswith(("/", "\\")) or Path(output).is_dir() or shard is not None
     output = Path(output)
-    folder_out = output.is_dir() or str(output).endswith(("/", "\\")) or shard is not None
     inputs = expand_inputs(inputs)
     if shard is not None:
         inputs = shard_of(inputs, *shard)
