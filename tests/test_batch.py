@@ -338,3 +338,21 @@ def test_one_input_into_a_new_folder_ending_in_a_slash(small_cts, tmp_path, capf
     assert (tmp_path / "new" / name).is_file() and (tmp_path / "new" / name.replace(".nii.gz", ".qc.json")).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
     assert "summary: 1 done" in stdout
+
+
+def test_a_folder_of_multiframe_files_is_a_batch_but_a_split_series_is_one_case(tmp_path):
+    """Enhanced multi-frame files that are each a series of their own are cases, as NIfTI files
+    in a folder are; one series split over several such files, or single-frame slices, is one."""
+    import numpy as np
+    from dicom_factory import write_multiframe, write_multiframe_split, write_series
+
+    aff = np.diag([2.0, 2.0, 3.0, 1.0])
+    hu = np.random.default_rng(0).integers(-1000, 500, size=(12, 10, 6)).astype(np.int16)
+    own = tmp_path / "own"
+    write_multiframe(own / "a.dcm", hu, aff)
+    write_multiframe(own / "b.dcm", hu, aff)
+    write_multiframe_split(tmp_path / "split", hu, aff, 2)
+    write_series(tmp_path / "slices", hu, aff)
+    assert expand_inputs([own]) == [own / "a.dcm", own / "b.dcm"]
+    assert expand_inputs([tmp_path / "split"]) == [tmp_path / "split"]
+    assert expand_inputs([tmp_path / "slices"]) == [tmp_path / "slices"]

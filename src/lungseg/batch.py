@@ -44,8 +44,10 @@ class CaseResult:
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files and folders as cases: a folder holding volume files (NIfTI, NRRD, MetaImage) is
-    expanded to them (sorted) and to its subfolders holding DICOM files; any other folder is
-    one DICOM input. Every rank of a sharded run computes the same list from the same arguments.
+    expanded to them (sorted) and to its subfolders holding DICOM files; so is a folder of
+    enhanced multi-frame DICOM files that are each a series of their own (`_multiframe_cases`);
+    any other folder is one DICOM input. Every rank of a sharded run computes the same list from
+    the same arguments.
     """
     out: list[Path] = []
     for p in map(Path, inputs):
@@ -55,12 +57,37 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         children = sorted(p.iterdir())
         volumes = [c for c in children if is_volume_file(c) and not c.name.lower().endswith(".seg.nrrd")]
         if not volumes:
+            volumes = _multiframe_cases(children)
+        if not volumes:
             out.append(p)  # a DICOM series folder (or an error for read_volume to explain)
             continue
         for c in children:
             if c in volumes or (c.is_dir() and not c.name.startswith(".") and _holds_dicom(c)):
                 out.append(c)
     return out
+
+
+def _multiframe_cases(children: list[Path]) -> list[Path]:
+    """The files of a folder when at least two are DICOM and every one is an enhanced
+    multi-frame image of a series of its own (one file, one CT, like a NIfTI file); else []. A
+    series of single-frame slices, or one split over several multi-frame files, is one case."""
+    import pydicom
+
+    files = [c for c in children if c.is_file() and is_dicom_file(c)]
+    if len(files) < 2:
+        return []
+    series = set()
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True,
+                                 specific_tags=["NumberOfFrames", "SeriesInstanceUID"])
+        except Exception:
+            return []
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if int(ds.get("NumberOfFrames", 1) or 1) < 2 or not uid or uid in series:
+            return []
+        series.add(uid)
+    return files
 
 
 def _holds_dicom(folder: Path) -> bool:
