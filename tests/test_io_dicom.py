@@ -310,3 +310,22 @@ def test_series_split_over_multiframe_files_is_read_whole(tmp_path):
     parts[1].unlink()
     with pytest.raises(InputError, match="do not continue"):
         read_volume(tmp_path / "split")
+
+
+def test_a_dicom_seg_is_not_taken_for_a_ct(tmp_path):
+    """A DICOM SEG's frames look like an enhanced multi-frame image: given alone it is refused as
+    a segmentation, in a folder alone the error says what the folder holds, and beside its CT
+    series it is no second series."""
+    write_series(tmp_path / "ct", hu(), AFF)
+    ct = read_volume(tmp_path / "ct")
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[2:6, 2:8, 1:4] = 1
+    seg = write_dicom_seg(ct.with_array(mask), ct, tmp_path / "segs" / "lungs.seg.dcm")
+    with pytest.raises(InputError, match="is a DICOM SEG segmentation"):
+        read_volume(seg)
+    with pytest.raises(InputError, match="holds 1 DICOM SEG"):
+        read_volume(seg.parent)
+    (tmp_path / "ct" / "lungs.seg.dcm").write_bytes(seg.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LungsegWarning)  # no "2 series" warning
+        np.testing.assert_array_equal(read_volume(tmp_path / "ct").array, ct.array)

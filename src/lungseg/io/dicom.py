@@ -29,6 +29,11 @@ from lungseg.io.formats import VOLUME_SUFFIXES, is_dicom_file
 
 #: Stored values at or below this HU are scanner padding outside the field of view.
 PADDING_HU = -1500.0
+#: DICOM objects that are no image to segment (Modality -> what the error calls them): a SEG's
+#: frames look like an enhanced multi-frame image, and would be read as one
+NOT_IMAGES = {"SEG": "DICOM SEG segmentation(s)", "RTSTRUCT": "RT structure set(s)", "SR": "structured report(s)",
+              "PR": "presentation state(s)", "KO": "key object selection(s)", "RTPLAN": "RT plan(s)",
+              "RTDOSE": "RT dose file(s)", "REG": "registration(s)"}
 #: files read ahead of the parser (their bytes wait in memory)
 READ_AHEAD = 16
 AIR_FILL_HU = -1024  # value written where the scanner padded (outside the field of view)
@@ -69,12 +74,17 @@ def list_series(folder: str | Path) -> list[Series]:
     folder = Path(folder)
     groups: dict[str, Series] = {}
     multiframe = 0
+    derived: Counter = Counter()  # segmentations, structure sets, reports: not images to segment
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         if not is_dicom_file(f):
             continue
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         except Exception:
+            continue
+        modality = str(ds.get("Modality", "") or "").upper()
+        if modality in NOT_IMAGES:
+            derived[NOT_IMAGES[modality]] += 1
             continue
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             if "PerFrameFunctionalGroupsSequence" in ds and "SharedFunctionalGroupsSequence" in ds:
@@ -105,6 +115,9 @@ def list_series(folder: str | Path) -> list[Series]:
                          if p.name.lower().endswith(VOLUME_SUFFIXES))
         if volumes and not extra:
             extra = f"; it holds {', '.join(volumes[:3])}: pass one of these files instead"
+        if derived and not extra:
+            extra = "; it holds " + ", ".join(f"{n} {kind}" for kind, n in sorted(derived.items())) + \
+                ", not a CT: pass the CT series' folder"
         raise InputError(f"no DICOM image slices found in this folder{extra}", folder)
     return sorted(groups.values(), key=lambda s: -s.n_slices)
 
@@ -244,6 +257,15 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     """
     path = Path(path)
     folder, from_file = (path, None) if path.is_dir() else (path.parent, path)
+    if from_file is not None:
+        try:
+            modality = str(pydicom.dcmread(from_file, stop_before_pixels=True, force=True,
+                                           specific_tags=["Modality"]).get("Modality", "") or "").upper()
+        except Exception:
+            modality = ""
+        if modality in NOT_IMAGES:
+            raise InputError(f"this file is a {NOT_IMAGES[modality].replace('(s)', '')} (Modality {modality}), "
+                             "not a CT image to segment", from_file)
     series = _choose_series(folder, list_series(folder), series_uid, from_file)
     if series.frames:
         return _read_multiframe(path, folder, series)
