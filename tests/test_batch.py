@@ -354,5 +354,11 @@ def test_a_folder_of_multiframe_files_is_a_batch_but_a_split_series_is_one_case(
     write_multiframe_split(tmp_path / "split", hu, aff, 2)
     write_series(tmp_path / "slices", hu, aff)
     assert expand_inputs([own]) == [own / "a.dcm", own / "b.dcm"]
+    from lungseg.io import read_volume
+    from lungseg.io.seg import write_dicom_seg
+
+    ct = read_volume(own / "a.dcm")
+    write_dicom_seg(ct.with_array(np.zeros(ct.shape, np.uint8)), ct, own / "a.seg.dcm")  # no case
+    assert expand_inputs([own]) == [own / "a.dcm", own / "b.dcm"]
     assert expand_inputs([tmp_path / "split"]) == [tmp_path / "split"]
     assert expand_inputs([tmp_path / "slices"]) == [tmp_path / "slices"]

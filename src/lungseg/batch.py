@@ -73,21 +73,23 @@ def _multiframe_cases(children: list[Path]) -> list[Path]:
     series of single-frame slices, or one split over several multi-frame files, is one case."""
     import pydicom
 
-    files = [c for c in children if c.is_file() and is_dicom_file(c)]
-    if len(files) < 2:
-        return []
-    series = set()
-    for f in files:
+    from lungseg.io.dicom import NOT_IMAGES
+
+    files, series = [], set()
+    for f in (c for c in children if c.is_file() and is_dicom_file(c)):
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True,
-                                 specific_tags=["NumberOfFrames", "SeriesInstanceUID"])
+                                 specific_tags=["NumberOfFrames", "SeriesInstanceUID", "Modality"])
         except Exception:
             return []
+        if str(ds.get("Modality", "") or "").upper() in NOT_IMAGES:  # a SEG beside its CTs
+            continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if int(ds.get("NumberOfFrames", 1) or 1) < 2 or not uid or uid in series:
             return []
         series.add(uid)
-    return files
+        files.append(f)
+    return files if len(files) >= 2 else []
 
 
 def _holds_dicom(folder: Path) -> bool:
