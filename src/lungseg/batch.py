@@ -73,19 +73,18 @@ def _multiframe_cases(children: list[Path]) -> list[Path]:
     series of single-frame slices, or one split over several multi-frame files, is one case."""
     import pydicom
 
-    from lungseg.io.dicom import NOT_IMAGES
+    from lungseg.io.dicom import NOT_IMAGES, is_enhanced_image
 
     files, series = [], set()
     for f in (c for c in children if c.is_file() and is_dicom_file(c)):
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True,
-                                 specific_tags=["NumberOfFrames", "SeriesInstanceUID", "Modality"])
+            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         except Exception:
             return []
         if str(ds.get("Modality", "") or "").upper() in NOT_IMAGES:  # a SEG beside its CTs
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
-        if int(ds.get("NumberOfFrames", 1) or 1) < 2 or not uid or uid in series:
+        if not is_enhanced_image(ds) or not uid or uid in series:
             return []
         series.add(uid)
         files.append(f)

@@ -61,7 +61,14 @@ from lungseg.inference.postprocess import (
     postprocess,
     refine_levels,
 )
-from lungseg.inference.resample import AffineMap, AxisMap, index_map, model_grid, resample_linear
+from lungseg.inference.resample import (
+    AffineMap,
+    AxisMap,
+    box_corners,
+    index_map,
+    model_grid,
+    resample_linear,
+)
 from lungseg.networks import load_model, resolve_device
 from lungseg.transforms import DEFAULT_PREPROCESSING
 
@@ -484,7 +491,7 @@ class Predictor:
             pad = np.ceil(m / spacing_of(image.affine)).astype(int)
             first = np.maximum(0, [b.start for b in box] - pad)
             last = np.minimum(np.array(hu.shape) - 1, [b.stop - 1 for b in box] + pad)
-            ends = _corners(to_image.inverse(), first, last)
+            ends = box_corners(to_image.inverse().matrix, first, last)
             lo = np.maximum(0, np.floor(ends.min(axis=1)).astype(int))
             hi = np.minimum(gshape, np.ceil(ends.max(axis=1)).astype(int) + 1)
         elif box is not None:
@@ -520,7 +527,7 @@ class Predictor:
         box_aff, shape, amap = self._model_box(image, hull)
         # only the image's part that the box's trilinear samples touch is read
         if isinstance(amap, AffineMap):  # a sheared image: the box's corners bound what it reads
-            ends = _corners(amap, np.zeros(3), np.array(shape) - 1)
+            ends = box_corners(amap.matrix, np.zeros(3), np.array(shape) - 1)
             src_lo = np.clip(np.floor(ends.min(axis=1)).astype(int), 0, np.array(image.shape) - 1)
             src_hi = np.clip(np.ceil(ends.max(axis=1)).astype(int) + 1, src_lo + 1, image.shape)
             local = AffineMap(amap.matrix.copy())
@@ -807,18 +814,11 @@ def _lumen_ruled_out(outside: np.ndarray, hu: np.ndarray, hull: np.ndarray, affi
     return ndimage.binary_dilation(lumen, square(VIEW_WALL_MM, spacing_of(affine), axis))
 
 
-def _corners(amap: AffineMap, first, last) -> np.ndarray:
-    """The 8 corners of the index box [first, last] mapped by `amap` (3 x 8)."""
-    c = np.array(np.meshgrid(*[[f, la] for f, la in zip(first, last, strict=True)], indexing="ij"), float)
-    c = c.reshape(3, -1)
-    return amap.matrix[:3, :3] @ c + amap.matrix[:3, 3:4]
-
-
 def _image_box(back: AxisMap | AffineMap, above: tuple[slice, ...], model_shape, image_shape):
     """The image-grid box (slices) whose voxels map into the model box `above` (model indices;
     `back`: image index -> model index), or None when none does."""
     if isinstance(back, AffineMap):
-        ends = _corners(back.inverse(), [s.start - 1 for s in above], [s.stop for s in above])
+        ends = box_corners(back.inverse().matrix, [s.start - 1 for s in above], [s.stop for s in above])
         lo = np.maximum(0, np.floor(ends.min(axis=1)).astype(int))
         hi = np.minimum(image_shape, np.ceil(ends.max(axis=1)).astype(int) + 1)
         if np.any(hi <= lo):

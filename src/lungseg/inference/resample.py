@@ -19,7 +19,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["AffineMap", "AxisMap", "axis_map", "index_map", "is_sheared", "model_grid", "resample_linear"]
+__all__ = ["AffineMap", "AxisMap", "axis_map", "box_corners", "index_map", "is_sheared", "model_grid",
+           "resample_linear"]
 
 #: Rows of the interpolation matrix multiplied at a time (it is banded: 2 entries a row).
 BAND_ROWS = 32
@@ -39,6 +40,13 @@ def is_sheared(affine: np.ndarray) -> bool:
     return bool(np.abs(cos - np.eye(3)).max() > SHEAR_COS)
 
 
+def box_corners(matrix: np.ndarray, first, last) -> np.ndarray:
+    """The 8 corners of the index box [first, last] mapped by the 4x4 `matrix` (3 x 8)."""
+    c = np.array(np.meshgrid(*[[f, la] for f, la in zip(first, last, strict=True)], indexing="ij"), float)
+    matrix = np.asarray(matrix, float)
+    return matrix[:3, :3] @ c.reshape(3, -1) + matrix[:3, 3:4]
+
+
 def model_grid(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, ...], np.ndarray]:
     """(shape, affine) of the grid MONAI's `Orientationd(RAS)` + `Spacingd(spacing)` produce;
     for a sheared image, the upright RAS grid of `spacing` over the image's extent."""
@@ -46,8 +54,7 @@ def model_grid(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, ...], np.
 
     affine = np.asarray(affine, float)
     if is_sheared(affine):
-        corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
-        world = affine[:3, :3] @ corners + affine[:3, 3:4]
+        world = box_corners(affine, np.zeros(3), np.array(shape) - 1)
         lo, hi = world.min(axis=1), world.max(axis=1)
         step = np.asarray(spacing, float)
         out = np.eye(4)

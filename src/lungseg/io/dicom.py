@@ -61,6 +61,13 @@ class Series:
         return f"{self.uid} ({self.modality or 'no modality'}{desc}, {self.n_slices} slices{kind})"
 
 
+def is_enhanced_image(ds) -> bool:
+    """An enhanced (or legacy-converted enhanced) multi-frame image: frames that carry their own
+    geometry (per-frame and shared functional groups), so one file can be a whole series."""
+    return (int(ds.get("NumberOfFrames", 1) or 1) > 1 and "PerFrameFunctionalGroupsSequence" in ds
+            and "SharedFunctionalGroupsSequence" in ds)
+
+
 def _stand_in_uid(folder: Path, ds) -> str:
     """A stable UID for a series whose SeriesInstanceUID was blanked (e.g. by an anonymiser)."""
     from pydicom.uid import generate_uid
@@ -82,32 +89,27 @@ def list_series(folder: str | Path) -> list[Series]:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         except Exception:
             continue
-        modality = str(ds.get("Modality", "") or "").upper()
-        if modality in NOT_IMAGES:
-            derived[NOT_IMAGES[modality]] += 1
+        modality = str(ds.get("Modality", "") or "")
+        if modality.upper() in NOT_IMAGES:
+            derived[NOT_IMAGES[modality.upper()]] += 1
             continue
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            if "PerFrameFunctionalGroupsSequence" in ds and "SharedFunctionalGroupsSequence" in ds:
-                # an enhanced (or legacy-converted enhanced) image: the series in one file, or in
-                # a few (some scanners split a series into instances of so many frames each)
-                uid = str(ds.get("SeriesInstanceUID", "") or "") or _stand_in_uid(folder, ds)
-                s = groups.setdefault(f"{uid} (multi-frame)", Series(
-                    uid, str(ds.get("Modality", "") or ""), str(ds.get("SeriesDescription", "") or "")))
-                s.files.append(f)
-                s.headers.append(ds)
-                s.frames += int(ds.NumberOfFrames)
-            else:
-                multiframe += 1
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1 and not is_enhanced_image(ds):
+            multiframe += 1
             continue
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "Rows" not in ds:
-            continue
-        if "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]:
+        if frames == 1 and ("ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds
+                            or "Rows" not in ds
+                            or "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]):
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "") or _stand_in_uid(folder, ds)
-        s = groups.setdefault(uid, Series(uid, str(ds.get("Modality", "") or ""),
-                                          str(ds.get("SeriesDescription", "") or "")))
+        # an enhanced image holds the series in one file, or in a few (some scanners split a
+        # series into instances of so many frames each): grouped apart from single frames
+        s = groups.setdefault(f"{uid} (multi-frame)" if frames > 1 else uid,
+                              Series(uid, modality, str(ds.get("SeriesDescription", "") or "")))
         s.files.append(f)
         s.headers.append(ds)
+        if frames > 1:
+            s.frames += frames
     if not groups:
         extra = (f"; {multiframe} multi-frame file(s) without per-frame geometry found, which "
                  "lungseg does not read (convert to NIfTI with dcm2niix)") if multiframe else ""
@@ -241,7 +243,12 @@ def _to_hu(stored: np.ndarray, ds) -> np.ndarray:
             hu[(stored >= lo) & (stored <= hi)] = AIR_FILL_HU
         else:
             hu[stored == pad] = AIR_FILL_HU
-    if str(ds.get("Modality", "CT")).upper() in ("CT", ""):
+    return _padding_to_air(hu, ds.get("Modality", "CT"))
+
+
+def _padding_to_air(hu: np.ndarray, modality) -> np.ndarray:
+    """A CT's scanner padding (at or below `PADDING_HU`) set to air, in place."""
+    if str(modality or "").upper() in ("CT", ""):
         hu[hu <= PADDING_HU] = AIR_FILL_HU
     return hu
 
@@ -326,18 +333,11 @@ def _read_multiframe(path: Path, folder: Path, series: Series) -> Volume:
                              "grid); convert it with dcm2niix", folder)
     if len(parts) > 1:
         array = np.concatenate([part[0] for part in parts], axis=2)
-    if str(series.modality).upper() in ("CT", ""):
-        array[array <= PADDING_HU] = AIR_FILL_HU
+    _padding_to_air(array, series.modality)
     if np.all(array == np.round(array)) and array.min() >= -32768 and array.max() <= 32767:
         array = array.astype(np.int16)
-    header = series.headers[0]
-    meta = {
-        "path": str(path), "format": "dicom", "series_uid": series.uid,
-        "study_uid": str(header.get("StudyInstanceUID", "") or "") or _stand_in_uid(folder, Dataset()),
-        "modality": series.modality, "dicom_files": [str(f) for f in series.files], "resampled": False,
-        "multiframe": True,
-    }
-    return Volume(array, lps_to_ras(lps), meta)
+    return Volume(array, lps_to_ras(lps), {**_meta(path, folder, series, series.files, series.headers[0], False),
+                                           "multiframe": True})
 
 
 def _multiframe_stack(f: Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -401,17 +401,17 @@ def _volume(path: Path, folder: Path, series, files, array, datasets, col_step, 
     lps[:3, 2] = slice_step
     lps[:3, 3] = origin
     affine = lps_to_ras(lps)
-    first = datasets[0]
-    meta = {
-        "path": str(path), "format": "dicom", "series_uid": series.uid,
-        "study_uid": str(first.get("StudyInstanceUID", "") or "")
-        or _stand_in_uid(folder, Dataset()), "modality": series.modality,
-        "dicom_files": [str(f) for f in files], "resampled": resampled,
-        # the slices' headers (pixel data dropped), in `dicom_files` order: the DICOM SEG
-        # writer needs them and need not read 300 files again
-        "dicom_headers": datasets,
-    }
-    return Volume(array, affine, meta)
+    # the slices' headers (pixel data dropped), in `dicom_files` order: the DICOM SEG writer
+    # needs them and need not read 300 files again
+    return Volume(array, affine, {**_meta(path, folder, series, files, datasets[0], resampled),
+                                  "dicom_headers": datasets})
+
+
+def _meta(path: Path, folder: Path, series: Series, files, first, resampled: bool) -> dict:
+    """A DICOM volume's meta: where it came from (`first`: the first file's header)."""
+    return {"path": str(path), "format": "dicom", "series_uid": series.uid,
+            "study_uid": str(first.get("StudyInstanceUID", "") or "") or _stand_in_uid(folder, Dataset()),
+            "modality": series.modality, "dicom_files": [str(f) for f in files], "resampled": resampled}
 
 
 def _integral(ds) -> bool:
