@@ -142,13 +142,33 @@ def _write_series_sitk(folder, hu, affine) -> list[Path]:
     return paths
 
 
+def _jpeg_lossless(pixels: np.ndarray, scratch: Path) -> bytes:
+    """One frame's pixels encoded as JPEG Lossless, Process 14 SV1, by GDCM through SimpleITK:
+    the bytes of its one fragment."""
+    import SimpleITK as sitk
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEGLosslessSV1
+
+    tmp = scratch / "jpeg.dcm"
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")
+    writer.UseCompressionOn()
+    writer.SetCompressor("JPEG")
+    writer.SetFileName(str(tmp))
+    writer.Execute(sitk.GetImageFromArray(pixels[None].astype(np.int16)))
+    encoded = pydicom.dcmread(tmp)
+    assert encoded.file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    return next(generate_frames(encoded.PixelData, number_of_frames=1))
+
+
 def compress_jpeg_lossless(paths: list[Path], scratch: str | Path) -> None:
     """Re-encode each file's pixels as JPEG Lossless, Process 14 SV1 (1.2.840.10008.1.2.4.70,
     the commonest lossless syntax of PACS exports), GDCM's encoder through SimpleITK doing the
-    JPEG; every other element stays as written."""
+    JPEG; every other element stays as written. A multi-frame file's frames are encoded one by
+    one into one encapsulated Pixel Data."""
     import locale
 
-    import SimpleITK as sitk
+    from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGLosslessSV1
 
     saved = locale.setlocale(locale.LC_ALL)
@@ -157,16 +177,8 @@ def compress_jpeg_lossless(paths: list[Path], scratch: str | Path) -> None:
     try:
         for path in paths:
             ds = pydicom.dcmread(path)
-            tmp = scratch / "jpeg.dcm"
-            writer = sitk.ImageFileWriter()
-            writer.SetImageIO("GDCMImageIO")
-            writer.UseCompressionOn()
-            writer.SetCompressor("JPEG")
-            writer.SetFileName(str(tmp))
-            writer.Execute(sitk.GetImageFromArray(ds.pixel_array[None].astype(np.int16)))
-            encoded = pydicom.dcmread(tmp)
-            assert encoded.file_meta.TransferSyntaxUID == JPEGLosslessSV1
-            ds.PixelData = encoded.PixelData
+            frames = ds.pixel_array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else ds.pixel_array[None]
+            ds.PixelData = encapsulate([_jpeg_lossless(f, scratch) for f in frames])
             ds["PixelData"].VR = "OB"
             ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
             ds.save_as(path, enforce_file_format=True)

@@ -252,6 +252,26 @@ def test_enhanced_multiframe_ct_reads_as_the_same_volume(tmp_path, slope):
     assert np.all(vol.array[:, :2] == -1024)
 
 
+@pytest.mark.parametrize("slope", [1.0, 0.5])
+def test_jpeg_lossless_enhanced_multiframe_is_decoded(tmp_path, slope):
+    """A multi-frame file whose frames are JPEG Lossless (no pydicom decoder here) is decoded
+    frame by frame by GDCM and reads as the uncompressed file does: stored values, so the
+    frames' rescale is applied once."""
+    from dicom_factory import compress_jpeg_lossless, write_multiframe
+    from pydicom.uid import JPEGLosslessSV1
+
+    data = (hu() // 2 * 2).astype(np.int16)
+    data[:, :2] = -3024
+    plain = read_volume(write_multiframe(tmp_path / "plain" / "ct.dcm", data, AFF, slope=slope))
+    f = write_multiframe(tmp_path / "jpeg" / "ct.dcm", data, AFF, slope=slope)
+    compress_jpeg_lossless([f], tmp_path / "scratch")
+    assert pydicom.dcmread(f).file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    vol = read_volume(f)
+    np.testing.assert_array_equal(vol.array, plain.array)
+    np.testing.assert_allclose(vol.affine, plain.affine)
+    assert vol.meta["multiframe"] and np.all(vol.array[:, :2] == -1024)
+
+
 def test_enhanced_multiframe_beside_a_series_is_one_series_among_others(tmp_path):
     from dicom_factory import write_multiframe
 

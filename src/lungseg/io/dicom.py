@@ -204,20 +204,76 @@ def _stored_by_gdcm(path: Path, ds) -> np.ndarray | None:
     what pydicom would have given (its padding test is on stored values)."""
     if ds is None or "PixelData" not in ds or not ds.file_meta.TransferSyntaxUID.is_compressed:
         return None
+    px = _gdcm_pixels(path)
+    if px is None or px.size != int(ds.Rows) * int(ds.Columns):
+        return None
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return np.rint((px.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64) - intercept) / slope).astype(np.int32)
+
+
+def _gdcm_pixels(path: Path) -> np.ndarray | None:
+    """The pixels of one DICOM file as GDCM (inside SimpleITK) decodes them (rescaled), or None."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileName(str(path))
     try:
-        px = sitk.GetArrayFromImage(reader.Execute())
+        return sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError:
         return None
-    if px.size != int(ds.Rows) * int(ds.Columns):
+
+
+def _frames_decoded_by_gdcm(f: Path) -> pydicom.Dataset | None:
+    """An enhanced multi-frame file whose compressed frames pydicom cannot decode (JPEG Lossless,
+    as for single slices: `_stored_by_gdcm`), with its frames decoded by GDCM and stored
+    uncompressed in memory, for highdicom to read as any other; None where that fails.
+
+    Each frame is decoded alone, wrapped as a one-frame image with no rescale, so that GDCM gives
+    the stored values whatever the frames' own rescale (highdicom applies that, frame by frame)."""
+    import tempfile
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    try:
+        ds = pydicom.dcmread(f)
+        syntax = ds.file_meta.TransferSyntaxUID
+        if not syntax.is_compressed or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            return None
+        n = int(ds.NumberOfFrames)
+        rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
+        frames = np.empty((n, rows, cols), dtype)
+        with tempfile.TemporaryDirectory(prefix="lungseg-frames-") as tmp:
+            one = Path(tmp) / "frame.dcm"
+            for i, data in enumerate(generate_frames(ds.PixelData, number_of_frames=n)):
+                frame = Dataset()
+                frame.file_meta = FileMetaDataset()
+                frame.file_meta.TransferSyntaxUID = syntax
+                frame.file_meta.MediaStorageSOPClassUID = CTImageStorage
+                frame.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                frame.SOPClassUID, frame.SOPInstanceUID = CTImageStorage, frame.file_meta.MediaStorageSOPInstanceUID
+                for key in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                            "SamplesPerPixel", "PhotometricInterpretation"):
+                    setattr(frame, key, ds[key].value)
+                frame.RescaleSlope, frame.RescaleIntercept = 1, 0
+                frame.PixelData = encapsulate([data])
+                frame["PixelData"].VR = "OB"
+                frame.save_as(one, enforce_file_format=True)
+                px = _gdcm_pixels(one)
+                if px is None or px.size != rows * cols:
+                    return None
+                frames[i] = px.reshape(rows, cols)
+        ds.PixelData = frames.tobytes()
+        ds["PixelData"].VR = "OW"
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        return ds
+    except Exception:
         return None
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    return np.rint((px.reshape(int(ds.Rows), int(ds.Columns)).astype(np.float64) - intercept) / slope).astype(np.int32)
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -346,7 +402,13 @@ def _multiframe_stack(f: Path) -> tuple[np.ndarray, np.ndarray, float]:
     import highdicom as hd
 
     try:
-        volume = hd.imread(f).get_volume(dtype=np.float32)
+        try:
+            volume = hd.imread(f).get_volume(dtype=np.float32)
+        except Exception:
+            decoded = _frames_decoded_by_gdcm(f)
+            if decoded is None:
+                raise
+            volume = hd.Image.from_dataset(decoded, copy=False).get_volume(dtype=np.float32)
     except Exception as exc:
         raise InputError(f"cannot read this enhanced multi-frame image as a volume "
                          f"({type(exc).__name__}: {str(exc)[:200]})", f) from None
