@@ -46,3 +46,43 @@ class Volume:
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} != {self.array.shape}")
         return Volume(array, self.affine.copy(), dict(self.meta))
+
+
+#: the voxel order segmentation works in: DICOM's (columns to the patient's left, rows to the
+#: back, slices upwards), as lungseg's DICOM reader and most converters store a CT. A volume
+#: stored otherwise is reoriented to it first (flips and axis swaps only: no voxel changes), so
+#: the mask of a scan does not depend on how it was stored (`bench/invariance.py`, "storage").
+WORKING_AXCODES = ("L", "P", "S")
+
+
+def working_orientation(affine: np.ndarray) -> np.ndarray | None:
+    """nibabel orientation transform from `affine`'s storage to `WORKING_AXCODES`; None when
+    the volume already is so stored."""
+    import nibabel as nib
+
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(np.asarray(affine, float)),
+                                           nib.orientations.axcodes2ornt(WORKING_AXCODES))
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return None
+    return ornt
+
+
+def reoriented(volume: Volume, ornt: np.ndarray) -> Volume:
+    """`volume` stored in the order `ornt` gives (`working_orientation`): the same voxels, each
+    at its world place, in a new array of the input's memory order."""
+    import nibabel as nib
+
+    array = np.asarray(volume.array)
+    moved = nib.orientations.apply_orientation(array, ornt)
+    moved = np.asfortranarray(moved) if array.flags.f_contiguous and not array.flags.c_contiguous \
+        else np.ascontiguousarray(moved)
+    affine = np.asarray(volume.affine, float) @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+    return Volume(moved, affine, dict(volume.meta))
+
+
+def restored(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """An array on the grid `reoriented(volume, ornt)` gives, back in `volume`'s own order."""
+    import nibabel as nib
+
+    back = nib.orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], ornt)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(array), back))

@@ -81,7 +81,7 @@ from lungseg.core.morphology import (
     upsample_nearest,
 )
 from lungseg.core.noise import quieter
-from lungseg.core.volume import Volume
+from lungseg.core.volume import Volume, reoriented, restored, working_orientation
 from lungseg.inference.postprocess import EDGE_HU
 
 __all__ = ["ClassicalParts", "central_airways", "segment_classical"]
@@ -300,7 +300,11 @@ def segment_classical(image: Volume, min_volume_ml: float | None = None, target_
     is smoothed first (`core.noise.quieter`). See the module docstring for the method and its
     limits. Takes a few seconds on a 512x512x300 chest on one core.
     """
-    return ClassicalParts(quieter(image), target_mm).lungs(min_volume_ml)
+    ornt = working_orientation(image.affine)  # every storage of a scan gets one mask
+    if ornt is None:
+        return ClassicalParts(quieter(image), target_mm).lungs(min_volume_ml)
+    mask = ClassicalParts(quieter(reoriented(image, ornt)), target_mm).lungs(min_volume_ml)
+    return Volume(restored(mask.array, ornt), image.affine.copy(), mask.meta)
 
 
 def central_airways(image: Volume, target_mm: float = 2.0, midline_x: float | None = None) -> np.ndarray:
@@ -312,7 +316,10 @@ def central_airways(image: Volume, target_mm: float = 2.0, midline_x: float | No
     like lung, and a network that sees them connected to the lungs calls them lung. All
     False when none is found (a scan that starts below the carina, a slab).
     """
-    return ClassicalParts(image, target_mm, midline_x).airways()
+    ornt = working_orientation(image.affine)
+    if ornt is None:
+        return ClassicalParts(image, target_mm, midline_x).airways()
+    return restored(ClassicalParts(reoriented(image, ornt), target_mm, midline_x).airways(), ornt)
 
 
 class ClassicalParts:

@@ -48,7 +48,7 @@ from lungseg.core.labels import LEFT as LEFT_LABEL
 from lungseg.core.labels import RIGHT as RIGHT_LABEL
 from lungseg.core.morphology import bbox, distance_to, share_per_piece, square
 from lungseg.core.noise import noise_meta, quieter
-from lungseg.core.volume import Volume
+from lungseg.core.volume import Volume, reoriented, restored, working_orientation
 from lungseg.inference.classical import ClassicalParts, segment_classical
 from lungseg.inference.postprocess import (
     EDGE_HU,
@@ -467,7 +467,9 @@ class Predictor:
         self.settings = dataclasses.replace(settings, min_window=tuple(
             int(n) for n in (settings.min_window or (0, 0, depth))))
         self.model_path = path
-        self._classical: tuple[weakref.ref, ClassicalParts | Volume | Future] | None = None
+        # the last image's classical mask (or its steps), for the quality check: (the image, the
+        # mask, the orientation transform it was worked out in or None)
+        self._classical: tuple[weakref.ref, ClassicalParts | Volume | Future, np.ndarray | None] | None = None
         #: work out the classical mask for `classical_reference` in a thread while the
         #: post-processing runs (the batch's quality check asks for it next; off for callers
         #: that never do, so no core is spent on it)
@@ -581,6 +583,9 @@ class Predictor:
 
     def lung_probability(self, image: Volume) -> np.ndarray:
         """P(lung) on the input grid (float32, image.shape): for inspection; `predict` never holds it."""
+        ornt = working_orientation(image.affine)
+        if ornt is not None:
+            return restored(self.lung_probability(reoriented(image, ornt)), ornt)
         image = quieter(image)
         prob, box_aff = self._network(image, body_hull(image.array, image.affine))
         back = index_map(box_aff, image.affine)
@@ -607,7 +612,22 @@ class Predictor:
 
     # --- the mask ---------------------------------------------------------------------------
     def predict(self, image: Volume, postprocessing: bool = True) -> Volume:
-        """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine."""
+        """Lung mask (0 background, 1 right, 2 left) with the image's shape and affine.
+
+        A volume stored in another voxel order than `WORKING_AXCODES` is segmented reoriented to
+        it (flips and axis swaps, no resampling) and its mask put back: every storage of a scan
+        gets the same mask, to the voxel."""
+        ornt = working_orientation(image.affine)
+        if ornt is None:
+            return self._predict(image, postprocessing)
+        work = reoriented(image, ornt)
+        mask = self._predict(work, postprocessing)
+        if self._classical is not None and self._classical[0]() is work:
+            self._classical = (weakref.ref(image), self._classical[1], ornt)
+        return Volume(restored(mask.array, ornt), image.affine.copy(), mask.meta)
+
+    def _predict(self, image: Volume, postprocessing: bool) -> Volume:
+        """`predict` on a volume stored in the working order."""
         self._classical = None
         caller = image  # the quality check's classical mask is keyed to the caller's image
         image = quieter(image)  # a noisy low-dose scan smoothed to the noise the model knows
@@ -632,7 +652,7 @@ class Predictor:
                 hull, midline_x, parts, airways_all = anatomy.result()
             # the quality check's classical mask reuses its steps (a weak reference: a
             # finished case's CT is not kept alive by the predictor)
-            self._classical = (weakref.ref(caller), self._ahead(parts.lungs) if self.reference_ahead else parts)
+            self._classical = (weakref.ref(caller), self._ahead(parts.lungs) if self.reference_ahead else parts, None)
             for fn in self.beside_postprocessing:
                 self._ahead(fn)
         if levels is None:
@@ -737,7 +757,7 @@ class Predictor:
         same image."""
         held = self._classical[1] if self._classical is not None else None
         mask = held.result() if isinstance(held, Future) else parts.lungs()
-        self._classical = (weakref.ref(image), mask)
+        self._classical = (weakref.ref(image), mask, None)
         return mask.array
 
     @staticmethod
@@ -757,11 +777,14 @@ class Predictor:
         """The classical method's mask of `image`, for the quality check: from the steps the
         last `predict` of this very image already worked out, else computed afresh."""
         if self._classical is not None and self._classical[0]() is image:
-            held = self._classical[1]
+            _, held, ornt = self._classical
             self._classical = None
             if isinstance(held, Future):
-                return held.result()
-            return held if isinstance(held, Volume) else held.lungs()
+                held = held.result()
+            mask = held if isinstance(held, Volume) else held.lungs()
+            if ornt is None:
+                return mask
+            return Volume(restored(mask.array, ornt), image.affine.copy(), mask.meta)
         return segment_classical(image)
 
 
