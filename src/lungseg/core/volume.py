@@ -69,13 +69,12 @@ def working_orientation(affine: np.ndarray) -> np.ndarray | None:
 
 def reoriented(volume: Volume, ornt: np.ndarray) -> Volume:
     """`volume` stored in the order `ornt` gives (`working_orientation`): the same voxels, each
-    at its world place, in a new array of the input's memory order."""
+    at its world place; the array is a view of the input's (flips and transpositions: no copy,
+    so a large scan is not held twice; the masks are the same as from a copy)."""
     import nibabel as nib
 
     array = np.asarray(volume.array)
     moved = nib.orientations.apply_orientation(array, ornt)
-    moved = np.asfortranarray(moved) if array.flags.f_contiguous and not array.flags.c_contiguous \
-        else np.ascontiguousarray(moved)
     affine = np.asarray(volume.affine, float) @ nib.orientations.inv_ornt_aff(ornt, array.shape)
     return Volume(moved, affine, dict(volume.meta))
 
