@@ -80,8 +80,8 @@ def reoriented(volume: Volume, ornt: np.ndarray) -> Volume:
 
 
 def restored(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-    """An array on the grid `reoriented(volume, ornt)` gives, back in `volume`'s own order."""
+    """An array on the grid `reoriented(volume, ornt)` gives, back in `volume`'s own order (a view)."""
     import nibabel as nib
 
     back = nib.orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], ornt)
-    return np.ascontiguousarray(nib.orientations.apply_orientation(np.asarray(array), back))
+    return nib.orientations.apply_orientation(np.asarray(array), back)
