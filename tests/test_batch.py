@@ -362,3 +362,26 @@ def test_a_folder_of_multiframe_files_is_a_batch_but_a_split_series_is_one_case(
     assert expand_inputs([own]) == [own / "a.dcm", own / "b.dcm"]
     assert expand_inputs([tmp_path / "split"]) == [tmp_path / "split"]
     assert expand_inputs([tmp_path / "slices"]) == [tmp_path / "slices"]
+
+
+def test_a_stop_inside_a_finalizer_is_sent_again_not_printed(monkeypatch, capsys):
+    """A worker's stop (SystemExit 143 from its SIGTERM handler) that lands inside a weakref
+    callback cannot unwind there, and Python printed it as an ignored exception with a traceback
+    (seen once in CI on `test_ctrl_c_stops_a_parallel_batch_at_once`): the worker's unraisable
+    hook sends the signal again, to be taken outside it, and prints nothing; anything else still
+    reaches Python's own hook."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from lungseg import batch
+
+    sent, passed = [], []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(sys, "__unraisablehook__", passed.append)
+    batch._unraisable(SimpleNamespace(exc_value=SystemExit(143), exc_type=SystemExit))
+    assert sent == [(os.getpid(), signal.SIGTERM)] and not passed
+    other = SimpleNamespace(exc_value=ValueError("x"), exc_type=ValueError)
+    batch._unraisable(other)
+    assert sent == [(os.getpid(), signal.SIGTERM)] and passed == [other]
+    assert capsys.readouterr().err == ""

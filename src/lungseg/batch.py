@@ -9,6 +9,7 @@ network, its agreement with the classical method); failed checks become `CaseRes
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,11 +342,26 @@ def _on_sigterm(signum, frame) -> None:
     os._exit(143)
 
 
+def _unraisable(info) -> None:
+    """`sys.unraisablehook` of a worker: the stop (`_on_sigterm`'s SystemExit) that lands while
+    the interpreter runs a finalizer or a weakref callback cannot unwind from there (Python
+    prints "Exception ignored ... SystemExit: 143" and goes on): the signal is sent again, to be
+    taken outside it, and nothing is printed. Anything else goes to Python's own hook."""
+    import os
+    import signal
+
+    if isinstance(info.exc_value, SystemExit) and info.exc_value.code == 143:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    sys.__unraisablehook__(info)
+
+
 def _init_worker(model, method, device, settings, threads, qc) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.unraisablehook = _unraisable
     _WORKER["method"] = method
     _WORKER["qc"] = qc
     _WORKER["predictor"] = None
