@@ -248,19 +248,20 @@ def _frames_decoded_by_gdcm(f: Path) -> pydicom.Dataset | None:
         signed = int(ds.get("PixelRepresentation", 0)) == 1
         dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
         frames = np.empty((n, rows, cols), dtype)
+        # one single-frame image, its Pixel Data swapped for each frame's
+        frame = Dataset()
+        frame.file_meta = FileMetaDataset()
+        frame.file_meta.TransferSyntaxUID = syntax
+        frame.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        frame.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        frame.SOPClassUID, frame.SOPInstanceUID = CTImageStorage, frame.file_meta.MediaStorageSOPInstanceUID
+        for key in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                    "SamplesPerPixel", "PhotometricInterpretation"):
+            setattr(frame, key, ds[key].value)
+        frame.RescaleSlope, frame.RescaleIntercept = 1, 0
         with tempfile.TemporaryDirectory(prefix="lungseg-frames-") as tmp:
             one = Path(tmp) / "frame.dcm"
             for i, data in enumerate(generate_frames(ds.PixelData, number_of_frames=n)):
-                frame = Dataset()
-                frame.file_meta = FileMetaDataset()
-                frame.file_meta.TransferSyntaxUID = syntax
-                frame.file_meta.MediaStorageSOPClassUID = CTImageStorage
-                frame.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-                frame.SOPClassUID, frame.SOPInstanceUID = CTImageStorage, frame.file_meta.MediaStorageSOPInstanceUID
-                for key in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-                            "SamplesPerPixel", "PhotometricInterpretation"):
-                    setattr(frame, key, ds[key].value)
-                frame.RescaleSlope, frame.RescaleIntercept = 1, 0
                 frame.PixelData = encapsulate([data])
                 frame["PixelData"].VR = "OB"
                 frame.save_as(one, enforce_file_format=True)
